@@ -1,0 +1,96 @@
+"""The model catalog: ONE row per shipped model; everything else is derived from it.
+
+A row fixes the architecture (dim, blocks, mixtures K, patch P, ...) and the weights file
+inside ``hpac/weights``. The file's weights id (sha256 of the tensors) is written into every
+.hpac file, so retraining a model changes its id and old files are refused with a message
+naming the model they need instead of decoding garbage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .errors import ModelMismatchError
+from .model import HPACNet, ModelConfig
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    config: ModelConfig
+    file: str  # inside hpac/weights/
+    description: str
+    training: str  # data, steps and validation bpsp of the shipped weights
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    e.name: e
+    for e in (
+        CatalogEntry(
+            name="hpac-natural",
+            config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
+            file="hpac-natural.safetensors",
+            description="RGB planes (natural photos; default for 3-channel images)",
+            training="see the weights metadata (hpac models -v)",
+        ),
+        CatalogEntry(
+            name="hpac-gray",
+            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
+            file="hpac-gray.safetensors",
+            description="single-channel planes (gray images, alpha, extra channels)",
+            training="see the weights metadata (hpac models -v)",
+        ),
+    )
+}
+
+DEFAULT_FOR_CHANNELS = {3: "hpac-natural", 1: "hpac-gray"}
+
+
+@dataclass(frozen=True)
+class CodecModel:
+    """A network ready for coding, with the identity written into files."""
+
+    name: str
+    net: HPACNet
+    weights_id: str
+    info: dict
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.cfg
+
+
+def get_entry(name: str) -> CatalogEntry:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ModelMismatchError(f"unknown model {name!r} (known: {', '.join(CATALOG)})") from None
+
+
+def weights_path(entry: CatalogEntry) -> Path:
+    return Path(str(resources.files("hpac") / "weights" / entry.file))
+
+
+@lru_cache(maxsize=8)
+def load_catalog_model(name: str) -> CodecModel:
+    """Load a shipped model by catalog name (cached)."""
+    from .weights import load_weights
+
+    entry = get_entry(name)
+    path = weights_path(entry)
+    if not path.exists():
+        raise ModelMismatchError(f"weights of {name} are not installed ({path})")
+    net, info = load_weights(path)
+    if net.cfg != entry.config:
+        raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
+    return CodecModel(name, net, info["weights_id"], info)
+
+
+def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
+    """Load a model from a weights file (training output); named after the file by default."""
+    from .weights import load_weights
+
+    net, info = load_weights(path)
+    return CodecModel(name or Path(path).stem, net, info["weights_id"], info)

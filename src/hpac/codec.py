@@ -1,0 +1,218 @@
+"""Image <-> .hpac bytes: planes, patches, shards, and the one coding loop both sides share.
+
+::
+
+    pixels (H,W,C) --planes (RGB | gray)--> patches (N,P,P,c) --shards of S patches-->
+        per shard, per group g, per channel: CSI params -> AFC tables -> range coder
+
+A 3-channel plane uses the RGB model, every other channel a 1-channel plane. Patches are
+independent, so shards are coded concurrently, each single-threaded: a shard's arithmetic
+never depends on how many threads run, and the decoder repeats the encoder's computation
+exactly (same code, same shapes). Memory is bounded by the shards in flight.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import afc, container
+from .catalog import DEFAULT_FOR_CHANNELS, CodecModel, load_catalog_model
+from .csi import CSIStepper
+from .distribution import conditioned_means, normalise, split_params
+from .errors import ChecksumError, FormatError, ModelMismatchError
+from .imageio import Image, as_image
+
+SHARD_PIXELS = 1 << 18  # patches per shard = SHARD_PIXELS // P^2 (stored per plane in the header)
+
+
+def plane_layout(channels: int) -> list[tuple[int, int]]:
+    """(first_channel, n_channels) of each plane: RGB(A) -> [RGB, A]; other counts -> gray planes."""
+    if channels in (3, 4):
+        return [(0, 3)] + ([(3, 1)] if channels == 4 else [])
+    return [(c, 1) for c in range(channels)]
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@contextmanager
+def _single_threaded_torch() -> Iterator[None]:
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def to_patches(sym: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, c) ints -> zero-padded patches (N, P, P, c) int64 and their validity (N, P, P)."""
+    h, w, c = sym.shape
+    ph, pw = -(-h // patch), -(-w // patch)
+    buf = np.zeros((ph * patch, pw * patch, c), dtype=np.int64)
+    buf[:h, :w] = sym
+    valid = np.zeros((ph * patch, pw * patch), dtype=bool)
+    valid[:h, :w] = True
+    p = buf.reshape(ph, patch, pw, patch, c).transpose(0, 2, 1, 3, 4).reshape(-1, patch, patch, c)
+    v = valid.reshape(ph, patch, pw, patch).transpose(0, 2, 1, 3).reshape(-1, patch, patch)
+    return torch.from_numpy(np.ascontiguousarray(p)), torch.from_numpy(np.ascontiguousarray(v))
+
+
+def from_patches(p: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """Inverse of :func:`to_patches`: (N, P, P, c) -> (h, w, c)."""
+    patch, c = p.shape[1], p.shape[3]
+    ph, pw = -(-h // patch), -(-w // patch)
+    full = p.numpy().reshape(ph, pw, patch, patch, c).transpose(0, 2, 1, 3, 4).reshape(ph * patch, pw * patch, c)
+    return full[:h, :w]
+
+
+def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
+               stream: np.ndarray | None = None, on_group: Callable[[], None] | None = None):
+    """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
+
+    Args:
+        valid: (B, P, P) bool, False on padding (not coded, network input 0).
+        sym: (B, P, P, c) int64 symbols to encode.
+        stream: (n,) uint32 range-coder words to decode.
+    Returns:
+        encode: (n,) uint32 words; decode: (B, P, P, c) int64 symbols.
+    """
+    import constriction
+
+    cfg = model.config
+    b = valid.shape[0]
+    ch, k = cfg.channels, cfg.mixtures
+    encoding = sym is not None
+    coder = constriction.stream.queue.RangeEncoder() if encoding else constriction.stream.queue.RangeDecoder(stream)
+    out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
+    stepper = CSIStepper(model.net, b)
+    sched = stepper.sched
+    for g in range(sched.groups):
+        r, c = sched.rows[g], sched.cols[g]
+        n = r.numel()
+        mix = split_params(stepper.params(g).reshape(b * n, -1), ch, k)
+        vi = torch.nonzero(valid[:, r, c].reshape(-1)).squeeze(1)
+        known = out[:, r, c, :].reshape(b * n, ch) if encoding else None
+        got = torch.zeros(b * n, ch, dtype=torch.int64)
+        xn = torch.zeros(b * n, ch)
+        for cc in range(ch):
+            mean = conditioned_means(mix, xn, cc)
+            s = afc.code_symbols(coder, mix.logits[vi, cc], mean[vi], mix.log_scales[vi, cc], bits,
+                                 known[vi, cc] if encoding else None)
+            got[vi, cc] = s
+            xn[vi, cc] = normalise(s, bits)
+        if not encoding:
+            out[:, r, c, :] = got.reshape(b, n, ch)
+        stepper.write_pixels(g, xn.reshape(b, n, ch))
+        if on_group is not None:
+            on_group()
+    if encoding:
+        return coder.get_compressed()
+    return out
+
+
+def _models_for(channels: int, models: dict[int, CodecModel] | None) -> dict[int, CodecModel]:
+    chosen = dict(models or {})
+    for _, nch in plane_layout(channels):
+        if nch not in chosen:
+            chosen[nch] = load_catalog_model(DEFAULT_FOR_CHANNELS[nch])
+        if chosen[nch].config.channels != nch:
+            raise ModelMismatchError(f"model {chosen[nch].name} codes {chosen[nch].config.channels}-channel planes, not {nch}")
+    return chosen
+
+
+def _run(jobs: list[Callable[[], object]], threads: int) -> list:
+    with _single_threaded_torch():
+        if threads <= 1 or len(jobs) <= 1:
+            return [j() for j in jobs]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda j: j(), jobs))
+
+
+def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
+           threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> bytes:
+    """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes."""
+    img = pixels if isinstance(pixels, Image) else as_image(pixels)
+    arr = img.pixels
+    h, w, c = arr.shape
+    if h * w > container.MAX_PIXELS or max(h, w) > container.MAX_SIDE:
+        raise FormatError(f"image {h}x{w} exceeds the format limit of {container.MAX_PIXELS} pixels")
+    chosen = _models_for(c, models)
+    sym = img.symbols()
+    planes, jobs = [], []
+    for first, nch in plane_layout(c):
+        model = chosen[nch]
+        p = model.config.patch
+        pps = max(1, SHARD_PIXELS // (p * p))
+        patches, valid = to_patches(sym[:, :, first : first + nch], p)
+        shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
+        planes.append((first, nch, model, pps, len(shards)))
+        jobs += [lambda v=v, s=s, m=model: code_shard(m, img.bits, v, sym=s) for v, s in shards]
+    streams = _run(jobs, threads or default_threads())
+    it = iter(streams)
+    headers = []
+    for first, nch, model, pps, n_shards in planes:
+        lens = tuple(next(it).nbytes for _ in range(n_shards))
+        headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id, lens))
+    header = container.Header(h, w, c, arr.dtype.name, img.bits, container.pixel_digest(arr), tuple(headers))
+    return container.write(header, [s.astype("<u4").tobytes() for s in streams])
+
+
+def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = None) -> CodecModel:
+    """The model a file names: a caller-supplied one with that id, else the catalog's."""
+    for m in extra or []:
+        if m.weights_id == weights_id:
+            return m
+    try:
+        model = load_catalog_model(name)
+    except ModelMismatchError:
+        raise ModelMismatchError(f"file needs model {name} (weights {weights_id}), which is not installed") from None
+    if model.weights_id != weights_id:
+        raise ModelMismatchError(
+            f"file needs model {name} with weights {weights_id}; installed {name} has weights {model.weights_id}"
+        )
+    return model
+
+
+def decode(data: bytes, models: list[CodecModel] | None = None, threads: int | None = None) -> np.ndarray:
+    """Decode .hpac bytes to the original (H, W, C) array (2-D arrays come back as (H, W, 1))."""
+    header, payload = container.read(data)
+    out_sym = np.zeros((header.height, header.width, header.channels), dtype=np.int64)
+    jobs, places = [], []
+    pos = 0
+    for ph in header.planes:
+        model = resolve_model(ph.model_name, ph.weights_id, models)
+        if model.config.patch != ph.patch or model.config.channels != ph.n_channels:
+            raise FormatError(f"plane geometry does not match model {model.name}")
+        _, valid = to_patches(np.zeros((header.height, header.width, 1), dtype=np.int64), ph.patch)
+        for i, ln in enumerate(ph.shard_lengths):
+            words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
+            pos += ln
+            v = valid[i * ph.patches_per_shard : (i + 1) * ph.patches_per_shard]
+            jobs.append(lambda v=v, words=words, m=model: code_shard(m, header.bits, v, stream=words))
+        places.append((ph, len(ph.shard_lengths)))
+    try:
+        results = _run(jobs, threads or default_threads())
+    except (ValueError, RuntimeError, OverflowError) as exc:  # constriction rejects garbage streams
+        raise ChecksumError(f"payload is corrupt ({exc})") from None
+    it = iter(results)
+    for ph, n in places:
+        patches = torch.cat([next(it) for _ in range(n)])
+        out_sym[:, :, ph.first_channel : ph.first_channel + ph.n_channels] = from_patches(patches, header.height, header.width)
+    dtype = np.dtype(header.dtype)
+    offset = (1 << (header.bits - 1)) if dtype == np.int16 else 0
+    if out_sym.min(initial=0) < 0 or out_sym.max(initial=0) >= (1 << header.bits):
+        raise ChecksumError("decoded values out of range: corrupt payload")
+    pixels = (out_sym - offset).astype(dtype)
+    if container.pixel_digest(pixels) != header.pixel_sha256:
+        raise ChecksumError(
+            "decoded pixels do not match the stored hash: the file is corrupt, or this machine computes "
+            "different model probabilities than the encoder did (see docs/determinism.md)"
+        )
+    return pixels

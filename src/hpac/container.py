@@ -1,0 +1,162 @@
+"""The .hpac byte layout (little-endian throughout). Normative spec: docs/format.md.
+
+::
+
+    magic        8  b"HPAC\\r\\n\\x1a\\n"
+    version      u16  FORMAT_VERSION
+    header_len   u32  bytes of the header body that follows
+    header body:
+      height u32, width u32, channels u8, dtype u8 (DTYPE_CODES), bits u8, n_planes u8
+      pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
+      per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
+                  model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
+                  shard byte lengths u32 * n_shards
+    header_crc   u32  CRC-32 of everything above
+    payload      the shard streams, in plane then shard order (each a run of u32 words)
+
+Every length and count is checked against hard limits and against the file size before
+anything is allocated.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ChecksumError, FormatError
+
+MAGIC = b"HPAC\r\n\x1a\n"
+FORMAT_VERSION = 1
+DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
+DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
+MAX_SIDE = 1 << 20
+MAX_PIXELS = 1 << 28  # 268 Mpx: refuse bigger headers before allocating anything
+MAX_PATCH = 1024
+_FIXED = struct.Struct("<IIBBBB")
+_PLANE = struct.Struct("<BBHI")
+
+
+@dataclass(frozen=True)
+class PlaneHeader:
+    """One independently coded group of channels (e.g. RGB, or an alpha plane)."""
+
+    first_channel: int
+    n_channels: int
+    patch: int
+    patches_per_shard: int
+    model_name: str
+    weights_id: str  # 16 hex digits
+    shard_lengths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Header:
+    height: int
+    width: int
+    channels: int
+    dtype: str
+    bits: int
+    pixel_sha256: bytes
+    planes: tuple[PlaneHeader, ...]
+
+    @property
+    def payload_len(self) -> int:
+        return sum(sum(p.shard_lengths) for p in self.planes)
+
+
+def pixel_digest(pixels: np.ndarray) -> bytes:
+    arr = np.ascontiguousarray(pixels)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return hashlib.sha256(arr.tobytes()).digest()
+
+
+def n_patches(height: int, width: int, patch: int) -> int:
+    return -(-height // patch) * -(-width // patch)
+
+
+def write(header: Header, streams: list[bytes]) -> bytes:
+    """Serialise a header and the concatenated shard streams."""
+    body = bytearray(_FIXED.pack(header.height, header.width, header.channels,
+                                 DTYPE_CODES[header.dtype], header.bits, len(header.planes)))
+    body += header.pixel_sha256
+    for p in header.planes:
+        name = p.model_name.encode()
+        body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
+        body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
+        body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
+    head = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(body)) + bytes(body)
+    return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
+
+
+class _Reader:
+    def __init__(self, buf: bytes, start: int, end: int):
+        self.buf, self.pos, self.end = buf, start, end
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise FormatError("header is truncated")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, st: struct.Struct | str):
+        st = st if isinstance(st, struct.Struct) else struct.Struct(st)
+        return st.unpack(self.take(st.size))
+
+
+def read(data: bytes) -> tuple[Header, memoryview]:
+    """Parse and validate a .hpac file; returns the header and the payload bytes."""
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            raise FormatError("this is a PNG file, not an .hpac file")
+        raise FormatError("not an .hpac file (bad magic)")
+    if len(data) < len(MAGIC) + 6:
+        raise FormatError("file is truncated inside the header")
+    version, body_len = struct.unpack_from("<HI", data, len(MAGIC))
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported format version {version} (this hpac reads version {FORMAT_VERSION})")
+    body_start = len(MAGIC) + 6
+    body_end = body_start + body_len
+    if body_end + 4 > len(data):
+        raise FormatError("file is truncated inside the header")
+    (crc,) = struct.unpack_from("<I", data, body_end)
+    if zlib.crc32(data[:body_end]) != crc:
+        raise ChecksumError("header CRC mismatch: the file is corrupt")
+    r = _Reader(data, body_start, body_end)
+    h, w, c, dcode, bits, n_planes = r.unpack(_FIXED)
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE) or h * w > MAX_PIXELS:
+        raise FormatError(f"image size {h}x{w} is outside the supported range")
+    if not 1 <= c <= 4 or dcode not in DTYPE_NAMES or not 8 <= bits <= 16 or not 1 <= n_planes <= c:
+        raise FormatError("invalid image description in header")
+    if dcode == DTYPE_CODES["uint8"] and bits != 8:
+        raise FormatError("invalid bit depth for 8-bit data")
+    digest = r.take(32)
+    planes = []
+    next_channel = 0
+    for _ in range(n_planes):
+        first, nch, patch, pps = r.unpack(_PLANE)
+        (name_len,) = r.unpack("<B")
+        name = r.take(name_len).decode("ascii", errors="replace")
+        wid = r.take(8).hex()
+        (n_shards,) = r.unpack("<I")
+        if first != next_channel or not 1 <= nch <= c - first or not 8 <= patch <= MAX_PATCH or pps < 1:
+            raise FormatError("invalid plane description in header")
+        if n_shards != -(-n_patches(h, w, patch) // pps):
+            raise FormatError("shard count does not match the image size")
+        lengths = r.unpack(f"<{n_shards}I")
+        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths)))
+        next_channel += nch
+    if next_channel != c or r.pos != body_end:
+        raise FormatError("planes do not cover the channels exactly")
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes))
+    payload = memoryview(data)[body_end + 4 :]
+    if len(payload) != header.payload_len:
+        raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")
+    if any(n % 4 for p in planes for n in p.shard_lengths):
+        raise FormatError("shard length is not a whole number of 32-bit words")
+    return header, payload

@@ -1,0 +1,37 @@
+"""Every failure hpac reports on purpose is an :class:`HpacError`.
+
+The CLI catches this one type, prints its one-line message and exits non-zero; anything
+else escaping is a bug.
+"""
+from __future__ import annotations
+
+
+class HpacError(Exception):
+    """Base class of all errors hpac raises deliberately."""
+
+    exit_code = 1
+
+
+class FormatError(HpacError):
+    """The bytes are not a valid .hpac file (bad magic, truncated, corrupt header...)."""
+
+    exit_code = 3
+
+
+class ChecksumError(FormatError):
+    """A CRC or the decoded-pixel hash did not match: the file is corrupt or the decoding
+    machine computed different probabilities than the encoder (see docs/determinism.md)."""
+
+    exit_code = 4
+
+
+class ModelMismatchError(HpacError):
+    """The file needs a model (name + weights hash) this installation does not have."""
+
+    exit_code = 5
+
+
+class UnsupportedImageError(HpacError):
+    """The image cannot be coded (dtype, channel count, size, or unreadable input)."""
+
+    exit_code = 6

@@ -1,0 +1,139 @@
+"""Image files <-> integer arrays, at native depth.
+
+Reads PNG and TIFF (imagecodecs), PPM/PGM (Pillow), NPY (numpy); writes PNG (8 or 16 bit).
+Arrays are always (H, W, C) with C in 1..4, dtype uint8, uint16 or int16.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UnsupportedImageError
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16")
+
+
+@dataclass(frozen=True)
+class Image:
+    """Pixels plus what is needed to code them exactly.
+
+    Attributes:
+        pixels: (H, W, C) array, dtype uint8 / uint16 / int16, C in 1..4.
+        bits: significant bits of the coded (offset, non-negative) integers, 8..16.
+    """
+
+    pixels: np.ndarray
+    bits: int
+
+    @property
+    def offset(self) -> int:
+        """Added to stored values to make them non-negative (signed data only)."""
+        return 1 << (self.bits - 1) if self.pixels.dtype == np.int16 else 0
+
+    def symbols(self) -> np.ndarray:
+        """(H, W, C) int32 in [0, 2^bits)."""
+        return self.pixels.astype(np.int32) + self.offset
+
+
+def as_image(arr: np.ndarray) -> Image:
+    """Validate an array and detect its significant bit depth."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or not 1 <= arr.shape[2] <= 4:
+        raise UnsupportedImageError(f"expected an (H, W) or (H, W, C<=4) array, got shape {arr.shape}")
+    if arr.dtype.name not in SUPPORTED_DTYPES:
+        raise UnsupportedImageError(f"unsupported dtype {arr.dtype}; use one of {', '.join(SUPPORTED_DTYPES)}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise UnsupportedImageError(f"empty image of shape {arr.shape}")
+    return Image(np.ascontiguousarray(arr), detect_bits(arr))
+
+
+def detect_bits(arr: np.ndarray) -> int:
+    """Smallest depth >= 8 holding every value (signed data: two's complement range)."""
+    if arr.dtype == np.uint8 or arr.size == 0:
+        return 8
+    if arr.dtype == np.int16:
+        lo, hi = int(arr.min()), int(arr.max())
+        need = max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length()) + 1
+        return max(8, need)
+    return max(8, int(arr.max()).bit_length())
+
+
+def read_image(src: str | Path | bytes) -> Image:
+    """Read an image file (or its bytes) into an :class:`Image`."""
+    data = src if isinstance(src, bytes) else _read_bytes(Path(src))
+    try:
+        arr = _decode(data)
+    except UnsupportedImageError:
+        raise
+    except Exception as exc:  # the decoders raise many types; the user needs one message
+        raise UnsupportedImageError(f"cannot read image: {exc}") from None
+    return as_image(arr)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnsupportedImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _decode(data: bytes) -> np.ndarray:
+    import imagecodecs
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        arr = imagecodecs.png_decode(data)
+    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        arr = imagecodecs.tiff_decode(data)
+    elif data[:6] == b"\x93NUMPY":
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    elif data[:2] in (b"P5", b"P6", b"P2", b"P3"):
+        arr = _decode_pnm(data)
+    elif data[:4] == b"HPAC":
+        raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")
+    else:
+        raise UnsupportedImageError("unknown image format (supported: PNG, TIFF, PPM/PGM, NPY)")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr
+
+
+def _decode_pnm(data: bytes) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data)) as im:
+        if im.mode in ("L", "RGB"):
+            return np.asarray(im)
+        if im.mode in ("I", "I;16", "I;16B"):
+            arr = np.asarray(im)
+            if arr.min() < 0 or arr.max() > 65535:
+                raise UnsupportedImageError("PGM values outside 0..65535")
+            return arr.astype(np.uint16)
+        raise UnsupportedImageError(f"unsupported PNM mode {im.mode}")
+
+
+def write_png(pixels: np.ndarray) -> bytes:
+    """Encode (H, W, C) uint8/uint16 pixels as PNG bytes (int16 is refused: use .npy)."""
+    import imagecodecs
+
+    if pixels.dtype == np.int16:
+        raise UnsupportedImageError("signed 16-bit pixels cannot be written as PNG; write .npy instead")
+    arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+    return imagecodecs.png_encode(arr, level=6)
+
+
+def write_npy(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, allow_pickle=False)
+    return buf.getvalue()
+
+
+def to_gray_luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 1) uint8 luma (ITU-R 601 weights, integer rounding)."""
+    x = rgb.astype(np.int32)
+    y = (299 * x[..., 0] + 587 * x[..., 1] + 114 * x[..., 2] + 500) // 1000
+    return y.astype(rgb.dtype)[..., None]

@@ -1,0 +1,138 @@
+"""The HPAC network: a masked, gated ConvNet predicting a discrete logistic mixture per pixel.
+
+Data flow of one P x P patch (NCHW, float32, pixels normalised to [-1, 1])::
+
+    x (B,C,P,P) --stem: strict-masked kxk conv--> (B,D,P,P)
+      --[GatedBlock] x N-->                        (B,D,P,P)
+      --LayerNorm, 1x1 head-->                     (B,n_params,P,P)  (see hpac.distribution)
+
+The coding order inside a patch is the skewed diagonal: pixel (r, c) belongs to group
+``g = c + 2r`` (3P-2 groups). A kernel tap at offset (dr, dc) points at group ``g + dc + 2dr``,
+so the stem keeps taps with ``dc + 2dr < 0`` (strictly earlier groups) and every deeper
+spatial conv keeps ``dc + 2dr <= 0`` (same-group features there depend only on earlier
+groups already). Channels of one pixel are coded in order through the mixture's linear
+channel coefficients, so the network itself never sees the current pixel.
+
+GatedBlock ("content-aware convolutional gating", CALLIC/HPAC)::
+
+    h = LN(x); a, v = W_av h; x = x + W_o( swish(DW_masked(a)) * v )
+    x = x + W_down GELU(W_up LN(x))
+
+This module is the training / reference ("naive full forward") implementation. Coding uses
+the cache-then-select path in :mod:`hpac.csi`, which computes the same function per group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters; one catalog row holds one of these."""
+
+    channels: int = 3  # subpixels per pixel the model codes jointly (1 = gray, 3 = RGB)
+    dim: int = 64  # feature channels D
+    blocks: int = 3  # number of GatedBlocks N
+    kernel: int = 7  # spatial kernel size k (stem and depthwise convs)
+    mlp_ratio: int = 2  # MLP expansion
+    mixtures: int = 5  # logistic mixture components K
+    patch: int = 64  # patch size P (coding unit; 3P-2 sequential groups)
+
+    @property
+    def n_coefs(self) -> int:
+        """Linear channel coefficients per mixture component (c' < c pairs)."""
+        return self.channels * (self.channels - 1) // 2
+
+    @property
+    def n_params(self) -> int:
+        """Head outputs per pixel: K * (3 C + C(C-1)/2)."""
+        return self.mixtures * (3 * self.channels + self.n_coefs)
+
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates of one forward pass, per pixel (masked taps only)."""
+        d, k = self.dim, self.kernel
+        strict = int(causal_mask(k, strict=True).sum())
+        incl = int(causal_mask(k, strict=False).sum())
+        stem = strict * self.channels * d
+        block = 2 * d * d + incl * d + d * d + 2 * self.mlp_ratio * d * d
+        return stem + self.blocks * block + d * self.n_params
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def causal_mask(k: int, strict: bool) -> torch.Tensor:
+    """(k, k) bool mask of kernel taps allowed by the skewed-diagonal order g = c + 2r."""
+    off = torch.arange(k) - k // 2
+    dr, dc = off[:, None], off[None, :]
+    order = dc + 2 * dr
+    return order < 0 if strict else order <= 0
+
+
+class MaskedConv2d(nn.Conv2d):
+    """Conv2d whose kernel is multiplied by a fixed causal mask on every forward."""
+
+    def __init__(self, cin: int, cout: int, k: int, strict: bool, groups: int = 1):
+        super().__init__(cin, cout, k, padding=k // 2, groups=groups)
+        self.register_buffer("mask", causal_mask(k, strict).to(torch.float32)[None, None], persistent=False)
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding, groups=self.groups)
+
+
+class GatedBlock(nn.Module):
+    """MetaFormer block with masked convolutional gating and a 1x1 MLP (NHWC tensors)."""
+
+    def __init__(self, d: int, k: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.to_av = nn.Linear(d, 2 * d)
+        self.dw = MaskedConv2d(d, d, k, strict=False, groups=d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp_up = nn.Linear(d, mlp_ratio * d)
+        self.mlp_down = nn.Linear(mlp_ratio * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, D) -> (B, H, W, D)."""
+        a, v = self.to_av(self.norm1(x)).chunk(2, dim=-1)
+        # NHWC viewed as channels-last NCHW: the depthwise conv runs without layout copies
+        a = self.dw(a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        x = x + self.proj(F.silu(a) * v)
+        return x + self.mlp_down(F.gelu(self.mlp_up(self.norm2(x))))
+
+
+class HPACNet(nn.Module):
+    """Masked AR ConvNet mapping normalised pixels to mixture parameters.
+
+    Args:
+        cfg: architecture (see :class:`ModelConfig`).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.stem = MaskedConv2d(cfg.channels, d, cfg.kernel, strict=True)
+        self.blocks = nn.ModuleList(GatedBlock(d, cfg.kernel, cfg.mlp_ratio) for _ in range(cfg.blocks))
+        self.head_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.n_params)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) float in [-1, 1] -> raw mixture params (B, H, W, n_params)."""
+        h = self.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.head(self.head_norm(h))
+
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,207 @@
+"""Pre-training: random P x P crops, NLL in bits per subpixel, checkpoints, resume.
+
+Every crop is one coding patch (zero context beyond its border), exactly as the codec sees
+patches. The run is reproducible: crop positions and flips of step ``t`` come from a
+generator seeded with ``(seed, t)``, so a resumed run draws what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .distribution import nll_bits, normalise
+from .errors import HpacError
+from .model import HPACNet, ModelConfig
+from .weights import save_weights
+
+IMAGE_SUFFIXES = {".png", ".ppm", ".pgm", ".tif", ".tiff", ".npy"}
+
+
+@dataclass
+class TrainOptions:
+    data: list[Path]
+    out: Path
+    cfg: ModelConfig
+    steps: int = 20000
+    batch: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    val_every: int = 500
+    ckpt_minutes: float = 5.0
+    resume: bool = False
+    gray: bool = False  # train a 1-channel model on the luma of the images
+    progress: bool = True
+
+
+def _load_images(dirs: list[Path], gray: bool) -> list[tuple[str, np.ndarray, int]]:
+    from .imageio import read_image, to_gray_luma
+
+    files = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise HpacError(f"no training images under {', '.join(map(str, dirs))}")
+    out = []
+    for f in files:
+        img = read_image(f)
+        arr = img.pixels
+        if arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        if gray:
+            arr = to_gray_luma(arr) if arr.shape[2] == 3 else arr[:, :, :1]
+        elif arr.shape[2] != 3:
+            continue
+        out.append((str(f), np.ascontiguousarray(arr), img.bits))
+    return out
+
+
+def split_train_val(images: list, every: int = 10) -> tuple[list, list]:
+    """Hold out every ``every``-th image (by sorted path) for validation."""
+    val = [im for i, im in enumerate(images) if i % every == every // 2]
+    train = [im for i, im in enumerate(images) if i % every != every // 2]
+    return train, val
+
+
+def _val_crops(images: list, p: int, limit: int = 64) -> list[tuple[np.ndarray, int]]:
+    crops = []
+    for _, arr, bits in images:
+        h, w, _ = arr.shape
+        for r in range(0, h - p + 1, p):
+            for c in range(0, w - p + 1, p):
+                crops.append((arr[r : r + p, c : c + p], bits))
+    step = max(1, len(crops) // limit)
+    return crops[::step][:limit]
+
+
+def _sample_batch(images: list, p: int, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    idx = torch.randint(len(images), (1,), generator=gen).item()  # one image depth per batch
+    bits = images[idx][2]
+    pool = [im for im in images if im[2] == bits]
+    crops = []
+    for _ in range(batch):
+        _, arr, _ = pool[torch.randint(len(pool), (1,), generator=gen).item()]
+        h, w, _ = arr.shape
+        r = torch.randint(max(1, h - p + 1), (1,), generator=gen).item()
+        c = torch.randint(max(1, w - p + 1), (1,), generator=gen).item()
+        crop = arr[r : r + p, c : c + p]
+        if crop.shape[0] < p or crop.shape[1] < p:
+            crop = np.pad(crop, ((0, p - crop.shape[0]), (0, p - crop.shape[1]), (0, 0)), mode="edge")
+        if torch.randint(2, (1,), generator=gen).item():
+            crop = crop[:, ::-1]
+        if torch.randint(2, (1,), generator=gen).item():
+            crop = crop[::-1]
+        crops.append(np.ascontiguousarray(crop))
+    return torch.from_numpy(np.stack(crops).astype(np.int64)), bits
+
+
+def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int) -> torch.Tensor:
+    """Mean bits per subpixel of integer crops sym (B, P, P, C)."""
+    cfg = net.cfg
+    x = normalise(sym, bits).permute(0, 3, 1, 2)
+    raw = net(x)
+    return nll_bits(raw, sym, bits, cfg.channels, cfg.mixtures).mean()
+
+
+def evaluate(net: HPACNet, crops: list, device: str) -> float:
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for arr, bits in crops:
+            sym = torch.from_numpy(arr.astype(np.int64))[None].to(device)
+            total += batch_bits(net, sym, bits).item()
+    net.train()
+    return total / max(1, len(crops))
+
+
+def _lr_at(step: int, total: int, base: float) -> float:
+    warm = min(500, total // 20)
+    if step < warm:
+        return base * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return 1e-2 * base + (base - 1e-2 * base) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def train(opt: TrainOptions) -> dict:
+    """Run (or resume) a training run; writes ``opt.out`` (safetensors) and ``opt.out.ckpt``."""
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        raise HpacError("--device cuda requested but no CUDA device is available")
+    torch.manual_seed(opt.seed)
+    images = _load_images(opt.data, opt.gray)
+    train_imgs, val_imgs = split_train_val(images)
+    val = _val_crops(val_imgs, opt.cfg.patch)
+    net = HPACNet(opt.cfg).to(opt.device)
+    optim = torch.optim.Adam(net.parameters(), lr=opt.lr)
+    ckpt_path = Path(str(opt.out) + ".ckpt")
+    step, log = 0, []
+    start_time = 0.0
+    if opt.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=opt.device, weights_only=False)
+        if ModelConfig(**state["cfg"]) != opt.cfg:
+            raise HpacError(f"checkpoint {ckpt_path} was made with a different model config")
+        net.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        step, log, start_time = state["step"], state["log"], state.get("seconds", 0.0)
+    meta = {
+        "train_files": len(train_imgs),
+        "val_files": len(val_imgs),
+        "val_crops": len(val),
+        "data": [str(d) for d in opt.data],
+        "seed": opt.seed,
+        "batch": opt.batch,
+    }
+
+    def save(val_bpsp: float | None) -> None:
+        elapsed = start_time + time.time() - t0
+        torch.save(
+            {"cfg": opt.cfg.to_dict(), "model": net.state_dict(), "optim": optim.state_dict(),
+             "step": step, "log": log, "seconds": elapsed},
+            str(ckpt_path) + ".tmp",
+        )
+        os.replace(str(ckpt_path) + ".tmp", ckpt_path)
+        info = dict(meta, steps=step, seconds=round(elapsed), val_bpsp=val_bpsp, gray=opt.gray)
+        save_weights(net, opt.out, info)
+
+    t0 = time.time()
+    last_ckpt = time.time()
+    bar = None
+    if opt.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=opt.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    running = None
+    val_bpsp = log[-1]["val_bpsp"] if log else None
+    while step < opt.steps:
+        gen = torch.Generator().manual_seed(opt.seed * 1_000_003 + step)
+        sym, bits = _sample_batch(train_imgs, opt.cfg.patch, opt.batch, gen)
+        for g in optim.param_groups:
+            g["lr"] = _lr_at(step, opt.steps, opt.lr)
+        loss = batch_bits(net, sym.to(opt.device), bits)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optim.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % opt.val_every == 0 or step == opt.steps:
+            val_bpsp = evaluate(net, val, opt.device)
+            log.append({"step": step, "train_bpsp": running, "val_bpsp": val_bpsp})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", val=f"{val_bpsp:.3f}" if val_bpsp else "-")
+        if time.time() - last_ckpt > 60 * opt.ckpt_minutes or step == opt.steps:
+            save(val_bpsp)
+            last_ckpt = time.time()
+    if bar is not None:
+        bar.close()
+    summary = dict(meta, steps=step, val_bpsp=val_bpsp, log_tail=log[-3:])
+    Path(str(opt.out) + ".json").write_text(json.dumps(summary, indent=1))
+    return summary
