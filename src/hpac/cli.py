@@ -6,9 +6,7 @@ traceback, and no partial output file (outputs are written to a temp file, then 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -58,15 +56,150 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise HpacError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def _write_output(name: str, data: bytes, force: bool) -> None:
+    from .api import atomic_write
+
+    if name == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write(name, data, force)
+
+
+def _default_out(src: str, suffix: str) -> str:
+    if src == "-":
+        return "-"
+    return str(Path(src).with_suffix(suffix))
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from . import api
+    from .imageio import read_image
+
+    out = args.output or _default_out(args.input, ".hpac")
+    if out != "-" and Path(out).exists() and not args.force:
+        raise HpacError(f"{out} exists (use --force to overwrite)")
+    img = read_image(_read_input(args.input))
+    data = api.encode(img.pixels, model=args.model, threads=args.threads)
+    if args.verify:
+        import numpy as np
+
+        back = api.decode(data, model=args.model, threads=args.threads)
+        if not np.array_equal(back.reshape(img.pixels.shape), img.pixels):
+            raise HpacError("verification failed: decoded pixels differ (output not written)")
+    _write_output(out, data, args.force)
+    if not args.quiet and out != "-":
+        h, w, c = img.pixels.shape
+        print(f"{args.input} -> {out}: {len(data)} bytes, {8 * len(data) / (h * w * c):.4f} bpsp", file=sys.stderr)
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from . import api
+    from .imageio import write_npy, write_png
+
+    data = _read_input(args.input)
+    arr = api.decode(data, model=args.model, threads=args.threads)
+    arr3 = arr[:, :, None] if arr.ndim == 2 else arr
+    default_suffix = ".npy" if arr.dtype.name == "int16" else ".png"
+    out = args.output or _default_out(args.input, default_suffix)
+    if out != "-" and Path(out).exists() and not args.force:
+        raise HpacError(f"{out} exists (use --force to overwrite)")
+    as_npy = out.lower().endswith(".npy") or (out == "-" and arr.dtype.name == "int16")
+    _write_output(out, write_npy(arr3) if as_npy else write_png(arr3), args.force)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import container
+
+    data = _read_input(args.input)
+    h, _ = container.read(data)
+    print(f"file:       {args.input} ({len(data)} bytes, format version {container.FORMAT_VERSION})")
+    print(f"image:      {h.width}x{h.height}, {h.channels} channel(s), {h.dtype}, {h.bits} significant bits")
+    print(f"bpsp:       {8 * len(data) / (h.width * h.height * h.channels):.4f}")
+    print(f"pixel hash: sha256 {h.pixel_sha256.hex()}")
+    for i, p in enumerate(h.planes):
+        chans = f"{p.first_channel}" if p.n_channels == 1 else f"{p.first_channel}-{p.first_channel + p.n_channels - 1}"
+        print(f"plane {i}:    channels {chans}, model {p.model_name} (weights {p.weights_id}), patch {p.patch}, "
+              f"{len(p.shard_lengths)} shard(s) of <= {p.patches_per_shard} patches, {sum(p.shard_lengths)} bytes")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .catalog import CATALOG, load_catalog_model
+
+    print(f"{'name':14} {'ch':>2} {'dim':>4} {'blk':>3} {'K':>3} {'P':>4} {'params':>8} {'MACs/px':>8}  weights           description")
+    for name, e in CATALOG.items():
+        c = e.config
+        try:
+            m = load_catalog_model(name)
+            wid, params, info = m.weights_id, m.net.param_count(), m.info
+        except HpacError:
+            from .model import HPACNet
+
+            wid, params, info = "(not installed)", HPACNet(c).param_count(), {}
+        print(f"{name:14} {c.channels:>2} {c.dim:>4} {c.blocks:>3} {c.mixtures:>3} {c.patch:>4} {params:>8} "
+              f"{c.macs_per_pixel():>8}  {wid:17} {e.description}")
+        if args.verbose and info:
+            keep = {k: info[k] for k in ("steps", "val_bpsp", "seconds", "train_files", "val_files", "data", "batch") if k in info}
+            print(f"{'':14} training: {keep}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(args.dirs, json_path=args.json, threads=args.threads, codecs=args.codecs, limit=args.limit,
+              markdown=args.markdown)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpac", description="learned lossless image codec (HPAC)")
     parser.add_argument("-V", "--version", action="version", version=f"hpac {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", action="append", default=None, metavar="WEIGHTS",
+                        help="weights file to use instead of the catalog model for its plane size (repeatable)")
+    common.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    common.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    common.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("encode", parents=[common], help="compress an image (PNG, TIFF, PPM/PGM, NPY)")
+    p.add_argument("input", help="image file, or - for stdin")
+    p.add_argument("output", nargs="?", help="output .hpac (default: INPUT with .hpac; - for stdout)")
+    p.add_argument("--verify", action="store_true", help="decode the result before writing it")
+    p = sub.add_parser("decode", parents=[common], help="decompress to PNG (or .npy)")
+    p.add_argument("input", help=".hpac file, or - for stdin")
+    p.add_argument("output", nargs="?", help="output image (default: INPUT with .png; - for stdout)")
+    p = sub.add_parser("info", help="print the header of an .hpac file")
+    p.add_argument("input")
+    p = sub.add_parser("models", help="list the model catalog")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print training facts of the weights")
+    p = sub.add_parser("bench", help="hpac beside PNG, WebP, JPEG XL, JPEG-LS, JPEG 2000 on image folders")
+    p.add_argument("dirs", nargs="+", type=Path)
+    p.add_argument("--json", type=Path, help="write all results as JSON")
+    p.add_argument("--markdown", type=Path, help="write the summary table as Markdown")
+    p.add_argument("--threads", type=int, default=None, help="hpac worker threads (default: all cores)")
+    p.add_argument("--codecs", nargs="+", default=None, help="subset of codecs to run")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per folder")
     _add_train(sub)
     return parser
 
 
-COMMANDS = {"train": _cmd_train}
+COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "models": _cmd_models,
+            "bench": _cmd_bench, "train": _cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,91 @@
+"""Public Python API: arrays <-> bytes, and files <-> files.
+
+    >>> import numpy as np, hpac
+    >>> img = np.zeros((5, 7, 3), np.uint8)
+    >>> assert (hpac.decode(hpac.encode(img)) == img).all()
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _models(model):
+    """Normalise the ``model`` argument: None, a CodecModel, a weights path, or a list of them."""
+    from .catalog import CodecModel, load_model_file
+
+    if model is None:
+        return []
+    items = model if isinstance(model, (list, tuple)) else [model]
+    return [m if isinstance(m, CodecModel) else load_model_file(m) for m in items]
+
+
+def encode(pixels: np.ndarray, *, model=None, threads: int | None = None) -> bytes:
+    """Losslessly compress an image array.
+
+    Args:
+        pixels: (H, W) or (H, W, C) array, C in 1..4, dtype uint8, uint16 or int16.
+        model: optional model(s) replacing the catalog default for their plane size
+            (a :class:`hpac.catalog.CodecModel` or a weights file path, or a list).
+        threads: worker threads (default: all cores); the output never depends on it.
+    Returns:
+        the .hpac file as bytes.
+    """
+    from . import codec
+
+    chosen = {m.config.channels: m for m in _models(model)}
+    return codec.encode(pixels, chosen or None, threads=threads)
+
+
+def decode(data: bytes, *, model=None, threads: int | None = None) -> np.ndarray:
+    """Decompress .hpac bytes; 1-channel images come back as (H, W), others as (H, W, C)."""
+    from . import codec
+
+    arr = codec.decode(data, _models(model), threads=threads)
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename; never leaves a partial file."""
+    from .errors import HpacError
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise HpacError(f"{path} exists (use --force to overwrite)")
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) -> int:
+    """Read an image file, write its .hpac; returns the output size in bytes."""
+    from .imageio import read_image
+
+    data = encode(read_image(src).pixels, **kw)
+    atomic_write(dst, data, force)
+    return len(data)
+
+
+def decode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) -> np.ndarray:
+    """Decode an .hpac file to PNG (or .npy when ``dst`` ends in .npy or data is signed)."""
+    from .errors import HpacError
+    from .imageio import write_npy, write_png
+
+    try:
+        data = Path(src).read_bytes()
+    except OSError as exc:
+        raise HpacError(f"cannot read {src}: {exc.strerror or exc}") from None
+    arr = decode(data, **kw)
+    arr3 = arr[:, :, None] if arr.ndim == 2 else arr
+    out = write_npy(arr3) if str(dst).lower().endswith(".npy") else write_png(arr3)
+    atomic_write(dst, out, force)
+    return arr

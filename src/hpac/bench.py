@@ -1,0 +1,187 @@
+"""``hpac bench``: hpac beside the classical lossless codecs on the same images, in one run.
+
+Every codec's output is decoded and compared bit-exactly; a mismatch is reported as a
+failure, never silently counted. bpsp = 8 * bytes / (H * W * C). Times are wall-clock
+seconds of one run on this machine; hpac and JPEG XL get the same thread count.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .imageio import read_image
+from .train import IMAGE_SUFFIXES
+
+CodecFn = Callable[[np.ndarray, int], tuple[bytes, Callable[[bytes], np.ndarray]]]
+
+
+def _png(arr: np.ndarray, threads: int):
+    import imagecodecs
+    import oxipng
+
+    raw = imagecodecs.png_encode(arr, level=1)
+    data = oxipng.optimize_from_memory(raw, level=6)
+    return data, lambda d: imagecodecs.png_decode(d)
+
+
+def _webp(arr: np.ndarray, threads: int):
+    import imagecodecs
+
+    if arr.dtype != np.uint8:
+        return None
+    src = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr  # WebP has no gray mode
+    data = imagecodecs.webp_encode(src, level=100, lossless=True, method=6)
+
+    def dec(d):
+        out = imagecodecs.webp_decode(d)
+        return out[:, :, :1] if arr.shape[2] == 1 else out
+
+    return data, dec
+
+
+def _jxl(effort: int) -> CodecFn:
+    def run(arr: np.ndarray, threads: int):
+        import imagecodecs
+
+        data = imagecodecs.jpegxl_encode(arr, lossless=True, effort=effort, numthreads=threads)
+        return data, lambda d: imagecodecs.jpegxl_decode(d, numthreads=threads)
+
+    return run
+
+
+def _jpegls(arr: np.ndarray, threads: int):
+    import imagecodecs
+
+    if arr.shape[2] not in (1, 3):
+        return None
+    return imagecodecs.jpegls_encode(arr), lambda d: imagecodecs.jpegls_decode(d)
+
+
+def _j2k(arr: np.ndarray, threads: int):
+    import imagecodecs
+
+    data = imagecodecs.jpeg2k_encode(arr, level=0, reversible=True, numthreads=threads)
+    return data, lambda d: imagecodecs.jpeg2k_decode(d, numthreads=threads)
+
+
+def _hpac(arr: np.ndarray, threads: int):
+    from . import codec
+
+    data = codec.encode(arr, threads=threads)
+    return data, lambda d: codec.decode(d, threads=threads)
+
+
+CODECS: dict[str, CodecFn] = {
+    "hpac": _hpac,
+    "png": _png,
+    "webp": _webp,
+    "jxl_e7": _jxl(7),
+    "jxl_e9": _jxl(9),
+    "jpegls": _jpegls,
+    "j2k": _j2k,
+}
+
+
+def _measure(fn: CodecFn, arr: np.ndarray, threads: int) -> dict | None:
+    t0 = time.perf_counter()
+    res = fn(arr, threads)
+    t1 = time.perf_counter()
+    if res is None:
+        return None
+    data, dec = res
+    t2 = time.perf_counter()
+    back = np.asarray(dec(data))
+    t3 = time.perf_counter()
+    ok = back.reshape(arr.shape).dtype == arr.dtype and np.array_equal(back.reshape(arr.shape), arr) \
+        if back.size == arr.size else False
+    return {"bytes": len(data), "bpsp": 8 * len(data) / arr.size, "enc_s": t1 - t0, "dec_s": t3 - t2, "ok": ok}
+
+
+def _images(dirs: list[Path], limit: int | None) -> list[Path]:
+    out = []
+    for d in dirs:
+        files = sorted(p for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        out += files[:limit] if limit else files
+    return out
+
+
+def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | None = None,
+              codecs: list[str] | None = None, limit: int | None = None, markdown: Path | None = None) -> dict:
+    from .codec import default_threads
+
+    threads = threads or default_threads()
+    names = codecs or list(CODECS)
+    unknown = set(names) - set(CODECS)
+    if unknown:
+        from .errors import HpacError
+
+        raise HpacError(f"unknown codec(s) {', '.join(sorted(unknown))}; choose from {', '.join(CODECS)}")
+    rows = []
+    for path in _images(dirs, limit):
+        img = read_image(path)
+        arr = img.pixels
+        h, w, c = arr.shape
+        row = {"image": str(path), "domain": path.parent.name, "shape": [h, w, c], "bits": img.bits, "codecs": {}}
+        for name in names:
+            row["codecs"][name] = _measure(CODECS[name], arr, threads)
+        rows.append(row)
+        cells = "  ".join(f"{n}={r['bpsp']:.3f}{'' if r['ok'] else '(FAIL)'}" for n, r in row["codecs"].items() if r)
+        print(f"{path.name:36} {w}x{h}x{c} {img.bits:2}b  {cells}", flush=True)
+    summary = summarise(rows, names)
+    print()
+    print(format_markdown(summary, names, threads))
+    result = {"threads": threads, "machine": platform.machine(), "python": sys.version.split()[0],
+              "images": rows, "summary": summary}
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
+    if markdown:
+        Path(markdown).write_text(format_markdown(summary, names, threads) + "\n")
+    return result
+
+
+def summarise(rows: list[dict], names: list[str]) -> dict:
+    """Per (domain, bit class): mean bpsp per codec, hpac and JXL s/MP, failures."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[f"{r['domain']} ({'8' if r['bits'] == 8 else '16'}-bit)"].append(r)
+    out = {}
+    for key, rs in sorted(groups.items()):
+        entry = {"n": len(rs), "bpsp": {}, "enc_s_per_mp": {}, "dec_s_per_mp": {}, "failures": {}}
+        for n in names:
+            got = [(r, r["codecs"][n]) for r in rs if r["codecs"].get(n)]
+            if len(got) != len(rs):
+                continue
+            mp = sum(r["shape"][0] * r["shape"][1] for r, _ in got) / 1e6
+            entry["bpsp"][n] = float(np.mean([m["bpsp"] for _, m in got]))
+            entry["enc_s_per_mp"][n] = sum(m["enc_s"] for _, m in got) / mp
+            entry["dec_s_per_mp"][n] = sum(m["dec_s"] for _, m in got) / mp
+            entry["failures"][n] = sum(not m["ok"] for _, m in got)
+        b = entry["bpsp"]
+        if "hpac" in b and "jxl_e9" in b:
+            entry["hpac_over_jxl_e9"] = b["hpac"] / b["jxl_e9"]
+        out[key] = entry
+    return out
+
+
+def format_markdown(summary: dict, names: list[str], threads: int) -> str:
+    lines = ["| domain | n | " + " | ".join(names) + " | hpac / jxl_e9 | hpac enc s/MP | hpac dec s/MP | jxl_e9 enc s/MP |",
+             "|---|---|" + "---|" * (len(names) + 4)]
+    for key, e in summary.items():
+        cells = [f"{e['bpsp'][n]:.3f}" + (" (FAIL)" if e["failures"].get(n) else "") if n in e["bpsp"] else "n/a"
+                 for n in names]
+        ratio = f"{e['hpac_over_jxl_e9']:.3f}" if "hpac_over_jxl_e9" in e else "-"
+        t = e["enc_s_per_mp"]
+        hd = e["dec_s_per_mp"].get("hpac")
+        lines.append(f"| {key} | {e['n']} | " + " | ".join(cells) + f" | {ratio} | "
+                     + (f"{t['hpac']:.2f}" if "hpac" in t else "-") + " | "
+                     + (f"{hd:.2f}" if hd is not None else "-") + " | "
+                     + (f"{t['jxl_e9']:.2f}" if "jxl_e9" in t else "-") + " |")
+    lines.append(f"\n(bits per subpixel, mean over images; hpac and JPEG XL ran with {threads} thread(s))")
+    return "\n".join(lines)

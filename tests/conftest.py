@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random-weight models (mechanics tests) and synthetic images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hpac.catalog import CodecModel
+from hpac.model import HPACNet, ModelConfig
+from hpac.weights import tensors_hash
+
+
+def make_model(channels: int, patch: int = 8, dim: int = 8, blocks: int = 1, mixtures: int = 2,
+               seed: int = 0, name: str | None = None) -> CodecModel:
+    torch.manual_seed(seed)
+    net = HPACNet(ModelConfig(channels=channels, dim=dim, blocks=blocks, mixtures=mixtures, patch=patch)).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # livelier than the default init, so masks and channels matter
+            p.add_(torch.randn_like(p) * 0.1)
+    return CodecModel(name or f"tiny{channels}", net, tensors_hash(net.state_dict()), {})
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[int, CodecModel]:
+    """{plane channels: model}: 1-channel and 3-channel random models with P=8."""
+    return {1: make_model(1), 3: make_model(3)}
+
+
+def smooth_image(h: int, w: int, c: int, dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    """A natural-ish test image: gradients plus noise, full range of the dtype used."""
+    rng = np.random.default_rng(seed)
+    top = {np.uint8: 255, np.uint16: 4095, np.int16: 2047}[dtype]
+    y, x = np.mgrid[0:h, 0:w]
+    base = (np.sin(x / 5.0)[..., None] + np.cos(y / 7.0)[..., None] + np.arange(c)) * top / 6 + top / 2
+    img = base + rng.normal(0, top / 40, (h, w, c))
+    lo = -top - 1 if dtype == np.int16 else 0
+    if dtype == np.int16:
+        img = img * 2 - top
+    return np.clip(np.round(img), lo, top).astype(dtype)

@@ -1,0 +1,119 @@
+"""The command line: round trips, stdin/stdout, exit codes, no partial outputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+
+from hpac.weights import save_weights
+from conftest import smooth_image
+
+SAMPLE = Path(__file__).parent.parent / "samples" / "ihc_crop.png"
+
+
+def run(*args, stdin: bytes | None = None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hpac.cli", *map(str, args)], input=stdin,
+                          capture_output=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory, tiny_models):
+    d = tmp_path_factory.mktemp("w")
+    paths = []
+    for ch, m in tiny_models.items():
+        p = d / f"tiny{ch}.safetensors"
+        save_weights(m.net, p)
+        paths.append(p)
+    return paths
+
+
+def _model_args(paths):
+    return [a for p in paths for a in ("--model", p)]
+
+
+def test_encode_decode_roundtrip_files(tmp_path, tiny_weights):
+    img = smooth_image(19, 23, 3)
+    src = tmp_path / "in.png"
+    src.write_bytes(imagecodecs.png_encode(img))
+    r = run("encode", src, *_model_args(tiny_weights))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "in.hpac").exists()
+    r = run("decode", tmp_path / "in.hpac", tmp_path / "out.png", *_model_args(tiny_weights))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), img)
+    info = run("info", tmp_path / "in.hpac")
+    assert info.returncode == 0 and b"19" in info.stdout and b"tiny3" in info.stdout
+
+
+def test_stdin_stdout_and_16_bit_png(tmp_path, tiny_weights):
+    img = smooth_image(12, 7, 1, np.uint16)[:, :, 0]
+    r = run("encode", "-", "-", *_model_args(tiny_weights), stdin=imagecodecs.png_encode(img))
+    assert r.returncode == 0, r.stderr
+    d = run("decode", "-", "-", *_model_args(tiny_weights), stdin=r.stdout)
+    assert d.returncode == 0, d.stderr
+    back = imagecodecs.png_decode(d.stdout)
+    assert back.dtype == np.uint16 and np.array_equal(back, img)
+
+
+def test_npy_and_pgm_inputs(tmp_path, tiny_weights):
+    from PIL import Image
+
+    arr = smooth_image(9, 11, 1, np.int16)[:, :, 0]
+    np.save(tmp_path / "s.npy", arr)
+    assert run("encode", tmp_path / "s.npy", *_model_args(tiny_weights)).returncode == 0
+    assert run("decode", tmp_path / "s.hpac", tmp_path / "back.npy", *_model_args(tiny_weights)).returncode == 0
+    assert np.array_equal(np.load(tmp_path / "back.npy"), arr)
+    gray = smooth_image(8, 13, 1)[:, :, 0]
+    Image.fromarray(gray).save(tmp_path / "g.pgm")
+    assert run("encode", tmp_path / "g.pgm", *_model_args(tiny_weights)).returncode == 0
+    assert run("decode", tmp_path / "g.hpac", *_model_args(tiny_weights)).returncode == 0
+    assert np.array_equal(imagecodecs.png_decode((tmp_path / "g.png").read_bytes()), gray)
+
+
+def test_never_overwrites_without_force(tmp_path, tiny_weights):
+    src = tmp_path / "a.png"
+    src.write_bytes(imagecodecs.png_encode(smooth_image(5, 5, 3)))
+    (tmp_path / "a.hpac").write_bytes(b"keep")
+    r = run("encode", src, *_model_args(tiny_weights))
+    assert r.returncode != 0 and b"--force" in r.stderr
+    assert (tmp_path / "a.hpac").read_bytes() == b"keep"
+    assert run("encode", src, "--force", *_model_args(tiny_weights)).returncode == 0
+    assert (tmp_path / "a.hpac").read_bytes()[:4] == b"HPAC"
+
+
+@pytest.mark.parametrize("content", [b"", b"HPAC\r\n\x1a\n\x01", b"not an image at all"])
+def test_bad_inputs_fail_cleanly(tmp_path, content):
+    bad = tmp_path / "bad.hpac"
+    bad.write_bytes(content)
+    for cmd in (("decode", bad, tmp_path / "o.png"), ("info", bad), ("encode", bad, tmp_path / "o.hpac")):
+        r = run(*cmd)
+        assert r.returncode not in (0, 1) or b"error" in r.stderr
+        assert r.returncode != 0
+        assert b"Traceback" not in r.stderr and r.stderr.startswith(b"hpac: error:")
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.hpac"]  # no partial outputs
+
+
+def test_png_renamed_hpac_and_missing_file(tmp_path):
+    fake = tmp_path / "x.hpac"
+    fake.write_bytes(imagecodecs.png_encode(smooth_image(4, 4, 3)))
+    r = run("decode", fake)
+    assert r.returncode != 0 and b"PNG" in r.stderr
+    r = run("decode", tmp_path / "missing.hpac")
+    assert r.returncode != 0 and b"Traceback" not in r.stderr
+
+
+def test_shipped_models_cli(tmp_path):
+    out = tmp_path / "s.hpac"
+    r = run("encode", SAMPLE, out, "--verify")
+    assert r.returncode == 0, r.stderr
+    r = run("decode", out, tmp_path / "s.png")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(imagecodecs.png_decode((tmp_path / "s.png").read_bytes()),
+                          imagecodecs.png_decode(SAMPLE.read_bytes()))
+    m = run("models")
+    assert m.returncode == 0 and b"hpac-natural" in m.stdout and b"MACs/px" in m.stdout

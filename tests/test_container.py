@@ -1,0 +1,98 @@
+"""Container parsing and hostile input: every failure is a clear HpacError."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import hpac
+from hpac import container
+from conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def small_file(tiny_models):
+    img = smooth_image(10, 12, 3)
+    return img, hpac.encode(img, model=list(tiny_models.values()))
+
+
+def _decode(data, tiny_models):
+    return hpac.decode(data, model=list(tiny_models.values()))
+
+
+def test_header_fields(small_file):
+    img, data = small_file
+    h, payload = container.read(data)
+    assert (h.height, h.width, h.channels, h.dtype, h.bits) == (10, 12, 3, "uint8", 8)
+    assert h.pixel_sha256 == container.pixel_digest(img)
+    assert h.planes[0].model_name == "tiny3" and len(h.planes[0].weights_id) == 16
+    assert len(payload) == h.payload_len
+
+
+def test_every_truncation_is_refused(small_file, tiny_models):
+    _, data = small_file
+    for n in range(len(data)):
+        with pytest.raises(hpac.HpacError):
+            _decode(data[:n], tiny_models)
+
+
+def test_every_header_bit_flip_is_refused(small_file, tiny_models):
+    _, data = small_file
+    h, payload = container.read(data)
+    header_len = len(data) - len(payload)
+    for i in range(header_len):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(hpac.FormatError):
+                _decode(bytes(bad), tiny_models)
+
+
+def test_payload_corruption_is_detected(small_file, tiny_models):
+    _, data = small_file
+    h, payload = container.read(data)
+    start = len(data) - len(payload)
+    rng = np.random.default_rng(0)
+    for i in rng.choice(np.arange(start, len(data)), 12, replace=False):
+        bad = bytearray(data)
+        bad[i] ^= 0x5A
+        with pytest.raises(hpac.HpacError):  # ChecksumError (hash) or FormatError (range coder)
+            _decode(bytes(bad), tiny_models)
+
+
+@pytest.mark.parametrize("blob", [b"", b"HPAC", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, bytes(range(256)) * 3])
+def test_garbage_is_refused(blob, tiny_models):
+    with pytest.raises(hpac.FormatError):
+        _decode(blob, tiny_models)
+
+
+def _forge(h: int, w: int, shards: int) -> bytes:
+    """A header with a valid CRC claiming a huge image."""
+    body = struct.pack("<IIBBBB", h, w, 1, 0, 8, 1) + b"\0" * 32
+    body += struct.pack("<BBHI", 0, 1, 64, 64) + struct.pack("<B", 4) + b"evil" + b"\0" * 8
+    body += struct.pack("<I", shards) + struct.pack("<I", 4) * min(shards, 4)
+    head = container.MAGIC + struct.pack("<HI", container.FORMAT_VERSION, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 16
+
+
+def test_huge_sizes_refused_before_allocation(tiny_models):
+    for h, w in ((1 << 20, 1 << 20), (1 << 30, 2), (0, 5)):
+        with pytest.raises(hpac.FormatError):
+            _decode(_forge(h, w, 4), tiny_models)
+
+
+def test_unknown_model_is_named(small_file):
+    _, data = small_file
+    with pytest.raises(hpac.ModelMismatchError, match="tiny3"):
+        hpac.decode(data)  # only the catalog models are available
+
+
+def test_wrong_weights_are_refused(small_file):
+    from conftest import make_model
+
+    _, data = small_file
+    other = make_model(3, seed=99, name="tiny3")
+    with pytest.raises(hpac.ModelMismatchError):
+        hpac.decode(data, model=[other])

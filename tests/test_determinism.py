@@ -1,0 +1,103 @@
+"""The decoder computes exactly the probabilities the encoder used, whatever the threads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hpac
+from hpac import afc
+from conftest import smooth_image
+
+
+class Recorder:
+    """Wraps the real range coder and records every probability table it is given."""
+
+    def __init__(self, inner, log):
+        self.inner, self.log = inner, log
+
+    def encode(self, symbols, model, params):
+        self.log.append(np.array(params))
+        return self.inner.encode(symbols, model, params)
+
+    def decode(self, model, params):
+        self.log.append(np.array(params))
+        return self.inner.decode(model, params)
+
+    def get_compressed(self):
+        return self.inner.get_compressed()
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    import constriction
+
+    logs = {"enc": [], "dec": []}
+    enc_cls = constriction.stream.queue.RangeEncoder
+    dec_cls = constriction.stream.queue.RangeDecoder
+    monkeypatch.setattr(constriction.stream.queue, "RangeEncoder", lambda: Recorder(enc_cls(), logs["enc"]))
+    monkeypatch.setattr(constriction.stream.queue, "RangeDecoder", lambda w: Recorder(dec_cls(w), logs["dec"]))
+    return logs
+
+
+@pytest.mark.parametrize("shape,dtype", [((13, 27, 3), np.uint8), ((21, 10, 1), np.uint16), ((9, 17, 4), np.uint8)])
+def test_decoder_sees_identical_tables(recording, tiny_models, shape, dtype):
+    img = smooth_image(*shape, dtype=dtype)
+    models = list(tiny_models.values())
+    data = hpac.encode(img, model=models, threads=1)
+    back = hpac.decode(data, model=models, threads=1)
+    assert np.array_equal(back.reshape(img.shape), img)
+    enc, dec = recording["enc"], recording["dec"]
+    assert len(enc) == len(dec) > 0
+    for a, b in zip(enc, dec):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("torch_threads", [1, 2])
+def test_bytes_do_not_depend_on_threads(tiny_models, torch_threads):
+    img = smooth_image(40, 36, 3)
+    models = list(tiny_models.values())
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(torch_threads)
+        a = hpac.encode(img, model=models, threads=1)
+        b = hpac.encode(img, model=models, threads=2)
+    finally:
+        torch.set_num_threads(prev)
+    torch.set_num_threads(2 if torch_threads == 1 else 1)
+    try:
+        c = hpac.encode(img, model=models, threads=1)
+        assert np.array_equal(hpac.decode(a, model=models, threads=2), img)
+    finally:
+        torch.set_num_threads(prev)
+    assert a == b == c
+
+
+def test_afc_escape_and_fine_stages_roundtrip():
+    """Force every AFC path: escapes (values far from a sharp wrong prediction) and 16-bit bins."""
+    import constriction
+
+    torch.manual_seed(0)
+    m, k = 200, 3
+    logits = torch.randn(m, k)
+    for bits, spread in ((8, 0.002), (16, 0.05), (16, 0.0001)):
+        mean = torch.rand(m, k) * 2 - 1
+        log_s = torch.log(torch.full((m, k), spread))
+        sym = torch.randint(0, 1 << bits, (m,))
+        sym[:20] = ((mean[:20, 0] + 1) * ((1 << bits) - 1) / 2).round().long()  # some inside the window
+        enc = constriction.stream.queue.RangeEncoder()
+        afc.code_symbols(enc, logits, mean, log_s, bits, sym)
+        dec = constriction.stream.queue.RangeDecoder(enc.get_compressed())
+        out = afc.code_symbols(dec, logits, mean, log_s, bits)
+        assert torch.equal(out, sym)
+
+
+def test_afc_window_never_needs_full_alphabet_for_16_bit():
+    w = torch.full((4, 1), 1.0)
+    mu = torch.tensor([[100.0], [30000.0], [65000.0], [5.0]])
+    s = torch.tensor([[0.5], [40.0], [3000.0], [1e5]])
+    lo, delta, width = afc.plan_windows(w, mu, s, 16)
+    assert torch.all(width <= afc.MAX_BINS)
+    assert torch.all(lo >= 0) and torch.all(lo + width * delta <= 1 << 16)
+    assert torch.all((mu[:, 0] >= lo) & (mu[:, 0] < lo + width * delta))
