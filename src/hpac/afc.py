@@ -27,7 +27,6 @@ import torch
 TAIL = 10.0  # window half-width in units of the component scale (logistic tail ~ 2 e^-10)
 MIN_BINS = 4
 MAX_BINS = 256
-_BIG = 1e30  # stands for +-infinity at the alphabet edges (keeps inf - inf out)
 
 
 def _categorical():
@@ -68,29 +67,31 @@ def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int):
     return lo, delta, width
 
 
-def _bin_masses(edges: torch.Tensor, w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, escape: bool) -> np.ndarray:
-    """Mixture mass of each bin between consecutive edges (n, E-1) [+ escape column].
+def _bin_masses(start: torch.Tensor, step: torch.Tensor, n_bins: int, bits: int, w: torch.Tensor,
+                mu: torch.Tensor, s: torch.Tensor, escape: bool) -> np.ndarray:
+    """Mixture mass of ``n_bins`` bins [start + j*step, start + (j+1)*step) per row.
 
-    edges: (n, E) symbol-unit bin edges; w, mu, s: (n, K). float32 throughout: lower-tail
-    masses keep full relative precision, upper-tail masses below ~1e-7 round to 0 and are
-    then given constriction's minimum probability, which costs nothing measurable.
+    Args:
+        start, step: (n,) int64 first symbol and bin size; w, mu, s: (n, K) mixture.
+        escape: append a column with all mass outside the bins.
+    Returns:
+        (n, n_bins [+1]) float32 table. The first/last bin take the tail below 0 / above
+        2^bits - 1 when they touch the alphabet ends. float32 keeps lower-tail masses exact;
+        upper-tail masses below ~1e-7 round to 0 and get constriction's minimum probability.
     """
-    cdf = torch.sigmoid((edges[:, :, None] - mu[:, None, :]) / s[:, None, :])  # (n, E, K)
-    mass = torch.einsum("nek,nk->ne", cdf, w)  # mixture CDF at the edges
-    out = mass[:, 1:] - mass[:, :-1]
+    inv = 1.0 / s
+    a = (start[:, None].to(torch.float32) - 0.5 - mu) * inv  # z at the first edge, (n, K)
+    b = step[:, None].to(torch.float32) * inv  # z increment per bin
+    j = torch.arange(n_bins + 1, dtype=torch.float32)[None, :, None]
+    cdf = torch.sigmoid(torch.addcmul(a[:, None, :], j, b[:, None, :]))  # (n, E, K)
+    big = (cdf * w[:, None, :]).sum(-1)  # mixture CDF at the edges, (n, E)
+    big[:, 0] = torch.where(start <= 0, 0.0, big[:, 0])
+    big[:, -1] = torch.where(start + n_bins * step >= (1 << bits), 1.0, big[:, -1])
+    out = big[:, 1:] - big[:, :-1]
     if escape:
-        out = torch.cat([out, (mass[:, :1] + (1.0 - mass[:, -1:]))], dim=1)
+        out = torch.cat([out, big[:, :1] + (1.0 - big[:, -1:])], dim=1)
     # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
     return np.ascontiguousarray(out.clamp(min=1e-30).numpy(), dtype=np.float32)
-
-
-def _edges(start: torch.Tensor, step: torch.Tensor, n_bins: int, bits: int) -> torch.Tensor:
-    """(n, n_bins+1) float32 edges start + j*step - 0.5, open at the alphabet ends."""
-    j = torch.arange(n_bins + 1)
-    e = start[:, None] + j[None, :] * step[:, None]
-    out = e.to(torch.float32) - 0.5
-    out = torch.where(e <= 0, torch.full_like(out, -_BIG), out)
-    return torch.where(e >= (1 << bits), torch.full_like(out, _BIG), out)
 
 
 def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
@@ -122,7 +123,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         coarse = torch.empty(m, dtype=torch.int64)
     for wb in torch.unique(width).tolist():
         idx = torch.nonzero(width == wb).squeeze(1)
-        probs = _bin_masses(_edges(lo[idx], delta[idx], wb, bits), w[idx], mu[idx], s[idx], escape=True)
+        probs = _bin_masses(lo[idx], delta[idx], wb, bits, w[idx], mu[idx], s[idx], escape=True)
         if encoding:
             coder.encode(coarse[idx].to(torch.int32).numpy(), _categorical(), probs)
         else:
@@ -135,8 +136,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     fine = (~escaped) & (delta > 1)
     for db in torch.unique(delta[fine]).tolist():
         idx = torch.nonzero(fine & (delta == db)).squeeze(1)
-        ones = torch.ones_like(idx)
-        probs = _bin_masses(_edges(bin_lo[idx], ones, db, bits), w[idx], mu[idx], s[idx], escape=False)
+        probs = _bin_masses(bin_lo[idx], torch.ones_like(idx), db, bits, w[idx], mu[idx], s[idx], escape=False)
         if encoding:
             coder.encode(offset[idx].to(torch.int32).numpy(), _categorical(), probs)
         else:

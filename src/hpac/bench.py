@@ -22,11 +22,16 @@ from .train import IMAGE_SUFFIXES
 CodecFn = Callable[[np.ndarray, int], tuple[bytes, Callable[[bytes], np.ndarray]]]
 
 
+def _plain(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W): the classical encoders expect 2-D gray images."""
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
 def _png(arr: np.ndarray, threads: int):
     import imagecodecs
     import oxipng
 
-    raw = imagecodecs.png_encode(arr, level=1)
+    raw = imagecodecs.png_encode(_plain(arr), level=1)
     data = oxipng.optimize_from_memory(raw, level=6)
     return data, lambda d: imagecodecs.png_decode(d)
 
@@ -50,7 +55,7 @@ def _jxl(effort: int) -> CodecFn:
     def run(arr: np.ndarray, threads: int):
         import imagecodecs
 
-        data = imagecodecs.jpegxl_encode(arr, lossless=True, effort=effort, numthreads=threads)
+        data = imagecodecs.jpegxl_encode(_plain(arr), lossless=True, effort=effort, numthreads=threads)
         return data, lambda d: imagecodecs.jpegxl_decode(d, numthreads=threads)
 
     return run
@@ -61,13 +66,13 @@ def _jpegls(arr: np.ndarray, threads: int):
 
     if arr.shape[2] not in (1, 3):
         return None
-    return imagecodecs.jpegls_encode(arr), lambda d: imagecodecs.jpegls_decode(d)
+    return imagecodecs.jpegls_encode(_plain(arr)), lambda d: imagecodecs.jpegls_decode(d)
 
 
 def _j2k(arr: np.ndarray, threads: int):
     import imagecodecs
 
-    data = imagecodecs.jpeg2k_encode(arr, level=0, reversible=True, numthreads=threads)
+    data = imagecodecs.jpeg2k_encode(_plain(arr), level=0, reversible=True, numthreads=threads)
     return data, lambda d: imagecodecs.jpeg2k_decode(d, numthreads=threads)
 
 

@@ -199,8 +199,10 @@ def decode(data: bytes, models: list[CodecModel] | None = None, threads: int | N
         places.append((ph, len(ph.shard_lengths)))
     try:
         results = _run(jobs, threads or default_threads())
-    except (ValueError, RuntimeError, OverflowError) as exc:  # constriction rejects garbage streams
-        raise ChecksumError(f"payload is corrupt ({exc})") from None
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # constriction rejects garbage streams (a Rust panic is a BaseException)
+        raise ChecksumError(f"payload is corrupt ({type(exc).__name__}: {exc})") from None
     it = iter(results)
     for ph, n in places:
         patches = torch.cat([next(it) for _ in range(n)])

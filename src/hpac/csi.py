@@ -25,7 +25,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .model import HPACNet, causal_mask
+from .model import HPACNet, add_skip, causal_mask
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,9 @@ class CSIStepper:
             w = net.stem.weight.detach().reshape(cfg.dim, cfg.channels, k * k)[:, :, sm]  # (D, C, Ts)
             self.stem_w = w.permute(0, 2, 1).reshape(cfg.dim, -1).contiguous()  # (D, Ts*C)
             self.stem_b = net.stem.bias.detach()
+            ws = net.skip.weight.detach().reshape(-1, cfg.channels, k * k)[:, :, sm]
+            self.skip_w = ws.permute(0, 2, 1).reshape(ws.shape[0], -1).contiguous()  # (C*K, Ts*C)
+            self.skip_b = net.skip.bias.detach()
             self.blocks = []
             for blk in net.blocks:
                 dw = blk.dw.weight.detach().reshape(cfg.dim, k * k)[:, im].t().contiguous()  # (Ti, D)
@@ -137,6 +140,7 @@ class CSIStepper:
             h = F.gelu(F.linear(F.layer_norm(x, (d,), *blk["n2"]), *blk["up"]))
             x = x + F.linear(h, *blk["down"])
         raw = F.linear(F.layer_norm(x, (d,), *self.head_norm), *self.head)
+        raw = add_skip(raw, F.linear(taps, self.skip_w, self.skip_b), self.cfg)
         return raw.reshape(b, n, -1)
 
     def write_pixels(self, g: int, x_norm: torch.Tensor) -> None:

@@ -5,6 +5,10 @@ Data flow of one P x P patch (NCHW, float32, pixels normalised to [-1, 1])::
     x (B,C,P,P) --stem: strict-masked kxk conv--> (B,D,P,P)
       --[GatedBlock] x N-->                        (B,D,P,P)
       --LayerNorm, 1x1 head-->                     (B,n_params,P,P)  (see hpac.distribution)
+    x --skip: strict-masked kxk linear conv--> added to the K component means of every channel
+
+The skip path is a learned linear predictor from the causal neighbours straight to the means:
+it carries absolute intensity past the LayerNorms and makes early training converge fast.
 
 The coding order inside a patch is the skewed diagonal: pixel (r, c) belongs to group
 ``g = c + 2r`` (3P-2 groups). A kernel tap at offset (dr, dc) points at group ``g + dc + 2dr``,
@@ -28,6 +32,9 @@ from dataclasses import dataclass, asdict
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+INIT_LOG_SCALE = -4.0  # log of the initial logistic scale, normalised units (e^-4 * 127.5 ~ 2.3 levels)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class ModelConfig:
         d, k = self.dim, self.kernel
         strict = int(causal_mask(k, strict=True).sum())
         incl = int(causal_mask(k, strict=False).sum())
-        stem = strict * self.channels * d
+        stem = strict * self.channels * (d + self.channels * self.mixtures)  # stem + skip
         block = 2 * d * d + incl * d + d * d + 2 * self.mlp_ratio * d * d
         return stem + self.blocks * block + d * self.n_params
 
@@ -87,6 +94,12 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding, groups=self.groups)
+
+
+def add_skip(raw: torch.Tensor, skip: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Add the linear prediction skip (..., C*K) to the means slice of raw (..., n_params)."""
+    ck = cfg.channels * cfg.mixtures
+    return torch.cat([raw[..., :ck], raw[..., ck : 2 * ck] + skip, raw[..., 2 * ck :]], dim=-1)
 
 
 class GatedBlock(nn.Module):
@@ -126,13 +139,28 @@ class HPACNet(nn.Module):
         self.blocks = nn.ModuleList(GatedBlock(d, cfg.kernel, cfg.mlp_ratio) for _ in range(cfg.blocks))
         self.head_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.n_params)
+        ck = cfg.channels * cfg.mixtures
+        with torch.no_grad():  # start near "skip prediction, scale ~2 levels": Adam would need
+            self.head.weight.mul_(0.01)  # thousands of steps to walk there from a random head
+            self.head.bias.zero_()
+            self.head.bias[2 * ck : 3 * ck] = INIT_LOG_SCALE
+        self.skip = MaskedConv2d(cfg.channels, ck, cfg.kernel, strict=True)
+        with torch.no_grad():  # start as the mean of the left and upper neighbours
+            self.skip.weight.zero_()
+            self.skip.bias.zero_()
+            mid = cfg.kernel // 2
+            for c in range(cfg.channels):
+                self.skip.weight[c * cfg.mixtures : (c + 1) * cfg.mixtures, c, mid, mid - 1] = 0.5
+                self.skip.weight[c * cfg.mixtures : (c + 1) * cfg.mixtures, c, mid - 1, mid] = 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) float in [-1, 1] -> raw mixture params (B, H, W, n_params)."""
-        h = self.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        h = self.stem(xc).permute(0, 2, 3, 1)
         for blk in self.blocks:
             h = blk(h)
-        return self.head(self.head_norm(h))
+        raw = self.head(self.head_norm(h))
+        return add_skip(raw, self.skip(xc).permute(0, 2, 3, 1), self.cfg)
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
