@@ -12,7 +12,10 @@ that group (in every patch of the batch) are computed, through every layer:
 After the channels of group ``g`` are coded, :meth:`CSIStepper.write_pixels` stores them in
 the pixel cache. A whole patch therefore costs one forward pass, spread over 3P-2 steps.
 
-Caches are channels-last with a ``k//2`` zero border, flattened: (B, (P+2p)^2, D).
+Caches are channels-last with a ``k//2`` zero border, flattened: (B, (P+2p)^2, D). The
+positions of one group lie on the line ``c = g - 2r``, so in the flattened cache they are
+equally spaced (stride ``P + 2p - 2``), and so are the neighbours at any fixed kernel offset:
+every depthwise tap is a zero-copy strided view, accumulated with one fused multiply-add.
 Encoder and decoder both run this exact code with the same shapes, so they compute
 bit-identical parameters; :func:`hpac.model.HPACNet.forward` is the reference it must match
 to float tolerance.
@@ -44,7 +47,12 @@ class GroupSchedule:
     cols: tuple[torch.Tensor, ...]
     pos: tuple[torch.Tensor, ...]
     stem_idx: tuple[torch.Tensor, ...]
-    dw_idx: tuple[torch.Tensor, ...]
+    dw_offsets: tuple[int, ...]  # flat cache offset of each inclusive-mask tap
+
+    @property
+    def stride(self) -> int:
+        """Flat distance between consecutive positions of one group."""
+        return self.patch + 2 * (self.kernel // 2) - 2
 
     @property
     def groups(self) -> int:
@@ -67,7 +75,7 @@ def group_schedule(patch: int, kernel: int) -> GroupSchedule:
     wp = patch + 2 * pad
     strict = torch.tensor([dr * wp + dc for dr, dc in tap_offsets(kernel, True)])
     incl = torch.tensor([dr * wp + dc for dr, dc in tap_offsets(kernel, False)])
-    rows, cols, pos, sidx, didx = [], [], [], [], []
+    rows, cols, pos, sidx = [], [], [], []
     for g in range(3 * patch - 2):
         r = torch.arange(max(0, (g - patch + 2) // 2), min(patch - 1, g // 2) + 1)
         c = g - 2 * r
@@ -76,8 +84,7 @@ def group_schedule(patch: int, kernel: int) -> GroupSchedule:
         cols.append(c)
         pos.append(p)
         sidx.append((p[:, None] + strict[None, :]).reshape(-1))
-        didx.append((p[:, None] + incl[None, :]).reshape(-1))
-    return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(pos), tuple(sidx), tuple(didx))
+    return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(pos), tuple(sidx), tuple(incl.tolist()))
 
 
 class CSIStepper:
@@ -120,22 +127,30 @@ class CSIStepper:
         self.pix = torch.zeros(batch, n, cfg.channels)
         self.caches = [torch.zeros(batch, n, cfg.dim) for _ in net.blocks]
 
+    def _line(self, cache: torch.Tensor, g: int, offset: int) -> torch.Tensor:
+        """(B, n_g, D) strided view of the cache at group g's positions shifted by ``offset``."""
+        d = cache.shape[2]
+        first = int(self.sched.pos[g][0]) + offset
+        return cache.as_strided((self.batch, self.sched.pos[g].numel(), d),
+                                (cache.stride(0), self.sched.stride * d, 1), first * d)
+
     @torch.no_grad()
     def params(self, g: int) -> torch.Tensor:
         """Raw mixture parameters of group ``g``: (B, n_g, n_params) float32."""
         d = self.cfg.dim
         b = self.batch
-        pos = self.sched.pos[g]
-        n = pos.numel()
+        n = self.sched.pos[g].numel()
         taps = self.pix.index_select(1, self.sched.stem_idx[g]).reshape(b * n, -1)
         x = F.linear(taps, self.stem_w, self.stem_b)  # (B*n, D)
-        didx = self.sched.dw_idx[g]
+        offsets = self.sched.dw_offsets
         for blk, cache in zip(self.blocks, self.caches):
             a, v = F.linear(F.layer_norm(x, (d,), *blk["n1"]), *blk["av"]).chunk(2, dim=-1)
-            cache.index_copy_(1, pos, a.reshape(b, n, d))
-            nb = cache.index_select(1, didx).reshape(b * n, -1, d)  # (B*n, Ti, D)
+            self._line(cache, g, 0).copy_(a.reshape(b, n, d))
             w, bias = blk["dw"]
-            a = (nb * w).sum(dim=1) + bias
+            acc = self._line(cache, g, offsets[0]) * w[0]
+            for t in range(1, len(offsets)):  # fixed tap order: same sums on both sides
+                acc.addcmul_(self._line(cache, g, offsets[t]), w[t])
+            a = acc.reshape(b * n, d) + bias
             x = x + F.linear(F.silu(a) * v, *blk["proj"])
             h = F.gelu(F.linear(F.layer_norm(x, (d,), *blk["n2"]), *blk["up"]))
             x = x + F.linear(h, *blk["down"])
