@@ -34,6 +34,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt if it exists")
+    p.add_argument("--stop-after", type=int, default=None, help="checkpoint and stop after N steps of this run")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (e.g. a shipped model) with a fresh optimizer and schedule")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -50,9 +53,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = train(TrainOptions(
         data=args.data, out=args.out, cfg=cfg, steps=args.steps, batch=args.batch, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device, val_every=args.val_every,
-        ckpt_minutes=args.ckpt_minutes, resume=args.resume, gray=args.gray, progress=not args.no_progress,
+        ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, stop_after=args.stop_after, gray=args.gray,
+        progress=not args.no_progress,
     ))
-    print(f"trained {summary['steps']} steps; validation {summary['val_bpsp']:.4f} bpsp -> {args.out}")
+    val = summary["val_bpsp"]
+    print(f"trained {summary['steps']} steps; validation {'-' if val is None else f'{val:.4f}'} bpsp -> {args.out}")
     return 0
 
 

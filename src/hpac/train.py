@@ -38,6 +38,8 @@ class TrainOptions:
     val_every: int = 500
     ckpt_minutes: float = 5.0
     resume: bool = False
+    init: Path | None = None  # start from these weights (fresh optimizer and schedule)
+    stop_after: int | None = None  # leave (checkpointed) after this many steps of this invocation
     gray: bool = False  # train a 1-channel model on the luma of the images
     progress: bool = True
 
@@ -143,6 +145,13 @@ def train(opt: TrainOptions) -> dict:
     ckpt_path = Path(str(opt.out) + ".ckpt")
     step, log = 0, []
     start_time = 0.0
+    if opt.init and not (opt.resume and ckpt_path.exists()):
+        from .weights import load_weights
+
+        init_net, _ = load_weights(opt.init)
+        if init_net.cfg != opt.cfg:
+            raise HpacError(f"--init weights {opt.init} have a different model config")
+        net.load_state_dict(init_net.state_dict())
     if opt.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=opt.device, weights_only=False)
         if ModelConfig(**state["cfg"]) != opt.cfg:
@@ -179,7 +188,8 @@ def train(opt: TrainOptions) -> dict:
         bar = tqdm(total=opt.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     running = None
     val_bpsp = log[-1]["val_bpsp"] if log else None
-    while step < opt.steps:
+    stop_at = opt.steps if opt.stop_after is None else min(opt.steps, step + opt.stop_after)
+    while step < stop_at:
         gen = torch.Generator().manual_seed(opt.seed * 1_000_003 + step)
         sym, bits = _sample_batch(train_imgs, opt.cfg.patch, opt.batch, gen)
         for g in optim.param_groups:
@@ -197,9 +207,10 @@ def train(opt: TrainOptions) -> dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", val=f"{val_bpsp:.3f}" if val_bpsp else "-")
-        if time.time() - last_ckpt > 60 * opt.ckpt_minutes or step == opt.steps:
+        if time.time() - last_ckpt > 60 * opt.ckpt_minutes and step < stop_at:
             save(val_bpsp)
             last_ckpt = time.time()
+    save(val_bpsp)
     if bar is not None:
         bar.close()
     summary = dict(meta, steps=step, val_bpsp=val_bpsp, log_tail=log[-3:])
