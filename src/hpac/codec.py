@@ -22,7 +22,7 @@ import torch
 
 from . import afc, container
 from .catalog import DEFAULT_FOR_CHANNELS, CodecModel, load_catalog_model
-from .csi import CSIStepper
+from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
 from .errors import ChecksumError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
@@ -73,13 +73,16 @@ def from_patches(p: torch.Tensor, h: int, w: int) -> np.ndarray:
 
 
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
-               stream: np.ndarray | None = None, on_group: Callable[[], None] | None = None):
+               stream: np.ndarray | None = None, on_group: Callable[[], None] | None = None,
+               naive: bool = False):
     """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
 
     Args:
         valid: (B, P, P) bool, False on padding (not coded, network input 0).
         sym: (B, P, P, c) int64 symbols to encode.
         stream: (n,) uint32 range-coder words to decode.
+        naive: recompute the whole network at every group (reference cost, same bytes
+            only when both sides use it).
     Returns:
         encode: (n,) uint32 words; decode: (B, P, P, c) int64 symbols.
     """
@@ -91,7 +94,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     encoding = sym is not None
     coder = constriction.stream.queue.RangeEncoder() if encoding else constriction.stream.queue.RangeDecoder(stream)
     out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
-    stepper = CSIStepper(model.net, b)
+    stepper = (NaiveStepper if naive else CSIStepper)(model.net, b)
     sched = stepper.sched
     for g in range(sched.groups):
         r, c = sched.rows[g], sched.cols[g]

@@ -3,21 +3,26 @@
 Coding walks the 3P-2 skewed-diagonal groups in order. At group ``g`` only the positions of
 that group (in every patch of the batch) are computed, through every layer:
 
-* the stem gathers its strict-masked taps from the cached *pixel* map;
-* each block writes ``a = W_a LN(x)`` of the new positions into its cache, then gathers its
-  inclusive-masked depthwise taps from that cache (same-group taps included: they were
+* the stem (and the linear skip predictor) read their strict-masked taps from the cached
+  *pixels* of earlier groups;
+* each block writes ``a = W_a LN(x)`` of the new positions into its cache, then applies its
+  inclusive-masked depthwise conv reading that cache (same-group taps included: they were
   written just before), and runs the 1x1 layers on the selected rows only;
 * the head turns the selected rows into mixture parameters.
 
 After the channels of group ``g`` are coded, :meth:`CSIStepper.write_pixels` stores them in
 the pixel cache. A whole patch therefore costs one forward pass, spread over 3P-2 steps.
 
-Caches are channels-last with a ``k//2`` zero border, flattened: (B, (P+2p)^2, D). The
-positions of one group lie on the line ``c = g - 2r``, so in the flattened cache they are
-equally spaced (stride ``P + 2p - 2``), and so are the neighbours at any fixed kernel offset:
-every depthwise tap is a zero-copy strided view, accumulated with one fused multiply-add.
+Skewed caches. In coordinates ``v = c + 2r`` (the group) and ``u = r``, group ``g`` is one
+row ``v = g``, its positions a contiguous run of ``u``, and a kernel tap (dr, dc) reads row
+``g + dc + 2dr`` at ``u + dr``. Every masked tap therefore lies in the band of the last
+``3(k//2) + 1`` rows, and a masked kxk conv of the whole group is ONE small dense conv2d over
+that band (kernel ``(3(k//2)+1) x k``, masked taps zero). Only the band is kept, in a ring
+buffer written twice (rows ``i`` and ``i + R``) so the band is always contiguous. Memory per
+cache: (B, D, 2R, P + k - 1) float32, channels-last.
+
 Encoder and decoder both run this exact code with the same shapes, so they compute
-bit-identical parameters; :func:`hpac.model.HPACNet.forward` is the reference it must match
+bit-identical parameters; :meth:`hpac.model.HPACNet.forward` is the reference it must match
 to float tolerance.
 """
 from __future__ import annotations
@@ -28,63 +33,86 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .model import HPACNet, add_skip, causal_mask
+from .model import HPACNet, add_skip
 
 
 @dataclass(frozen=True)
 class GroupSchedule:
-    """Static index tables of the skewed-diagonal order for one (P, k).
+    """Static geometry of the skewed-diagonal order for one (P, k).
 
     Attributes:
-        rows, cols: per group, (n_g,) int64 coordinates inside the patch.
-        pos: per group, (n_g,) flat index into the padded cache.
-        stem_idx / dw_idx: per group, (n_g * taps,) flat cache indices of the masked taps.
+        rows, cols: per group, (n_g,) int64 patch coordinates, rows ascending.
+        first_row: per group, the first row (the positions are rows first_row .. +n_g-1).
     """
 
     patch: int
     kernel: int
     rows: tuple[torch.Tensor, ...]
     cols: tuple[torch.Tensor, ...]
-    pos: tuple[torch.Tensor, ...]
-    stem_idx: tuple[torch.Tensor, ...]
-    dw_offsets: tuple[int, ...]  # flat cache offset of each inclusive-mask tap
-
-    @property
-    def stride(self) -> int:
-        """Flat distance between consecutive positions of one group."""
-        return self.patch + 2 * (self.kernel // 2) - 2
+    first_row: tuple[int, ...]
 
     @property
     def groups(self) -> int:
         return len(self.rows)
 
     @property
-    def cache_len(self) -> int:
-        return (self.patch + 2 * (self.kernel // 2)) ** 2
-
-
-def tap_offsets(k: int, strict: bool) -> list[tuple[int, int]]:
-    """(dr, dc) of the kept taps, in kernel raster order."""
-    m = causal_mask(k, strict)
-    return [(i - k // 2, j - k // 2) for i in range(k) for j in range(k) if m[i, j]]
+    def reach(self) -> int:
+        """Largest |dc + 2 dr| of a kernel tap: how many earlier groups a layer reads."""
+        return 3 * (self.kernel // 2)
 
 
 @lru_cache(maxsize=8)
 def group_schedule(patch: int, kernel: int) -> GroupSchedule:
-    pad = kernel // 2
-    wp = patch + 2 * pad
-    strict = torch.tensor([dr * wp + dc for dr, dc in tap_offsets(kernel, True)])
-    incl = torch.tensor([dr * wp + dc for dr, dc in tap_offsets(kernel, False)])
-    rows, cols, pos, sidx = [], [], [], []
+    rows, cols, first = [], [], []
     for g in range(3 * patch - 2):
         r = torch.arange(max(0, (g - patch + 2) // 2), min(patch - 1, g // 2) + 1)
-        c = g - 2 * r
-        p = (r + pad) * wp + (c + pad)
         rows.append(r)
-        cols.append(c)
-        pos.append(p)
-        sidx.append((p[:, None] + strict[None, :]).reshape(-1))
-    return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(pos), tuple(sidx), tuple(incl.tolist()))
+        cols.append(g - 2 * r)
+        first.append(int(r[0]))
+    return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(first))
+
+
+def skew_kernel(weight: torch.Tensor, strict: bool) -> torch.Tensor:
+    """(O, I, k, k) masked conv kernel -> (O, I, H, k) band kernel over skewed rows.
+
+    Band row ``a`` holds the taps with ``dc + 2 dr = a - reach`` (inclusive: H = reach + 1,
+    the last row is the current group) or ``a - reach`` for a < reach (strict: H = reach).
+    Band column ``b`` is ``dr + k//2``.
+    """
+    o, i, k, _ = weight.shape
+    p = k // 2
+    reach = 3 * p
+    h = reach if strict else reach + 1
+    out = torch.zeros(o, i, h, k, dtype=weight.dtype)
+    for dr in range(-p, p + 1):
+        for dc in range(-p, p + 1):
+            s = dc + 2 * dr
+            if (s < 0) if strict else (s <= 0):
+                out[:, :, s + reach, dr + p] = weight[:, :, dr + p, dc + p]
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+class _Band:
+    """Ring buffer of the last ``rows`` skewed rows of one cache: (B, C, 2*rows, P + 2p)."""
+
+    def __init__(self, batch: int, channels: int, rows: int, patch: int, pad: int):
+        self.rows, self.pad = rows, pad
+        self.buf = torch.zeros(batch, channels, 2 * rows, patch + 2 * pad).contiguous(
+            memory_format=torch.channels_last)
+
+    def write(self, g: int, first_row: int, values: torch.Tensor) -> None:
+        """Row g := values (B, n, C) at u = first_row.., zeros elsewhere."""
+        n = values.shape[1]
+        vals = values.permute(0, 2, 1)
+        for i in (g % self.rows, g % self.rows + self.rows):
+            row = self.buf[:, :, i, :]
+            row.zero_()
+            row[:, :, first_row + self.pad : first_row + self.pad + n] = vals
+
+    def band(self, g: int, height: int, first_row: int, n: int) -> torch.Tensor:
+        """Rows g-height+1 .. g (oldest first), u-window of the n positions plus the kernel reach."""
+        top = (g - height + 1) % self.rows
+        return self.buf[:, :, top : top + height, first_row : first_row + n + 2 * self.pad]
 
 
 class CSIStepper:
@@ -99,23 +127,18 @@ class CSIStepper:
         cfg = net.cfg
         self.cfg, self.batch = cfg, batch
         self.sched = group_schedule(cfg.patch, cfg.kernel)
-        k = cfg.kernel
-        sm = causal_mask(k, True).reshape(-1)
-        im = causal_mask(k, False).reshape(-1)
+        reach, pad = self.sched.reach, cfg.kernel // 2
         with torch.no_grad():
-            w = net.stem.weight.detach().reshape(cfg.dim, cfg.channels, k * k)[:, :, sm]  # (D, C, Ts)
-            self.stem_w = w.permute(0, 2, 1).reshape(cfg.dim, -1).contiguous()  # (D, Ts*C)
-            self.stem_b = net.stem.bias.detach()
-            ws = net.skip.weight.detach().reshape(-1, cfg.channels, k * k)[:, :, sm]
-            self.skip_w = ws.permute(0, 2, 1).reshape(ws.shape[0], -1).contiguous()  # (C*K, Ts*C)
-            self.skip_b = net.skip.bias.detach()
+            # stem and skip share their input band: one conv computes both
+            w = torch.cat([net.stem.weight, net.skip.weight]).detach()
+            self.in_w = skew_kernel(w, strict=True)
+            self.in_b = torch.cat([net.stem.bias, net.skip.bias]).detach()
             self.blocks = []
             for blk in net.blocks:
-                dw = blk.dw.weight.detach().reshape(cfg.dim, k * k)[:, im].t().contiguous()  # (Ti, D)
                 self.blocks.append(dict(
                     n1=(blk.norm1.weight.detach(), blk.norm1.bias.detach()),
                     av=(blk.to_av.weight.detach(), blk.to_av.bias.detach()),
-                    dw=(dw, blk.dw.bias.detach()),
+                    dw=(skew_kernel(blk.dw.weight.detach(), strict=False), blk.dw.bias.detach()),
                     proj=(blk.proj.weight.detach(), blk.proj.bias.detach()),
                     n2=(blk.norm2.weight.detach(), blk.norm2.bias.detach()),
                     up=(blk.mlp_up.weight.detach(), blk.mlp_up.bias.detach()),
@@ -123,41 +146,55 @@ class CSIStepper:
                 ))
             self.head_norm = (net.head_norm.weight.detach(), net.head_norm.bias.detach())
             self.head = (net.head.weight.detach(), net.head.bias.detach())
-        n = self.sched.cache_len
-        self.pix = torch.zeros(batch, n, cfg.channels)
-        self.caches = [torch.zeros(batch, n, cfg.dim) for _ in net.blocks]
-
-    def _line(self, cache: torch.Tensor, g: int, offset: int) -> torch.Tensor:
-        """(B, n_g, D) strided view of the cache at group g's positions shifted by ``offset``."""
-        d = cache.shape[2]
-        first = int(self.sched.pos[g][0]) + offset
-        return cache.as_strided((self.batch, self.sched.pos[g].numel(), d),
-                                (cache.stride(0), self.sched.stride * d, 1), first * d)
+        self.pix = _Band(batch, cfg.channels, reach, cfg.patch, pad)
+        self.caches = [_Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
 
     @torch.no_grad()
     def params(self, g: int) -> torch.Tensor:
         """Raw mixture parameters of group ``g``: (B, n_g, n_params) float32."""
-        d = self.cfg.dim
-        b = self.batch
-        n = self.sched.pos[g].numel()
-        taps = self.pix.index_select(1, self.sched.stem_idx[g]).reshape(b * n, -1)
-        x = F.linear(taps, self.stem_w, self.stem_b)  # (B*n, D)
-        offsets = self.sched.dw_offsets
+        d, b = self.cfg.dim, self.batch
+        reach = self.sched.reach
+        r0 = self.sched.first_row[g]
+        n = self.sched.rows[g].numel()
+        # strict band: groups g-reach .. g-1 (the pixel ring holds no row g yet)
+        band = self.pix.band(g - 1, reach, r0, n)
+        y = F.conv2d(band, self.in_w, self.in_b)  # (B, D + C*K, 1, n)
+        y = y.permute(0, 2, 3, 1).reshape(b * n, -1)
+        x, skip = y[:, :d], y[:, d:]
         for blk, cache in zip(self.blocks, self.caches):
             a, v = F.linear(F.layer_norm(x, (d,), *blk["n1"]), *blk["av"]).chunk(2, dim=-1)
-            self._line(cache, g, 0).copy_(a.reshape(b, n, d))
+            cache.write(g, r0, a.reshape(b, n, d))
             w, bias = blk["dw"]
-            acc = self._line(cache, g, offsets[0]) * w[0]
-            for t in range(1, len(offsets)):  # fixed tap order: same sums on both sides
-                acc.addcmul_(self._line(cache, g, offsets[t]), w[t])
-            a = acc.reshape(b * n, d) + bias
+            a = F.conv2d(cache.band(g, reach + 1, r0, n), w, bias, groups=d)  # (B, D, 1, n)
+            a = a.permute(0, 2, 3, 1).reshape(b * n, d)
             x = x + F.linear(F.silu(a) * v, *blk["proj"])
             h = F.gelu(F.linear(F.layer_norm(x, (d,), *blk["n2"]), *blk["up"]))
             x = x + F.linear(h, *blk["down"])
         raw = F.linear(F.layer_norm(x, (d,), *self.head_norm), *self.head)
-        raw = add_skip(raw, F.linear(taps, self.skip_w, self.skip_b), self.cfg)
+        raw = add_skip(raw, skip, self.cfg)
         return raw.reshape(b, n, -1)
 
     def write_pixels(self, g: int, x_norm: torch.Tensor) -> None:
         """Store the coded, normalised pixels of group ``g``: x_norm (B, n_g, C)."""
-        self.pix.index_copy_(1, self.sched.pos[g], x_norm)
+        self.pix.write(g, self.sched.first_row[g], x_norm)
+
+
+class NaiveStepper:
+    """Reference decoder cost model: the whole masked network over the whole batch at every
+    group step (3P-2 full forward passes). Same interface as :class:`CSIStepper`; used only
+    to measure what CSI saves (scripts/csi_speedup.py) and to cross-check it."""
+
+    def __init__(self, net: HPACNet, batch: int):
+        cfg = net.cfg
+        self.net, self.batch = net, batch
+        self.sched = group_schedule(cfg.patch, cfg.kernel)
+        self.x = torch.zeros(batch, cfg.channels, cfg.patch, cfg.patch)
+
+    @torch.no_grad()
+    def params(self, g: int) -> torch.Tensor:
+        r, c = self.sched.rows[g], self.sched.cols[g]
+        return self.net(self.x)[:, r, c, :]
+
+    def write_pixels(self, g: int, x_norm: torch.Tensor) -> None:
+        r, c = self.sched.rows[g], self.sched.cols[g]
+        self.x[:, :, r, c] = x_norm.permute(0, 2, 1)
