@@ -82,9 +82,10 @@ def _bin_masses(start: torch.Tensor, step: torch.Tensor, n_bins: int, bits: int,
     inv = 1.0 / s
     a = (start[:, None].to(torch.float32) - 0.5 - mu) * inv  # z at the first edge, (n, K)
     b = step[:, None].to(torch.float32) * inv  # z increment per bin
-    j = torch.arange(n_bins + 1, dtype=torch.float32)[None, :, None]
-    cdf = torch.sigmoid(torch.addcmul(a[:, None, :], j, b[:, None, :]))  # (n, E, K)
-    big = (cdf * w[:, None, :]).sum(-1)  # mixture CDF at the edges, (n, E)
+    j = torch.arange(n_bins + 1, dtype=torch.float32)[None, None, :]
+    # (n, K, E) layout: the mixture sum runs over a non-inner axis and vectorises over edges
+    cdf = torch.addcmul(a[:, :, None], j, b[:, :, None]).sigmoid_().mul_(w[:, :, None])
+    big = cdf.sum(1)  # mixture CDF at the edges, (n, E)
     big[:, 0] = torch.where(start <= 0, 0.0, big[:, 0])
     big[:, -1] = torch.where(start + n_bins * step >= (1 << bits), 1.0, big[:, -1])
     out = big[:, 1:] - big[:, :-1]
