@@ -72,6 +72,12 @@ def from_patches(p: torch.Tensor, h: int, w: int) -> np.ndarray:
     return full[:h, :w]
 
 
+def _last_group(valid: torch.Tensor) -> int:
+    """Largest group index g = c + 2r holding a real (non-padding) pixel; -1 if none."""
+    rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
+    return int((cc + 2 * rr).max()) if rr.numel() else -1
+
+
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
                stream: np.ndarray | None = None, on_group: Callable[[], None] | None = None,
                naive: bool = False):
@@ -96,7 +102,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
     stepper = (NaiveStepper if naive else CSIStepper)(model.net, b)
     sched = stepper.sched
-    for g in range(sched.groups):
+    for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
         r, c = sched.rows[g], sched.cols[g]
         n = r.numel()
         mix = split_params(stepper.params(g).reshape(b * n, -1), ch, k)
