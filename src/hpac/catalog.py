@@ -33,14 +33,17 @@ CATALOG: dict[str, CatalogEntry] = {
             config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
             file="hpac-natural.safetensors",
             description="RGB planes (natural photos; default for 3-channel images)",
-            training="see the weights metadata (hpac models -v)",
+            training="hpac train on ../shared/data/train + scripts/fetch_training_data.py output "
+                     "(219 train / 24 val files), 3500 steps x 16 crops 64x64, 1.5 h on 2 CPU cores; "
+                     "validation 2.424 bpsp",
         ),
         CatalogEntry(
             name="hpac-gray",
             config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
             file="hpac-gray.safetensors",
             description="single-channel planes (gray images, alpha, extra channels)",
-            training="see the weights metadata (hpac models -v)",
+            training="hpac train --gray (luma) on the same data (229 train / 25 val files), 1000 steps "
+                     "x 16 crops 64x64, 53 min on 1 CPU core; validation 3.545 bpsp",
         ),
     )
 }
