@@ -33,7 +33,13 @@ def _png(arr: np.ndarray, threads: int):
 
     raw = imagecodecs.png_encode(_plain(arr), level=1)
     data = oxipng.optimize_from_memory(raw, level=6)
-    return data, lambda d: imagecodecs.png_decode(d)
+
+    def dec(d):
+        out = imagecodecs.png_decode(d)
+        # oxipng may store gray as a palette image, which decodes to equal R, G, B
+        return out[:, :, 0] if arr.shape[2] == 1 and out.ndim == 3 else out
+
+    return data, dec
 
 
 def _webp(arr: np.ndarray, threads: int):
