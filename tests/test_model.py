@@ -48,11 +48,10 @@ def test_changing_a_pixel_never_changes_earlier_distributions(channels):
         assert changed_later > 0  # the test would notice a network that ignores its input
 
 
-@pytest.mark.parametrize("channels,patch,batch", [(3, 8, 2), (1, 16, 3), (3, 11, 1)])
-def test_csi_matches_full_forward(channels, patch, batch):
-    model = make_model(channels, patch=patch, dim=16, blocks=2, mixtures=3, seed=1)
-    net = model.net
-    x = torch.rand(batch, channels, patch, patch) * 2 - 1
+def csi_vs_full_forward(net, batch: int) -> tuple[int, float]:
+    """(groups stepped, worst |CSI - full forward| over all params) on random pixels."""
+    cfg = net.cfg
+    x = torch.rand(batch, cfg.channels, cfg.patch, cfg.patch) * 2 - 1
     with torch.no_grad():
         ref = net(x)
     st = CSIStepper(net, batch)
@@ -61,24 +60,21 @@ def test_csi_matches_full_forward(channels, patch, batch):
         r, c = st.sched.rows[g], st.sched.cols[g]
         worst = max(worst, (st.params(g) - ref[:, r, c, :]).abs().max().item())
         st.write_pixels(g, x.permute(0, 2, 3, 1)[:, r, c, :])
-    assert st.sched.groups == 3 * patch - 2
+    return st.sched.groups, worst
+
+
+@pytest.mark.parametrize("channels,patch,batch", [(3, 8, 2), (1, 16, 3), (3, 11, 1)])
+def test_csi_matches_full_forward(channels, patch, batch):
+    model = make_model(channels, patch=patch, dim=16, blocks=2, mixtures=3, seed=1)
+    groups, worst = csi_vs_full_forward(model.net, batch)
+    assert groups == 3 * patch - 2
     assert worst < 1e-4
 
 
 def test_csi_matches_full_forward_on_shipped_weights():
     from hpac.catalog import load_catalog_model
 
-    net = load_catalog_model("hpac-natural").net
-    p = net.cfg.patch
-    x = torch.rand(1, 3, p, p) * 2 - 1
-    with torch.no_grad():
-        ref = net(x)
-    st = CSIStepper(net, 1)
-    worst = 0.0
-    for g in range(st.sched.groups):
-        r, c = st.sched.rows[g], st.sched.cols[g]
-        worst = max(worst, (st.params(g) - ref[:, r, c, :]).abs().max().item())
-        st.write_pixels(g, x.permute(0, 2, 3, 1)[:, r, c, :])
+    _, worst = csi_vs_full_forward(load_catalog_model("hpac-natural").net, 1)
     assert worst < 1e-3
 
 

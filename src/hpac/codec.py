@@ -79,8 +79,7 @@ def _last_group(valid: torch.Tensor) -> int:
 
 
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
-               stream: np.ndarray | None = None, on_group: Callable[[], None] | None = None,
-               naive: bool = False):
+               stream: np.ndarray | None = None, naive: bool = False):
     """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
 
     Args:
@@ -119,8 +118,6 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         if not encoding:
             out[:, r, c, :] = got.reshape(b, n, ch)
         stepper.write_pixels(g, xn.reshape(b, n, ch))
-        if on_group is not None:
-            on_group()
     if encoding:
         return coder.get_compressed()
     return out
@@ -145,7 +142,7 @@ def _run(jobs: list[Callable[[], object]], threads: int) -> list:
 
 
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
-           threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> bytes:
+           threads: int | None = None) -> bytes:
     """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes."""
     img = pixels if isinstance(pixels, Image) else as_image(pixels)
     arr = img.pixels
