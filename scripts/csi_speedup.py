@@ -20,8 +20,8 @@ from hpac.imageio import read_image
 def run(img: np.ndarray, naive: bool, threads: int) -> tuple[float, float]:
     model = load_catalog_model(DEFAULT_FOR_CHANNELS[img.shape[2]])
     p = model.config.patch
-    pps = max(1, codec.SHARD_PIXELS // (p * p))
     patches, valid = codec.to_patches(img.astype(np.int64), p)
+    pps = codec.patches_per_shard(patches.shape[0], p)  # the shards the codec itself uses
     shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
     t0 = time.perf_counter()
     streams = codec._run([lambda v=v, s=s: codec.code_shard(model, 8, v, sym=s, naive=naive) for v, s in shards], threads)

@@ -8,6 +8,7 @@
     header body:
       height u32, width u32, channels u8, dtype u8 (DTYPE_CODES), bits u8, n_planes u8
       pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
+      payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards
@@ -29,7 +30,7 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: weight-aware AFC windows, payload CRC (1 was never released)
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
@@ -83,6 +84,7 @@ def write(header: Header, streams: list[bytes]) -> bytes:
     body = bytearray(_FIXED.pack(header.height, header.width, header.channels,
                                  DTYPE_CODES[header.dtype], header.bits, len(header.planes)))
     body += header.pixel_sha256
+    body += struct.pack("<I", zlib.crc32(b"".join(streams)))
     for p in header.planes:
         name = p.model_name.encode()
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
@@ -136,6 +138,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     if dcode == DTYPE_CODES["uint8"] and bits != 8:
         raise FormatError("invalid bit depth for 8-bit data")
     digest = r.take(32)
+    (payload_crc,) = r.unpack("<I")
     planes = []
     next_channel = 0
     for _ in range(n_planes):
@@ -159,4 +162,6 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")
     if any(n % 4 for p in planes for n in p.shard_lengths):
         raise FormatError("shard length is not a whole number of 32-bit words")
+    if zlib.crc32(payload) != payload_crc:
+        raise ChecksumError("payload CRC mismatch: the file is corrupt")
     return header, payload

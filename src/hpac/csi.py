@@ -104,10 +104,12 @@ class _Band:
         """Row g := values (B, n, C) at u = first_row.., zeros elsewhere."""
         n = values.shape[1]
         vals = values.permute(0, 2, 1)
+        a, b = first_row + self.pad, first_row + self.pad + n
         for i in (g % self.rows, g % self.rows + self.rows):
             row = self.buf[:, :, i, :]
-            row.zero_()
-            row[:, :, first_row + self.pad : first_row + self.pad + n] = vals
+            row[:, :, :a].zero_()  # outside the group: padding, must read as zero
+            row[:, :, a:b] = vals
+            row[:, :, b:].zero_()
 
     def band(self, g: int, height: int, first_row: int, n: int) -> torch.Tensor:
         """Rows g-height+1 .. g (oldest first), u-window of the n positions plus the kernel reach."""

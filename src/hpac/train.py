@@ -204,6 +204,9 @@ def train(opt: TrainOptions) -> dict:
         if step % opt.val_every == 0 or step == opt.steps:
             val_bpsp = evaluate(net, val, opt.device)
             log.append({"step": step, "train_bpsp": running, "val_bpsp": val_bpsp})
+            if bar is None:  # background runs: one line per validation
+                print(f"step {step}: train {running:.4f} val {val_bpsp:.4f} bpsp "
+                      f"({start_time + time.time() - t0:.0f} s)", flush=True)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", val=f"{val_bpsp:.3f}" if val_bpsp else "-")
