@@ -23,11 +23,12 @@ def _models(model):
     return [m if isinstance(m, CodecModel) else load_model_file(m) for m in items]
 
 
-def encode(pixels: np.ndarray, *, model=None, threads: int | None = None) -> bytes:
+def encode(pixels, *, model=None, threads: int | None = None) -> bytes:
     """Losslessly compress an image array.
 
     Args:
-        pixels: (H, W) or (H, W, C) array, C in 1..4, dtype uint8, uint16 or int16.
+        pixels: (H, W) or (H, W, C) array, C in 1..4, dtype uint8, uint16 or int16; or an
+            :class:`hpac.imageio.Image` from ``read_image`` (keeps e.g. a DICOM header).
         model: optional model(s) replacing the catalog default for their plane size
             (a :class:`hpac.catalog.CodecModel` or a weights file path, or a list).
         threads: worker threads (default: all cores); the output never depends on it.
@@ -70,22 +71,39 @@ def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) 
     """Read an image file, write its .hpac; returns the output size in bytes."""
     from .imageio import read_image
 
-    data = encode(read_image(src).pixels, **kw)
+    data = encode(read_image(src), **kw)
     atomic_write(dst, data, force)
     return len(data)
 
 
 def decode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) -> np.ndarray:
-    """Decode an .hpac file to PNG (or .npy when ``dst`` ends in .npy or data is signed)."""
+    """Decode an .hpac file to ``dst``: .npy, .dcm (files made from DICOM) or PNG otherwise."""
     from .errors import HpacError
-    from .imageio import write_npy, write_png
 
     try:
         data = Path(src).read_bytes()
     except OSError as exc:
         raise HpacError(f"cannot read {src}: {exc.strerror or exc}") from None
-    arr = decode(data, **kw)
-    arr3 = arr[:, :, None] if arr.ndim == 2 else arr
-    out = write_npy(arr3) if str(dst).lower().endswith(".npy") else write_png(arr3)
-    atomic_write(dst, out, force)
-    return arr
+    from . import codec
+
+    img = codec.decode_image(data, _models(kw.pop("model", None)), **kw)
+    atomic_write(dst, image_file_bytes(img, str(dst)), force)
+    arr = img.pixels
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+def image_file_bytes(img, name: str) -> bytes:
+    """The bytes of a decoded :class:`hpac.imageio.Image` in the format ``name``'s suffix asks
+    for: .npy, .dcm (needs a stored DICOM header), else PNG (8/16-bit; signed data is refused)."""
+    from . import dicom
+    from .errors import HpacError
+    from .imageio import write_npy, write_png
+
+    suffix = Path(name).suffix.lower()
+    if suffix == ".npy":
+        return write_npy(img.pixels)
+    if suffix in (".dcm", ".dicom"):
+        if img.metadata_kind != dicom.METADATA_KIND:
+            raise HpacError("this file stores no DICOM header; decode to .png or .npy")
+        return dicom.write_dicom(img.pixels, img.metadata)
+    return write_png(img.pixels)

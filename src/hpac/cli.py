@@ -94,7 +94,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
     img = read_image(_read_input(args.input))
-    data = api.encode(img.pixels, model=args.model, threads=args.threads)
+    data = api.encode(img, model=args.model, threads=args.threads)
     if args.verify:
         import numpy as np
 
@@ -109,18 +109,15 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from . import api
-    from .imageio import write_npy, write_png
+    from . import api, codec, dicom
 
     data = _read_input(args.input)
-    arr = api.decode(data, model=args.model, threads=args.threads)
-    arr3 = arr[:, :, None] if arr.ndim == 2 else arr
-    default_suffix = ".npy" if arr.dtype.name == "int16" else ".png"
-    out = args.output or _default_out(args.input, default_suffix)
+    img = codec.decode_image(data, api._models(args.model), threads=args.threads)
+    native = ".dcm" if img.metadata_kind == dicom.METADATA_KIND else ".npy" if img.pixels.dtype.name == "int16" else ".png"
+    out = args.output or _default_out(args.input, native)
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
-    as_npy = out.lower().endswith(".npy") or (out == "-" and arr.dtype.name == "int16")
-    _write_output(out, write_npy(arr3) if as_npy else write_png(arr3), args.force)
+    _write_output(out, api.image_file_bytes(img, native if out == "-" else out), args.force)
     return 0
 
 
@@ -133,6 +130,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"image:      {h.width}x{h.height}, {h.channels} channel(s), {h.dtype}, {h.bits} significant bits")
     print(f"bpsp:       {8 * len(data) / (h.width * h.height * h.channels):.4f}")
     print(f"pixel hash: sha256 {h.pixel_sha256.hex()}")
+    if h.metadata_kind:
+        print(f"metadata:   {container.METADATA_KINDS[h.metadata_kind]}, {len(h.metadata)} bytes")
     for i, p in enumerate(h.planes):
         chans = f"{p.first_channel}" if p.n_channels == 1 else f"{p.first_channel}-{p.first_channel + p.n_channels - 1}"
         print(f"plane {i}:    channels {chans}, model {p.model_name} (weights {p.weights_id}), patch {p.patch}, "
@@ -181,13 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     common.add_argument("-q", "--quiet", action="store_true")
 
-    p = sub.add_parser("encode", parents=[common], help="compress an image (PNG, TIFF, PPM/PGM, NPY)")
+    p = sub.add_parser("encode", parents=[common], help="compress an image (PNG, TIFF, PPM/PGM, NPY, DICOM)")
     p.add_argument("input", help="image file, or - for stdin")
     p.add_argument("output", nargs="?", help="output .hpac (default: INPUT with .hpac; - for stdout)")
     p.add_argument("--verify", action="store_true", help="decode the result before writing it")
-    p = sub.add_parser("decode", parents=[common], help="decompress to PNG (or .npy)")
+    p = sub.add_parser("decode", parents=[common], help="decompress to PNG, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, or - for stdin")
-    p.add_argument("output", nargs="?", help="output image (default: INPUT with .png; - for stdout)")
+    p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "
+                   "signed input; - for stdout)")
     p = sub.add_parser("info", help="print the header of an .hpac file")
     p.add_argument("input")
     p = sub.add_parser("models", help="list the model catalog")

@@ -219,7 +219,8 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     for first, nch, model, pps, n_shards in planes:
         lens = tuple(next(it).nbytes for _ in range(n_shards))
         headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id, lens))
-    header = container.Header(h, w, c, arr.dtype.name, img.bits, container.pixel_digest(arr), tuple(headers))
+    header = container.Header(h, w, c, arr.dtype.name, img.bits, container.pixel_digest(arr), tuple(headers),
+                              img.metadata_kind, img.metadata)
     return container.write(header, [s.astype("<u4").tobytes() for s in streams])
 
 
@@ -241,6 +242,11 @@ def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = N
 
 def decode(data: bytes, models: list[CodecModel] | None = None, threads: int | None = None) -> np.ndarray:
     """Decode .hpac bytes to the original (H, W, C) array (2-D arrays come back as (H, W, 1))."""
+    return decode_image(data, models, threads).pixels
+
+
+def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: int | None = None) -> Image:
+    """Decode .hpac bytes to an :class:`Image`: pixels (H, W, C), bits and stored metadata."""
     header, payload = container.read(data)
     out_sym = np.zeros((header.height, header.width, header.channels), dtype=np.int64)
     jobs, places = [], []
@@ -276,4 +282,4 @@ def decode(data: bytes, models: list[CodecModel] | None = None, threads: int | N
             "decoded pixels do not match the stored hash: the file is corrupt, or this machine computes "
             "different model probabilities than the encoder did (see docs/determinism.md)"
         )
-    return pixels
+    return Image(pixels, header.bits, header.metadata_kind, header.metadata)

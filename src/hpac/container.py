@@ -12,6 +12,7 @@
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards
+      metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
 
@@ -36,6 +37,8 @@ DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # 268 Mpx: refuse bigger headers before allocating anything
 MAX_PATCH = 1024
+METADATA_KINDS = {0: "none", 1: "DICOM header"}
+MAX_METADATA = 1 << 26
 _FIXED = struct.Struct("<IIBBBB")
 _PLANE = struct.Struct("<BBHI")
 
@@ -62,6 +65,8 @@ class Header:
     bits: int
     pixel_sha256: bytes
     planes: tuple[PlaneHeader, ...]
+    metadata_kind: int = 0
+    metadata: bytes = b""
 
     @property
     def payload_len(self) -> int:
@@ -90,6 +95,7 @@ def write(header: Header, streams: list[bytes]) -> bytes:
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
         body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
         body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
+    body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
     head = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
 
@@ -154,9 +160,15 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         lengths = r.unpack(f"<{n_shards}I")
         planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths)))
         next_channel += nch
-    if next_channel != c or r.pos != body_end:
+    if next_channel != c:
         raise FormatError("planes do not cover the channels exactly")
-    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes))
+    meta_kind, meta_len = r.unpack("<BI")
+    if meta_kind not in METADATA_KINDS or meta_len > MAX_METADATA or (meta_kind == 0) != (meta_len == 0):
+        raise FormatError("invalid metadata section in header")
+    metadata = r.take(meta_len)
+    if r.pos != body_end:
+        raise FormatError("header has trailing bytes")
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata)
     payload = memoryview(data)[body_end + 4 :]
     if len(payload) != header.payload_len:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")

@@ -1,6 +1,7 @@
 """Image files <-> integer arrays, at native depth.
 
-Reads PNG and TIFF (imagecodecs), PPM/PGM (Pillow), NPY (numpy); writes PNG (8 or 16 bit).
+Reads PNG and TIFF (imagecodecs), PPM/PGM (Pillow), NPY (numpy) and DICOM (pydicom, see
+:mod:`hpac.dicom`); writes PNG (8 or 16 bit) and NPY.
 Arrays are always (H, W, C) with C in 1..4, dtype uint8, uint16 or int16.
 """
 from __future__ import annotations
@@ -23,10 +24,14 @@ class Image:
     Attributes:
         pixels: (H, W, C) array, dtype uint8 / uint16 / int16, C in 1..4.
         bits: significant bits of the coded (offset, non-negative) integers, 8..16.
+        metadata_kind, metadata: what the container keeps beside the pixels (0 and b"" for
+            none; :data:`hpac.dicom.METADATA_KIND` and the DICOM header for DICOM input).
     """
 
     pixels: np.ndarray
     bits: int
+    metadata_kind: int = 0
+    metadata: bytes = b""
 
     @property
     def offset(self) -> int:
@@ -66,6 +71,12 @@ def detect_bits(arr: np.ndarray) -> int:
 def read_image(src: str | Path | bytes) -> Image:
     """Read an image file (or its bytes) into an :class:`Image`."""
     data = src if isinstance(src, bytes) else _read_bytes(Path(src))
+    from . import dicom
+
+    if dicom.is_dicom(data):
+        arr, header = dicom.read_dicom(data)
+        img = as_image(arr)
+        return Image(img.pixels, img.bits, dicom.METADATA_KIND, header)
     try:
         arr = _decode(data)
     except UnsupportedImageError:
@@ -96,7 +107,7 @@ def _decode(data: bytes) -> np.ndarray:
     elif data[:4] == b"HPAC":
         raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")
     else:
-        raise UnsupportedImageError("unknown image format (supported: PNG, TIFF, PPM/PGM, NPY)")
+        raise UnsupportedImageError("unknown image format (supported: PNG, TIFF, PPM/PGM, NPY, DICOM)")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr
