@@ -4,7 +4,8 @@
 
 Makes a WxH test image (SRC resized with Lanczos, or a smooth synthetic one), runs the CLI
 encode and decode in subprocesses, and samples every 50 ms the summed RSS of the process and
-all its descendants (the shard workers are forked processes). Prints peak RSS and s/MP.
+all its descendants (the shard workers are forked processes; PSS, so pages they share with
+the parent count once). Prints the peak and s/MP.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from PIL import Image
 
 
 def _tree_rss(pid: int) -> int:
-    """Summed VmRSS in bytes of pid and its descendants (Linux /proc)."""
+    """Summed memory in bytes of pid and its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -35,14 +36,22 @@ def _tree_rss(pid: int) -> int:
     while todo:
         p = todo.pop()
         todo += children.get(p, [])
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
+        total += _pss(p)
     return total
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes (shared copy-on-write pages of forked workers counted
+    once across the tree, not once per process); VmRSS where smaps_rollup is missing."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return 0
 
 
 def run(cmd: list[str]) -> tuple[float, int]:

@@ -96,3 +96,11 @@ def test_wrong_weights_are_refused(small_file):
     other = make_model(3, seed=99, name="tiny3")
     with pytest.raises(hpac.ModelMismatchError):
         hpac.decode(data, model=[other])
+
+
+def test_decompression_bomb_is_refused_before_allocation(tiny_models):
+    """A consistent header for a huge image (a few bytes of payload) is refused by the size limit."""
+    data = hpac.encode(np.zeros((3, 5), np.uint8), model=tiny_models[1])
+    with pytest.raises(hpac.FormatError, match="limit"):
+        hpac.decode(data, model=tiny_models[1], max_pixels=14)
+    assert hpac.decode(data, model=tiny_models[1], max_pixels=15).shape == (3, 5)

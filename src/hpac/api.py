@@ -41,11 +41,13 @@ def encode(pixels, *, model=None, threads: int | None = None) -> bytes:
     return codec.encode(pixels, chosen or None, threads=threads)
 
 
-def decode(data: bytes, *, model=None, threads: int | None = None) -> np.ndarray:
-    """Decompress .hpac bytes; 1-channel images come back as (H, W), others as (H, W, C)."""
+def decode(data: bytes, *, model=None, threads: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Decompress .hpac bytes; 1-channel images come back as (H, W), others as (H, W, C).
+
+    ``max_pixels`` (default 2^26) refuses bigger images before allocating anything."""
     from . import codec
 
-    arr = codec.decode(data, _models(model), threads=threads)
+    arr = codec.decode_image(data, _models(model), threads=threads, max_pixels=max_pixels).pixels
     return arr[:, :, 0] if arr.shape[2] == 1 else arr
 
 

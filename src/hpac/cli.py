@@ -112,7 +112,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     from . import api, codec, dicom
 
     data = _read_input(args.input)
-    img = codec.decode_image(data, api._models(args.model), threads=args.threads)
+    img = codec.decode_image(data, api._models(args.model), threads=args.threads, max_pixels=args.max_pixels)
     native = ".dcm" if img.metadata_kind == dicom.METADATA_KIND else ".npy" if img.pixels.dtype.name == "int16" else ".png"
     out = args.output or _default_out(args.input, native)
     if out != "-" and Path(out).exists() and not args.force:
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help=".hpac file, or - for stdin")
     p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "
                    "signed input; - for stdout)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images with more pixels (default 2^26 = 67 Mpx; guards against decompression bombs)")
     p = sub.add_parser("info", help="print the header of an .hpac file")
     p.add_argument("input")
     p = sub.add_parser("models", help="list the model catalog")

@@ -31,6 +31,7 @@ from .errors import ChecksumError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
 
 SHARD_PIXELS = 1 << 19  # most pixels of one shard (bounds memory; stored per plane in the header)
+DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
 
 
@@ -66,16 +67,22 @@ def _single_threaded_torch() -> Iterator[None]:
 
 
 def to_patches(sym: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H, W, c) ints -> zero-padded patches (N, P, P, c) int64 and their validity (N, P, P)."""
+    """(H, W, c) ints -> zero-padded patches (N, P, P, c) of the same dtype and their validity (N, P, P)."""
     h, w, c = sym.shape
     ph, pw = -(-h // patch), -(-w // patch)
-    buf = np.zeros((ph * patch, pw * patch, c), dtype=np.int64)
+    buf = np.zeros((ph * patch, pw * patch, c), dtype=sym.dtype)
     buf[:h, :w] = sym
+    p = buf.reshape(ph, patch, pw, patch, c).transpose(0, 2, 1, 3, 4).reshape(-1, patch, patch, c)
+    return torch.from_numpy(np.ascontiguousarray(p)), valid_mask(h, w, patch)
+
+
+def valid_mask(h: int, w: int, patch: int) -> torch.Tensor:
+    """(N, P, P) bool: which positions of the patch grid of an h x w image are real pixels."""
+    ph, pw = -(-h // patch), -(-w // patch)
     valid = np.zeros((ph * patch, pw * patch), dtype=bool)
     valid[:h, :w] = True
-    p = buf.reshape(ph, patch, pw, patch, c).transpose(0, 2, 1, 3, 4).reshape(-1, patch, patch, c)
     v = valid.reshape(ph, patch, pw, patch).transpose(0, 2, 1, 3).reshape(-1, patch, patch)
-    return torch.from_numpy(np.ascontiguousarray(p)), torch.from_numpy(np.ascontiguousarray(v))
+    return torch.from_numpy(np.ascontiguousarray(v))
 
 
 def from_patches(p: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -111,6 +118,8 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     b = valid.shape[0]
     ch, k = cfg.channels, cfg.mixtures
     encoding = sym is not None
+    if encoding:
+        sym = sym.to(torch.int64)
     coder = constriction.stream.queue.RangeEncoder() if encoding else constriction.stream.queue.RangeDecoder(stream)
     out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
     stepper = (NaiveStepper if naive else CSIStepper)(model.net, b)
@@ -134,7 +143,9 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         stepper.write_pixels(g, xn.reshape(b, n, ch))
     if encoding:
         return coder.get_compressed()
-    return out
+    if out.numel() and int(out.max()) >= (1 << bits):
+        raise ChecksumError("decoded values out of range: corrupt payload")
+    return out.to(torch.int32)  # 16 significant bits at most: halves what workers send back
 
 
 def _models_for(channels: int, models: dict[int, CodecModel] | None) -> dict[int, CodecModel]:
@@ -245,41 +256,59 @@ def decode(data: bytes, models: list[CodecModel] | None = None, threads: int | N
     return decode_image(data, models, threads).pixels
 
 
-def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: int | None = None) -> Image:
-    """Decode .hpac bytes to an :class:`Image`: pixels (H, W, C), bits and stored metadata."""
+def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: int | None = None,
+                 max_pixels: int | None = None) -> Image:
+    """Decode .hpac bytes to an :class:`Image`: pixels (H, W, C), bits and stored metadata.
+
+    Args:
+        max_pixels: refuse images with more pixels than this before allocating anything
+            (default DEFAULT_MAX_DECODE_PIXELS): a tiny file can legitimately describe a huge
+            constant image, so size is bounded by this limit, not by the file size.
+    """
     header, payload = container.read(data)
-    out_sym = np.zeros((header.height, header.width, header.channels), dtype=np.int64)
+    limit = DEFAULT_MAX_DECODE_PIXELS if max_pixels is None else max_pixels
+    if header.height * header.width > limit:
+        raise FormatError(f"image is {header.width}x{header.height} ({header.height * header.width / 1e6:.1f} Mpx), "
+                          f"above this decoder's limit of {limit / 1e6:.1f} Mpx (raise it with --max-pixels)")
     jobs, places = [], []
     pos = 0
     for ph in header.planes:
         model = resolve_model(ph.model_name, ph.weights_id, models)
         if model.config.patch != ph.patch or model.config.channels != ph.n_channels:
             raise FormatError(f"plane geometry does not match model {model.name}")
-        _, valid = to_patches(np.zeros((header.height, header.width, 1), dtype=np.int64), ph.patch)
+        valid = valid_mask(header.height, header.width, ph.patch)
         for i, ln in enumerate(ph.shard_lengths):
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
             v = valid[i * ph.patches_per_shard : (i + 1) * ph.patches_per_shard]
             jobs.append(lambda v=v, words=words, m=model: code_shard(m, header.bits, v, stream=words))
-        places.append((ph, len(ph.shard_lengths)))
+            places.append((ph, i))
     try:
         results = _run(jobs, threads or default_threads())
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # constriction rejects garbage streams (a Rust panic is a BaseException)
         raise ChecksumError(f"payload is corrupt ({type(exc).__name__}: {exc})") from None
-    it = iter(results)
-    for ph, n in places:
-        patches = torch.cat([next(it) for _ in range(n)])
-        out_sym[:, :, ph.first_channel : ph.first_channel + ph.n_channels] = from_patches(patches, header.height, header.width)
     dtype = np.dtype(header.dtype)
     offset = (1 << (header.bits - 1)) if dtype == np.int16 else 0
-    if out_sym.min(initial=0) < 0 or out_sym.max(initial=0) >= (1 << header.bits):
-        raise ChecksumError("decoded values out of range: corrupt payload")
-    pixels = (out_sym - offset).astype(dtype)
+    pixels = np.empty((header.height, header.width, header.channels), dtype=dtype)
+    for (ph, i), shard in zip(places, results):
+        _place_shard(pixels, shard.numpy(), ph, i, offset)
     if container.pixel_digest(pixels) != header.pixel_sha256:
         raise ChecksumError(
             "decoded pixels do not match the stored hash: the file is corrupt, or this machine computes "
             "different model probabilities than the encoder did (see docs/determinism.md)"
         )
     return Image(pixels, header.bits, header.metadata_kind, header.metadata)
+
+
+def _place_shard(pixels: np.ndarray, shard: np.ndarray, ph: container.PlaneHeader, index: int, offset: int) -> None:
+    """Write decoded patches (B, P, P, c) of shard ``index`` of plane ``ph`` into pixels (H, W, C)."""
+    h, w = pixels.shape[:2]
+    p = ph.patch
+    per_row = -(-w // p)
+    chans = slice(ph.first_channel, ph.first_channel + ph.n_channels)
+    for j in range(shard.shape[0]):
+        r, c = divmod(index * ph.patches_per_shard + j, per_row)
+        tile = pixels[r * p : (r + 1) * p, c * p : (c + 1) * p, chans]
+        tile[...] = shard[j, : tile.shape[0], : tile.shape[1]] - offset
