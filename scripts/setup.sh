@@ -10,4 +10,6 @@ fi
 # torch==2.13.0 first: the pin selects the CPU wheel; a looser spec would pull a CUDA build
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v -i "warning" || true
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i "warning" || true
+# atheris (coverage-guided fuzzing) has no wheel everywhere: optional, its test skips without it
+.venv/bin/python -m pip install -q "atheris>=2.3" >/dev/null 2>&1 || echo "atheris not installed: its fuzz test will be skipped"
 .venv/bin/python -c "import hpac, torch, constriction, imagecodecs, oxipng; print('hpac', hpac.__version__, 'ready (torch', torch.__version__ + ')')"
