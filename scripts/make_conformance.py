@@ -1,0 +1,74 @@
+"""(Re)write the conformance corpus: tests/conformance/*.hpac and manifest.json.
+
+    .venv/bin/python scripts/make_conformance.py
+
+Small files covering the format's paths (gray, RGB, RGBA, 16-bit, signed, odd sizes,
+metadata, several shards), coded with the fixed-seed tiny test models and with the shipped
+catalog models. tests/test_conformance.py decodes every file and checks the pixel sha256
+recorded here, so a change that breaks existing files fails the tests. Run this only on
+purpose: after a format change (bump container.FORMAT_VERSION and say so in docs/format.md)
+or after retraining a shipped model (its files then name weights that no longer exist).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import make_model, smooth_image  # noqa: E402
+
+from hpac import codec, container  # noqa: E402
+from hpac.imageio import Image, as_image  # noqa: E402
+
+OUT = ROOT / "tests" / "conformance"
+
+
+def cases() -> dict[str, tuple[np.ndarray, str]]:
+    """name -> (pixels, which models: "tiny" or "shipped")."""
+    sample = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(ROOT / "samples" / "ihc_crop.png").convert("RGB"))
+    return {
+        "tiny_gray_1x1": (np.full((1, 1, 1), 7, np.uint8), "tiny"),
+        "tiny_gray_odd": (smooth_image(13, 9, 1), "tiny"),
+        "tiny_rgb_odd": (smooth_image(11, 17, 3), "tiny"),
+        "tiny_rgba": (smooth_image(9, 10, 4), "tiny"),
+        "tiny_u16": (smooth_image(10, 7, 1, dtype=np.uint16), "tiny"),
+        "tiny_i16": (smooth_image(7, 12, 1, dtype=np.int16), "tiny"),
+        "tiny_rgb_shards": (smooth_image(40, 30, 3), "tiny"),  # 20 patches of 8x8: several shards
+        "tiny_metadata": (smooth_image(6, 6, 1, dtype=np.uint16), "tiny"),
+        "shipped_rgb": (sample[:48, :80], "shipped"),
+        "shipped_gray_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
+    }
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    tiny = {1: make_model(1), 3: make_model(3)}
+    manifest = {}
+    for name, (pixels, which) in cases().items():
+        img = as_image(pixels)
+        if name == "tiny_metadata":
+            img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
+        data = codec.encode(img, tiny if which == "tiny" else None, threads=1)
+        (OUT / f"{name}.hpac").write_bytes(data)
+        header, _ = container.read(data)
+        manifest[name] = {
+            "models": which,
+            "shape": list(img.pixels.shape),
+            "dtype": img.pixels.dtype.name,
+            "pixel_sha256": hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest(),
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+            "format_version": container.FORMAT_VERSION,
+            "weights": [f"{p.model_name}:{p.weights_id}" for p in header.planes],
+        }
+        print(f"{name}: {len(data)} bytes")
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

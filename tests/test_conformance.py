@@ -1,0 +1,36 @@
+"""Committed .hpac files must keep decoding to the recorded pixels (and re-encode to the same
+bytes): a change that breaks existing files fails here. Regenerate only on purpose with
+scripts/make_conformance.py (format change: bump FORMAT_VERSION; retrained shipped model)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpac import codec
+
+from conftest import make_model
+
+CORPUS = Path(__file__).parent / "conformance"
+MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def fixed_tiny():
+    return [make_model(1), make_model(3)]
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_conformance_file_decodes(name, fixed_tiny):
+    entry = MANIFEST[name]
+    data = (CORPUS / f"{name}.hpac").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["file_sha256"], "corpus file changed on disk"
+    img = codec.decode_image(data, fixed_tiny if entry["models"] == "tiny" else None, threads=1)
+    assert list(img.pixels.shape) == entry["shape"] and img.pixels.dtype.name == entry["dtype"]
+    assert hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest() == entry["pixel_sha256"]
+    # and today's encoder still writes the very same bytes
+    by_ch = {m.config.channels: m for m in fixed_tiny} if entry["models"] == "tiny" else None
+    assert codec.encode(img, by_ch, threads=1) == data
