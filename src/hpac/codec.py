@@ -85,14 +85,6 @@ def valid_mask(h: int, w: int, patch: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(v))
 
 
-def from_patches(p: torch.Tensor, h: int, w: int) -> np.ndarray:
-    """Inverse of :func:`to_patches`: (N, P, P, c) -> (h, w, c)."""
-    patch, c = p.shape[1], p.shape[3]
-    ph, pw = -(-h // patch), -(-w // patch)
-    full = p.numpy().reshape(ph, pw, patch, patch, c).transpose(0, 2, 1, 3, 4).reshape(ph * patch, pw * patch, c)
-    return full[:h, :w]
-
-
 def _last_group(valid: torch.Tensor) -> int:
     """Largest group index g = c + 2r holding a real (non-padding) pixel; -1 if none."""
     rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
