@@ -23,7 +23,8 @@ def _models(model):
     return [m if isinstance(m, CodecModel) else load_model_file(m) for m in items]
 
 
-def encode(pixels, *, model=None, threads: int | None = None) -> bytes:
+def encode(pixels, *, model=None, threads: int | None = None, effort: int | None = None, seed: int = 0,
+           progress: bool = False) -> bytes:
     """Losslessly compress an image array.
 
     Args:
@@ -32,13 +33,25 @@ def encode(pixels, *, model=None, threads: int | None = None) -> bytes:
         model: optional model(s) replacing the catalog default for their plane size
             (a :class:`hpac.catalog.CodecModel` or a weights file path, or a list).
         threads: worker threads (default: all cores); the output never depends on it.
+        effort: 0 = pre-trained models only; 1..4 = per-image adapter fine-tuning (SARP-FT),
+            slower and smaller (default ``hpac.adapt.DEFAULT_EFFORT``). An adapter is kept
+            only where it pays for its own bits.
+        seed: fine-tuning seed; the output is a function of (image, models, effort, seed).
+        progress: show a progress bar while fine-tuning.
     Returns:
         the .hpac file as bytes.
     """
-    from . import codec
+    from . import adapt, codec
 
     chosen = {m.config.channels: m for m in _models(model)}
-    return codec.encode(pixels, chosen or None, threads=threads)
+    level = adapt.DEFAULT_EFFORT if effort is None else effort
+    try:
+        adapt.effort_of(level)
+    except ValueError as exc:
+        from .errors import HpacError
+
+        raise HpacError(str(exc)) from None
+    return codec.encode(pixels, chosen or None, threads=threads, effort=level, seed=seed, progress=progress)
 
 
 def decode(data: bytes, *, model=None, threads: int | None = None, max_pixels: int | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .effort import DEFAULT_EFFORT, EFFORTS as EFFORT_LEVELS
 from .errors import HpacError
 
 
@@ -94,7 +95,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
     img = read_image(_read_input(args.input))
-    data = api.encode(img, model=args.model, threads=args.threads)
+    data = api.encode(img, model=args.model, threads=args.threads, effort=args.effort, seed=args.seed,
+                      progress=not args.quiet and sys.stderr.isatty())
     if args.verify:
         import numpy as np
 
@@ -126,7 +128,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     data = _read_input(args.input)
     h, _ = container.read(data)
-    print(f"file:       {args.input} ({len(data)} bytes, format version {container.FORMAT_VERSION})")
+    version = int.from_bytes(data[8:10], "little")
+    print(f"file:       {args.input} ({len(data)} bytes, format version {version})")
     print(f"image:      {h.width}x{h.height}, {h.channels} channel(s), {h.dtype}, {h.bits} significant bits")
     print(f"bpsp:       {8 * len(data) / (h.width * h.height * h.channels):.4f}")
     print(f"pixel hash: sha256 {h.pixel_sha256.hex()}")
@@ -135,7 +138,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for i, p in enumerate(h.planes):
         chans = f"{p.first_channel}" if p.n_channels == 1 else f"{p.first_channel}-{p.first_channel + p.n_channels - 1}"
         print(f"plane {i}:    channels {chans}, model {p.model_name} (weights {p.weights_id}), patch {p.patch}, "
-              f"{len(p.shard_lengths)} shard(s) of <= {p.patches_per_shard} patches, {sum(p.shard_lengths)} bytes")
+              f"{len(p.shard_lengths)} shard(s) of <= {p.patches_per_shard} patches, {sum(p.shard_lengths)} bytes"
+              + (f", adapter {len(p.adapter)} bytes" if p.adapter else ""))
     return 0
 
 
@@ -184,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file, or - for stdin")
     p.add_argument("output", nargs="?", help="output .hpac (default: INPUT with .hpac; - for stdout)")
     p.add_argument("--verify", action="store_true", help="decode the result before writing it")
+    p.add_argument("-e", "--effort", type=int, default=None, choices=sorted(EFFORT_LEVELS),
+                   help=f"0 = pre-trained model only; higher = per-image fine-tuning (slower, smaller; "
+                        f"default {DEFAULT_EFFORT})")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p = sub.add_parser("decode", parents=[common], help="decompress to PNG, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, or - for stdin")
     p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "

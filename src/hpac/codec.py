@@ -23,7 +23,7 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 import torch
 
-from . import afc, container
+from . import adapt, afc, container
 from .catalog import DEFAULT_FOR_CHANNELS, CodecModel, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
@@ -198,32 +198,65 @@ def _run(jobs: list[Callable[[], object]], threads: int) -> list:
 
 
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
-           threads: int | None = None) -> bytes:
-    """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes."""
+           threads: int | None = None, effort: int = 0, seed: int = 0, progress: bool = False) -> bytes:
+    """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes.
+
+    Args:
+        effort: 0 codes with the pre-trained models; higher levels fine-tune per-image
+            adapters first (SARP-FT, :mod:`hpac.adapt`) and keep them only where they pay.
+        seed: seed of the fine-tuning (the bytes are a function of image, effort and seed).
+    """
     img = pixels if isinstance(pixels, Image) else as_image(pixels)
     arr = img.pixels
     h, w, c = arr.shape
     if h * w > container.MAX_PIXELS or max(h, w) > container.MAX_SIDE:
         raise FormatError(f"image {h}x{w} exceeds the format limit of {container.MAX_PIXELS} pixels")
+    plan = adapt.effort_of(effort)
+    workers = threads or default_threads()
     chosen = _models_for(c, models)
     sym = img.symbols()
-    planes, jobs = [], []
+    planes = []
     for first, nch in plane_layout(c):
         model = chosen[nch]
+        patches, valid = to_patches(sym[:, :, first : first + nch], model.config.patch)
+        fitted = None
+        if plan is not None:
+            grid = (-(-h // model.config.patch), -(-w // model.config.patch))
+            with _single_threaded_torch():
+                fitted = adapt.fit(model.net, patches.to(torch.int64), valid, img.bits, grid, plan,
+                                   seed=seed, workers=workers, progress=progress)
+        planes.append((first, nch, model, patches, valid, fitted))
+    data = _encode_planes(img, planes, workers, use_adapters=True)
+    if any(f is not None and f.total_after > (1 - adapt.SURE_GAIN) * f.bits_before for *_, f in planes):
+        # the estimate says the adapters pay, but narrowly: code without them too, keep the smaller
+        plain = _encode_planes(img, planes, workers, use_adapters=False)
+        data = plain if len(plain) <= len(data) else data
+    return data
+
+
+def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -> bytes:
+    """Code the prepared planes [(first, nch, model, patches, valid, fit | None)] into a file."""
+    jobs, layout = [], []
+    for first, nch, model, patches, valid, fitted in planes:
+        blob = b""
+        if use_adapters and fitted is not None:
+            model = CodecModel(model.name, fitted.merged(model.net), model.weights_id, model.info)
+            blob = fitted.blob
         p = model.config.patch
-        patches, valid = to_patches(sym[:, :, first : first + nch], p)
         pps = patches_per_shard(patches.shape[0], p)
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
-        planes.append((first, nch, model, pps, len(shards)))
+        layout.append((first, nch, model, pps, len(shards), blob))
         jobs += [lambda v=v, s=s, m=model: code_shard(m, img.bits, v, sym=s) for v, s in shards]
-    streams = _run(jobs, threads or default_threads())
+    streams = _run(jobs, workers)
     it = iter(streams)
     headers = []
-    for first, nch, model, pps, n_shards in planes:
+    for first, nch, model, pps, n_shards, blob in layout:
         lens = tuple(next(it).nbytes for _ in range(n_shards))
-        headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id, lens))
-    header = container.Header(h, w, c, arr.dtype.name, img.bits, container.pixel_digest(arr), tuple(headers),
-                              img.metadata_kind, img.metadata)
+        headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id,
+                                             lens, blob))
+    arr = img.pixels
+    header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
+                              container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata)
     return container.write(header, [s.astype("<u4").tobytes() for s in streams])
 
 
@@ -268,6 +301,9 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
         model = resolve_model(ph.model_name, ph.weights_id, models)
         if model.config.patch != ph.patch or model.config.channels != ph.n_channels:
             raise FormatError(f"plane geometry does not match model {model.name}")
+        if ph.adapter:
+            rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter)
+            model = CodecModel(model.name, adapt.merge(model.net, rank, qstep, ints), model.weights_id, model.info)
         valid = valid_mask(header.height, header.width, ph.patch)
         for i, ln in enumerate(ph.shard_lengths):
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)

@@ -11,7 +11,8 @@
       payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
-                  shard byte lengths u32 * n_shards
+                  shard byte lengths u32 * n_shards,
+                  (version 3) adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
       metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
@@ -31,7 +32,9 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 2  # 2: weight-aware AFC windows, payload CRC (1 was never released)
+FORMAT_VERSION = 3  # 3: per-plane adapter sections; 2: weight-aware AFC windows, payload CRC
+READABLE_VERSIONS = (2, 3)
+ADAPTER_VERSION = 3  # files without adapters are written as version 2 (the oldest that holds them)
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
@@ -39,6 +42,7 @@ MAX_PIXELS = 1 << 28  # 268 Mpx: refuse bigger headers before allocating anythin
 MAX_PATCH = 1024
 METADATA_KINDS = {0: "none", 1: "DICOM header"}
 MAX_METADATA = 1 << 26
+MAX_ADAPTER = 1 << 22
 _FIXED = struct.Struct("<IIBBBB")
 _PLANE = struct.Struct("<BBHI")
 
@@ -54,6 +58,7 @@ class PlaneHeader:
     model_name: str
     weights_id: str  # 16 hex digits
     shard_lengths: tuple[int, ...]
+    adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapt), merged into the model by the decoder
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,15 @@ def n_patches(height: int, width: int, patch: int) -> int:
     return -(-height // patch) * -(-width // patch)
 
 
+def version_for(header: Header) -> int:
+    """The oldest format version that can hold ``header``: readers of version 2 keep reading
+    every file made without adapters (as ZIP's "version needed to extract")."""
+    return ADAPTER_VERSION if any(p.adapter for p in header.planes) else 2
+
+
 def write(header: Header, streams: list[bytes]) -> bytes:
     """Serialise a header and the concatenated shard streams."""
+    version = version_for(header)
     body = bytearray(_FIXED.pack(header.height, header.width, header.channels,
                                  DTYPE_CODES[header.dtype], header.bits, len(header.planes)))
     body += header.pixel_sha256
@@ -95,8 +107,10 @@ def write(header: Header, streams: list[bytes]) -> bytes:
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
         body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
         body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
+        if version >= ADAPTER_VERSION:
+            body += struct.pack("<I", len(p.adapter)) + p.adapter
     body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
-    head = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(body)) + bytes(body)
+    head = MAGIC + struct.pack("<HI", version, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
 
 
@@ -126,8 +140,9 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     if len(data) < len(MAGIC) + 6:
         raise FormatError("file is truncated inside the header")
     version, body_len = struct.unpack_from("<HI", data, len(MAGIC))
-    if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported format version {version} (this hpac reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f"unsupported format version {version} "
+                          f"(this hpac reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     body_start = len(MAGIC) + 6
     body_end = body_start + body_len
     if body_end + 4 > len(data):
@@ -158,7 +173,13 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         if n_shards != -(-n_patches(h, w, patch) // pps):
             raise FormatError("shard count does not match the image size")
         lengths = r.unpack(f"<{n_shards}I")
-        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths)))
+        adapter = b""
+        if version >= ADAPTER_VERSION:
+            (adapter_len,) = r.unpack("<I")
+            if adapter_len > MAX_ADAPTER:
+                raise FormatError("invalid adapter section length in header")
+            adapter = r.take(adapter_len)
+        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter))
         next_channel += nch
     if next_channel != c:
         raise FormatError("planes do not cover the channels exactly")

@@ -1,0 +1,296 @@
+"""SARP-FT: per-image low-rank adapters, paid for in the file (minimum description length).
+
+Encoder (``fit``)::
+
+    patches --frozen full pass--> bits per patch --best-first growth on the patch grid-->
+        nested, spatially contiguous regions R_1 c R_2 c ... c all patches
+    for t in 0..T-1: Adam step on the adapters over patches sampled from R(t),
+        loss = image bits (estimated for the whole plane) + adapter bits
+    quantise -> merged network -> full pass: keep the adapters only if they pay
+
+Adapters are LoRA with a fixed projection (LoRA-FA): every adapted 1x1 layer W (out, in)
+becomes ``W + QSTEP * B @ A`` where ``A`` (r, in) is a pseudo-random +-1/sqrt(in) matrix that
+both sides derive from integer hashing (never sent) and ``B`` (out, r) holds the integers that
+travel in the file (Laplace-coded with the best of a few scales). Only ``B`` is trained, so
+half the parameters of a plain LoRA travel for the same rank; a measured plain LoRA gained
+no more per step. The decoder merges in float64 and rounds once to float32, so both sides
+hold bit-identical weights on any machine.
+
+Everything that changes the result runs single-threaded on fixed chunks of patches whose
+gradients are summed in a fixed order: the bytes do not depend on the thread count.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .distribution import nll_bits, normalise
+from .effort import DEFAULT_EFFORT, EFFORTS, Effort, effort_of  # noqa: F401 (re-exported)
+from .errors import FormatError
+from .model import HPACNet
+
+TARGETS = ("to_av", "proj", "mlp_up", "mlp_down")  # adapted 1x1 layers of every GatedBlock
+QSTEPS = (2e-3, 4e-3, 8e-3, 16e-3, 32e-3, 64e-3)  # value of one adapter integer step: the encoder picks one
+MAX_Q = 4095  # adapter integers are clamped to [-MAX_Q, MAX_Q]
+PRIOR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # Laplace scales (integer units) the encoder picks from
+TRAIN_PRIOR_SCALE = 2.0  # Laplace scale of the rate term while training
+LR = 1e-3  # Adam learning rate of B (float units)
+CHUNK = 8  # patches per gradient chunk (fixed: results never depend on the worker count)
+MAX_RANK = 16
+SURE_GAIN = 0.01  # below this estimated gain the encoder also codes without adapters and keeps the smaller
+REGION_START, REGION_HOLD = 0.2, 0.1  # F(t) starts at 20% of the patches; the last 10% of steps see all
+
+
+# ----------------------------------------------------------------------------- adapters
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)).astype(np.uint64)
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)).astype(np.uint64)
+    return x ^ (x >> np.uint64(31))
+
+
+def projection(block: int, target: int, rank: int, fan_in: int) -> np.ndarray:
+    """The fixed A (rank, fan_in) of one adapter: +-1 signs from integer hashing (float64;
+    scaled by 1/sqrt(fan_in) at merge time)."""
+    idx = np.arange(rank * fan_in, dtype=np.uint64) + np.uint64(((block * 16 + target) * 64 + rank) << 32)
+    with np.errstate(over="ignore"):
+        signs = (_splitmix(idx) >> np.uint64(63)).astype(np.float64) * 2.0 - 1.0
+    return signs.reshape(rank, fan_in)
+
+
+def adapter_shapes(net: HPACNet, rank: int) -> list[tuple[int, int, int, int]]:
+    """(block, target, out, in) of every adapter, in file order."""
+    out = []
+    for i, blk in enumerate(net.blocks):
+        for t, name in enumerate(TARGETS):
+            lin = getattr(blk, name)
+            out.append((i, t, lin.out_features, lin.in_features))
+    return out
+
+
+def merge(net: HPACNet, rank: int, qstep: float, ints: Sequence[np.ndarray]) -> HPACNet:
+    """A copy of ``net`` with adapters merged: W' = W + qstep/sqrt(in) * B_int @ signs.
+
+    Computed in float64 (exact integer products) and rounded once to float32, so every
+    machine gets the same weights."""
+    merged = copy.deepcopy(net)
+    for (i, t, o, n), b in zip(adapter_shapes(net, rank), ints):
+        lin = getattr(merged.blocks[i], TARGETS[t])
+        delta = b.astype(np.float64).reshape(o, rank) @ projection(i, t, rank, n)
+        w = lin.weight.detach().numpy().astype(np.float64) + delta * (qstep / math.sqrt(n))
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+    merged.eval()
+    return merged
+
+
+class _LoRAFA(torch.nn.Module):
+    """Training view of one adapted Linear: y = lin(x) + (x @ A^T) @ B^T, B float (out, rank)."""
+
+    def __init__(self, lin: torch.nn.Linear, a: np.ndarray, b: torch.Tensor):
+        super().__init__()
+        self.lin = lin
+        self.register_buffer("a", torch.from_numpy((a / math.sqrt(a.shape[1])).astype(np.float32)))
+        self.b = b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) + (x @ self.a.t()) @ self.b.t()
+
+
+# ----------------------------------------------------------------------------- coding of the integers
+def encode_ints(rank: int, qi: int, ints: Sequence[np.ndarray]) -> bytes:
+    """Adapter integers -> bytes: u8 rank, u8 step index, u8 scale index, u32 words, words."""
+    import constriction
+
+    flat = np.concatenate([b.reshape(-1) for b in ints]).astype(np.int32)
+    best = None
+    for si, s in enumerate(PRIOR_SCALES):
+        enc = constriction.stream.queue.RangeEncoder()
+        enc.encode(flat, constriction.stream.model.QuantizedLaplace(-MAX_Q, MAX_Q + 1, 0.0, s))
+        words = enc.get_compressed()
+        if best is None or words.nbytes < best[1].nbytes:
+            best = (si, words)
+    si, words = best
+    return _BLOB.pack(rank, qi, si, words.size) + words.astype("<u4").tobytes()
+
+
+_BLOB = struct.Struct("<BBBI")
+
+
+def decode_ints(net: HPACNet, blob: bytes) -> tuple[int, float, list[np.ndarray]]:
+    """Inverse of :func:`encode_ints` for ``net``'s architecture: (rank, qstep, ints); validates everything."""
+    import constriction
+
+    if len(blob) < _BLOB.size:
+        raise FormatError("adapter section is truncated")
+    rank, qi, si, n_words = _BLOB.unpack_from(blob)
+    if not 1 <= rank <= MAX_RANK or qi >= len(QSTEPS) or si >= len(PRIOR_SCALES) or len(blob) != _BLOB.size + 4 * n_words:
+        raise FormatError("invalid adapter section")
+    shapes = adapter_shapes(net, rank)
+    total = sum(o * rank for _, _, o, _ in shapes)
+    words = np.frombuffer(blob, dtype="<u4", offset=_BLOB.size).astype(np.uint32)
+    try:
+        dec = constriction.stream.queue.RangeDecoder(words)
+        flat = dec.decode(constriction.stream.model.QuantizedLaplace(-MAX_Q, MAX_Q + 1, 0.0, PRIOR_SCALES[si]), total)
+    except BaseException as exc:  # a Rust panic on garbage is a BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        raise FormatError(f"adapter section is corrupt ({exc})") from None
+    out, pos = [], 0
+    for _, _, o, _ in shapes:
+        out.append(np.asarray(flat[pos : pos + o * rank], dtype=np.int64).reshape(o, rank))
+        pos += o * rank
+    return rank, QSTEPS[qi], out
+
+
+# ----------------------------------------------------------------------------- regions
+def grow_order(patch_bits: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Patch indices in the order a region grows: start at the densest patch, then always add
+    the highest-bits patch adjacent (4-neighbourhood) to the region; every prefix is contiguous."""
+    import heapq
+
+    n = rows * cols
+    start = int(np.argmax(patch_bits))
+    seen = np.zeros(n, dtype=bool)
+    heap = [(-float(patch_bits[start]), start)]
+    seen[start] = True
+    order = []
+    while heap:
+        _, i = heapq.heappop(heap)
+        order.append(i)
+        r, c = divmod(i, cols)
+        for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            j = rr * cols + cc
+            if 0 <= rr < rows and 0 <= cc < cols and not seen[j]:
+                seen[j] = True
+                heapq.heappush(heap, (-float(patch_bits[j]), j))
+    return np.asarray(order, dtype=np.int64)
+
+
+def region_fraction(step: int, steps: int) -> float:
+    """F(t) = b + (1 - b) smoothstep(t / (T (1 - d))): the share of patches trained on at step t."""
+    x = min(1.0, step / max(1e-9, steps * (1 - REGION_HOLD)))
+    return REGION_START + (1 - REGION_START) * x * x * (3 - 2 * x)
+
+
+# ----------------------------------------------------------------------------- fitting
+@dataclass
+class Fit:
+    """Outcome of :func:`fit` (bits are full-pass estimates of the plane, padding excluded)."""
+
+    rank: int
+    qstep: float
+    ints: list[np.ndarray]
+    blob: bytes
+    bits_before: float
+    bits_after: float  # image bits under the merged, quantised adapters
+
+    @property
+    def total_after(self) -> float:
+        return self.bits_after + 8 * len(self.blob)
+
+    def merged(self, net: HPACNet) -> HPACNet:
+        return merge(net, self.rank, self.qstep, self.ints)
+
+
+def _chunks(idx: np.ndarray) -> list[np.ndarray]:
+    return [idx[i : i + CHUNK] for i in range(0, len(idx), CHUNK)]
+
+
+def _map(fn: Callable, items: list, workers: int) -> list:
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bits: int) -> torch.Tensor:
+    """(B,) bits of each patch; sym (B, P, P, c) int64, valid (B, P, P) bool."""
+    cfg = net.cfg
+    x = normalise(sym, bits).permute(0, 3, 1, 2) * valid[:, None]
+    per = nll_bits(net(x), sym, bits, cfg.channels, cfg.mixtures).sum(-1) * valid
+    return per.flatten(1).sum(1)
+
+
+def plane_bits(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, workers: int,
+               which: np.ndarray | None = None) -> np.ndarray:
+    """(N,) float64 bits of the patches ``which`` (default all) under ``net``: a full forward pass."""
+    def run(ix: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return _patch_bits(net, sym[ix], valid[ix], bits)
+
+    which = np.arange(sym.shape[0]) if which is None else which
+    return torch.cat(_map(run, _chunks(which), workers)).double().numpy()
+
+
+def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: tuple[int, int],
+        effort: Effort, seed: int = 0, workers: int = 1, progress: bool = False) -> Fit | None:
+    """Fine-tune adapters for one plane; None where adapting does not pay (estimated).
+
+    Args:
+        sym: (N, P, P, c) int64 patches of the plane; valid: (N, P, P) bool.
+        grid: (rows, cols) of the patch grid (N = rows * cols).
+    Must run with torch single-threaded (see :func:`hpac.codec.encode`).
+    """
+    n = sym.shape[0]
+    before = plane_bits(net, sym, valid, bits, workers)
+    order = grow_order(before, *grid)
+    work = copy.deepcopy(net)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    params = []
+    for i, t, o, k in adapter_shapes(net, effort.rank):
+        blk = work.blocks[i]
+        b = torch.zeros(o, effort.rank, requires_grad=True)
+        setattr(blk, TARGETS[t], _LoRAFA(getattr(blk, TARGETS[t]), projection(i, t, effort.rank, k), b))
+        params.append(b)
+    work.train()
+    optim = torch.optim.Adam(params, lr=LR)
+    per_step = max(1, math.ceil(effort.epochs * n / effort.steps))
+    gen = torch.Generator().manual_seed(seed)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=effort.steps, desc="adapt", unit="step", leave=False, dynamic_ncols=True)
+    for step in range(effort.steps):
+        region = order[: max(1, round(region_fraction(step, effort.steps) * n))]
+        pick = np.sort(region[torch.randperm(len(region), generator=gen)[:per_step].numpy()])
+        count = float(valid[pick].sum())
+
+        def grad(ix: np.ndarray) -> list[torch.Tensor]:
+            loss = _patch_bits(work, sym[ix], valid[ix], bits).sum() / count
+            return list(torch.autograd.grad(loss, params))
+
+        grads = _map(grad, _chunks(pick), workers)
+        for j, p in enumerate(params):
+            p.grad = sum(gr[j] for gr in grads)  # fixed chunk order: same sum for any worker count
+        optim.step()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    # the quantisation step: the best estimated total on a probe of the densest patches
+    probe = order[: min(n, 4 * CHUNK)]
+    scale = before.sum() / max(1e-9, before[probe].sum())
+    best = None
+    for qi, q in enumerate(QSTEPS):
+        ints = [(p.detach().double() / q).round().clamp(-MAX_Q, MAX_Q).to(torch.int64).numpy() for p in params]
+        if not any(b.any() for b in ints):
+            continue
+        blob = encode_ints(effort.rank, qi, ints)
+        est = plane_bits(merge(net, effort.rank, q, ints), sym, valid, bits, workers, probe).sum() * scale
+        if best is None or est + 8 * len(blob) < best[0]:
+            best = (est + 8 * len(blob), q, ints, blob)
+    if best is None or best[0] >= before.sum():
+        return None
+    _, q, ints, blob = best
+    after = plane_bits(merge(net, effort.rank, q, ints), sym, valid, bits, workers)
+    return Fit(effort.rank, q, ints, blob, float(before.sum()), float(after.sum()))

@@ -1,0 +1,33 @@
+"""The ``--effort`` levels: how much per-image fine-tuning (SARP-FT, :mod:`hpac.adapt`) buys.
+
+Kept free of torch so the CLI can list the levels without loading the network stack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Effort:
+    """Fine-tuning budget of one level."""
+
+    steps: int  # Adam steps T
+    epochs: float  # patches trained on in all, in units of the plane's patch count
+    rank: int  # LoRA rank of every adapted layer
+
+
+EFFORTS: dict[int, Effort | None] = {
+    0: None,  # the pre-trained model only
+    1: Effort(steps=6, epochs=1.0, rank=2),
+    2: Effort(steps=10, epochs=2.0, rank=2),
+    3: Effort(steps=16, epochs=4.0, rank=4),
+    4: Effort(steps=24, epochs=8.0, rank=8),
+}
+DEFAULT_EFFORT = 2
+
+
+def effort_of(level: int) -> Effort | None:
+    """The budget of ``level``; ValueError for unknown levels."""
+    if level not in EFFORTS:
+        raise ValueError(f"effort must be one of {sorted(EFFORTS)}, not {level}")
+    return EFFORTS[level]

@@ -1,0 +1,104 @@
+"""SARP-FT (hpac.adapt): adapters that travel in the file, decode bit-exactly, never cost bytes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hpac
+from hpac import adapt, codec, container
+
+from conftest import make_model, smooth_image
+
+
+def _adapted_file(img, models, effort=1, threads=1, seed=0):
+    data = codec.encode(img, models, threads=threads, effort=effort, seed=seed)
+    header, _ = container.read(data)
+    return data, header
+
+
+@pytest.mark.parametrize("shape,dtype", [((37, 29, 3), np.uint8), ((33, 41, 1), np.uint16), ((19, 23, 4), np.uint8),
+                                         ((21, 17, 1), np.int16)])
+def test_adapted_files_round_trip(shape, dtype, tiny_models):
+    img = smooth_image(*shape, dtype=dtype)
+    data, header = _adapted_file(img, tiny_models)
+    back = codec.decode(data, list(tiny_models.values()), threads=2)
+    assert back.dtype == img.dtype and np.array_equal(back, img)
+    if any(p.adapter for p in header.planes):
+        assert data[8:10] == (container.ADAPTER_VERSION).to_bytes(2, "little")
+
+
+def test_adapters_are_used_and_pay(tiny_models):
+    # random tiny models are a poor fit for a smooth image: adapting must find a gain
+    img = smooth_image(48, 40, 3)
+    plain = codec.encode(img, tiny_models, threads=1, effort=0)
+    data, header = _adapted_file(img, tiny_models, effort=2)
+    assert header.planes[0].adapter, "no adapter was kept on an image the random model fits badly"
+    assert len(data) < len(plain)
+    assert plain[8:10] == (2).to_bytes(2, "little")  # files without adapters stay version 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_never_bigger_than_effort_zero(seed, tiny_models):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)  # noise: nothing to learn
+    img[: 8 * seed] = 128
+    plain = codec.encode(img, tiny_models, threads=1, effort=0)
+    for effort in (1, 2):
+        assert len(codec.encode(img, tiny_models, threads=1, effort=effort, seed=seed)) <= len(plain)
+
+
+def test_same_bytes_for_any_thread_count_and_seed_matters(tiny_models):
+    img = smooth_image(40, 36, 3, seed=3)
+    one = codec.encode(img, tiny_models, threads=1, effort=1, seed=5)
+    two = codec.encode(img, tiny_models, threads=2, effort=1, seed=5)
+    assert one == two
+    assert codec.encode(img, tiny_models, threads=2, effort=1, seed=5) == one
+
+
+def test_adapter_integers_round_trip_and_merge_is_exact():
+    net = make_model(3, dim=8, blocks=2).net
+    rng = np.random.default_rng(0)
+    ints = [rng.integers(-40, 41, (o, 3)) for _, _, o, _ in adapt.adapter_shapes(net, 3)]
+    blob = adapt.encode_ints(3, 2, ints)
+    rank, qstep, back = adapt.decode_ints(net, blob)
+    assert rank == 3 and qstep == adapt.QSTEPS[2]
+    assert all(np.array_equal(a, b) for a, b in zip(ints, back))
+    m1, m2 = adapt.merge(net, 3, qstep, ints), adapt.merge(net, 3, qstep, back)
+    for p1, p2, p0 in zip(m1.state_dict().values(), m2.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(p1, p2)
+    changed = [not torch.equal(a, b) for a, b in zip(m1.state_dict().values(), net.state_dict().values())]
+    assert sum(changed) == len(ints)  # exactly the adapted weights moved
+
+
+def test_corrupt_adapter_section_is_refused(tiny_models):
+    net = tiny_models[3].net
+    ints = [np.ones((o, 2), np.int64) for _, _, o, _ in adapt.adapter_shapes(net, 2)]
+    blob = adapt.encode_ints(2, 0, ints)
+    for bad in (blob[:3], blob[:-4], bytes([0]) + blob[1:], bytes([2, 99]) + blob[2:]):
+        with pytest.raises(hpac.FormatError):
+            adapt.decode_ints(net, bad)
+
+
+def test_regions_grow_contiguously_to_everything():
+    rng = np.random.default_rng(1)
+    rows, cols = 6, 7
+    order = adapt.grow_order(rng.random(rows * cols), rows, cols)
+    assert sorted(order.tolist()) == list(range(rows * cols))
+    for k in range(1, len(order) + 1):  # every prefix is 4-connected
+        cells = {divmod(int(i), cols) for i in order[:k]}
+        seen, todo = set(), [next(iter(cells))]
+        while todo:
+            r, c = todo.pop()
+            if (r, c) in seen:
+                continue
+            seen.add((r, c))
+            todo += [n for n in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if n in cells]
+        assert seen == cells
+    fr = [adapt.region_fraction(t, 20) for t in range(20)]
+    assert fr[0] == pytest.approx(adapt.REGION_START) and fr[-1] == 1.0 and fr == sorted(fr)
+
+
+def test_effort_is_validated():
+    with pytest.raises(hpac.HpacError, match="effort"):
+        hpac.encode(np.zeros((4, 4), np.uint8), effort=99)
