@@ -4,9 +4,9 @@ Encoder (``fit``)::
 
     patches --frozen full pass--> bits per patch --best-first growth on the patch grid-->
         nested, spatially contiguous regions R_1 c R_2 c ... c all patches
-    for t in 0..T-1: Adam step on the adapters over patches sampled from R(t),
-        loss = image bits (estimated for the whole plane) + adapter bits
-    quantise -> merged network -> full pass: keep the adapters only if they pay
+    for t in 0..T-1: Adam step on the adapters, loss = bits of patches sampled from R(t)
+    quantise with the step that minimises (estimated image bits + adapter bits)
+    -> merged network -> full pass: keep the adapters only if they pay for themselves
 
 Adapters are LoRA with a fixed projection (LoRA-FA): every adapted 1x1 layer W (out, in)
 becomes ``W + QSTEP * B @ A`` where ``A`` (r, in) is a pseudo-random +-1/sqrt(in) matrix that
@@ -40,7 +40,6 @@ TARGETS = ("to_av", "proj", "mlp_up", "mlp_down")  # adapted 1x1 layers of every
 QSTEPS = (2e-3, 4e-3, 8e-3, 16e-3, 32e-3, 64e-3)  # value of one adapter integer step: the encoder picks one
 MAX_Q = 4095  # adapter integers are clamped to [-MAX_Q, MAX_Q]
 PRIOR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # Laplace scales (integer units) the encoder picks from
-TRAIN_PRIOR_SCALE = 2.0  # Laplace scale of the rate term while training
 LR = 1e-3  # Adam learning rate of B (float units)
 CHUNK = 8  # patches per gradient chunk (fixed: results never depend on the worker count)
 MAX_RANK = 16
