@@ -59,7 +59,7 @@ def test_same_bytes_for_any_thread_count_and_seed_matters(tiny_models):
 def test_adapter_integers_round_trip_and_merge_is_exact():
     net = make_model(3, dim=8, blocks=2).net
     rng = np.random.default_rng(0)
-    ints = [rng.integers(-40, 41, (o, 3)) for _, _, o, _ in adapt.adapter_shapes(net, 3)]
+    ints = [rng.integers(-40, 41, (o, 3)) for o, _ in adapt.adapter_shapes(net)]
     blob = adapt.encode_ints(3, 2, ints)
     rank, qstep, back = adapt.decode_ints(net, blob)
     assert rank == 3 and qstep == adapt.QSTEPS[2]
@@ -73,7 +73,7 @@ def test_adapter_integers_round_trip_and_merge_is_exact():
 
 def test_corrupt_adapter_section_is_refused(tiny_models):
     net = tiny_models[3].net
-    ints = [np.ones((o, 2), np.int64) for _, _, o, _ in adapt.adapter_shapes(net, 2)]
+    ints = [np.ones((o, 2), np.int64) for o, _ in adapt.adapter_shapes(net)]
     blob = adapt.encode_ints(2, 0, ints)
     for bad in (blob[:3], blob[:-4], bytes([0]) + blob[1:], bytes([2, 99]) + blob[2:]):
         with pytest.raises(hpac.FormatError):

@@ -37,13 +37,13 @@ from .errors import FormatError
 from .model import HPACNet
 
 TARGETS = ("to_av", "proj", "mlp_up", "mlp_down")  # adapted 1x1 layers of every GatedBlock
+ADAPT_HEAD = True  # also adapt the 1x1 head that outputs the mixture parameters
 QSTEPS = (2e-3, 4e-3, 8e-3, 16e-3, 32e-3, 64e-3)  # value of one adapter integer step: the encoder picks one
 MAX_Q = 4095  # adapter integers are clamped to [-MAX_Q, MAX_Q]
 PRIOR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # Laplace scales (integer units) the encoder picks from
 LR = 1e-3  # Adam learning rate of B (float units)
 CHUNK = 8  # patches per gradient chunk (fixed: results never depend on the worker count)
 MAX_RANK = 16
-SURE_GAIN = 0.01  # below this estimated gain the encoder also codes without adapters and keeps the smaller
 REGION_START, REGION_HOLD = 0.2, 0.1  # F(t) starts at 20% of the patches; the last 10% of steps see all
 
 
@@ -55,23 +55,24 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def projection(block: int, target: int, rank: int, fan_in: int) -> np.ndarray:
-    """The fixed A (rank, fan_in) of one adapter: +-1 signs from integer hashing (float64;
-    scaled by 1/sqrt(fan_in) at merge time)."""
-    idx = np.arange(rank * fan_in, dtype=np.uint64) + np.uint64(((block * 16 + target) * 64 + rank) << 32)
+def projection(layer: int, rank: int, fan_in: int) -> np.ndarray:
+    """The fixed A (rank, fan_in) of adapter ``layer``: +-1 signs from integer hashing (float64;
+    scaled by 1/sqrt(fan_in) where used)."""
+    idx = np.arange(rank * fan_in, dtype=np.uint64) + np.uint64((layer * 64 + rank) << 32)
     with np.errstate(over="ignore"):
         signs = (_splitmix(idx) >> np.uint64(63)).astype(np.float64) * 2.0 - 1.0
     return signs.reshape(rank, fan_in)
 
 
-def adapter_shapes(net: HPACNet, rank: int) -> list[tuple[int, int, int, int]]:
-    """(block, target, out, in) of every adapter, in file order."""
-    out = []
-    for i, blk in enumerate(net.blocks):
-        for t, name in enumerate(TARGETS):
-            lin = getattr(blk, name)
-            out.append((i, t, lin.out_features, lin.in_features))
-    return out
+def adapted_layers(net: HPACNet) -> list[tuple[torch.nn.Module, str]]:
+    """(owner, attribute) of every adapted Linear, in file order: TARGETS of each block, then the head."""
+    out = [(blk, name) for blk in net.blocks for name in TARGETS]
+    return out + ([(net, "head")] if ADAPT_HEAD else [])
+
+
+def adapter_shapes(net: HPACNet) -> list[tuple[int, int]]:
+    """(out, in) of every adapter's layer, in file order (B of a rank-r adapter is (out, r))."""
+    return [(getattr(m, a).out_features, getattr(m, a).in_features) for m, a in adapted_layers(net)]
 
 
 def merge(net: HPACNet, rank: int, qstep: float, ints: Sequence[np.ndarray]) -> HPACNet:
@@ -80,9 +81,10 @@ def merge(net: HPACNet, rank: int, qstep: float, ints: Sequence[np.ndarray]) -> 
     Computed in float64 (exact integer products) and rounded once to float32, so every
     machine gets the same weights."""
     merged = copy.deepcopy(net)
-    for (i, t, o, n), b in zip(adapter_shapes(net, rank), ints):
-        lin = getattr(merged.blocks[i], TARGETS[t])
-        delta = b.astype(np.float64).reshape(o, rank) @ projection(i, t, rank, n)
+    for j, ((owner, attr), b) in enumerate(zip(adapted_layers(merged), ints)):
+        lin = getattr(owner, attr)
+        o, n = lin.out_features, lin.in_features
+        delta = b.astype(np.float64).reshape(o, rank) @ projection(j, rank, n)
         w = lin.weight.detach().numpy().astype(np.float64) + delta * (qstep / math.sqrt(n))
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(w.astype(np.float32)))
@@ -132,8 +134,8 @@ def decode_ints(net: HPACNet, blob: bytes) -> tuple[int, float, list[np.ndarray]
     rank, qi, si, n_words = _BLOB.unpack_from(blob)
     if not 1 <= rank <= MAX_RANK or qi >= len(QSTEPS) or si >= len(PRIOR_SCALES) or len(blob) != _BLOB.size + 4 * n_words:
         raise FormatError("invalid adapter section")
-    shapes = adapter_shapes(net, rank)
-    total = sum(o * rank for _, _, o, _ in shapes)
+    shapes = adapter_shapes(net)
+    total = sum(o * rank for o, _ in shapes)
     words = np.frombuffer(blob, dtype="<u4", offset=_BLOB.size).astype(np.uint32)
     try:
         dec = constriction.stream.queue.RangeDecoder(words)
@@ -143,7 +145,7 @@ def decode_ints(net: HPACNet, blob: bytes) -> tuple[int, float, list[np.ndarray]
             raise
         raise FormatError(f"adapter section is corrupt ({exc})") from None
     out, pos = [], 0
-    for _, _, o, _ in shapes:
+    for o, _ in shapes:
         out.append(np.asarray(flat[pos : pos + o * rank], dtype=np.int64).reshape(o, rank))
         pos += o * rank
     return rank, QSTEPS[qi], out
@@ -245,10 +247,10 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
     for p in work.parameters():
         p.requires_grad_(False)
     params = []
-    for i, t, o, k in adapter_shapes(net, effort.rank):
-        blk = work.blocks[i]
-        b = torch.zeros(o, effort.rank, requires_grad=True)
-        setattr(blk, TARGETS[t], _LoRAFA(getattr(blk, TARGETS[t]), projection(i, t, effort.rank, k), b))
+    for j, (owner, attr) in enumerate(adapted_layers(work)):
+        lin = getattr(owner, attr)
+        b = torch.zeros(lin.out_features, effort.rank, requires_grad=True)
+        setattr(owner, attr, _LoRAFA(lin, projection(j, effort.rank, lin.in_features), b))
         params.append(b)
     work.train()
     optim = torch.optim.Adam(params, lr=LR)

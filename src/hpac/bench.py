@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from .effort import DEFAULT_EFFORT, EFFORTS
 from .imageio import read_image
 from .train import IMAGE_SUFFIXES
 
@@ -82,15 +83,21 @@ def _j2k(arr: np.ndarray, threads: int):
     return data, lambda d: imagecodecs.jpeg2k_decode(d, numthreads=threads)
 
 
-def _hpac(arr: np.ndarray, threads: int):
-    from . import codec
+def _hpac(effort: int) -> CodecFn:
+    def run(arr: np.ndarray, threads: int):
+        from . import codec
 
-    data = codec.encode(arr, threads=threads)
-    return data, lambda d: codec.decode(d, threads=threads)
+        data = codec.encode(arr, threads=threads, effort=effort)
+        return data, lambda d: codec.decode(d, threads=threads)
 
+    return run
+
+
+HPAC_LEVELS = {"hpac": 0, **{f"hpac_e{e}": e for e in EFFORTS if e}}  # "hpac" is effort 0
+DEFAULT_CODECS = ("hpac", f"hpac_e{DEFAULT_EFFORT}", "png", "webp", "jxl_e7", "jxl_e9", "jpegls", "j2k")
 
 CODECS: dict[str, CodecFn] = {
-    "hpac": _hpac,
+    **{name: _hpac(e) for name, e in HPAC_LEVELS.items()},
     "png": _png,
     "webp": _webp,
     "jxl_e7": _jxl(7),
@@ -128,7 +135,7 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
     from .codec import default_threads
 
     threads = threads or default_threads()
-    names = codecs or list(CODECS)
+    names = codecs or list(DEFAULT_CODECS)
     unknown = set(names) - set(CODECS)
     if unknown:
         from .errors import HpacError
@@ -175,24 +182,37 @@ def summarise(rows: list[dict], names: list[str]) -> dict:
             entry["dec_s_per_mp"][n] = sum(m["dec_s"] for _, m in got) / mp
             entry["failures"][n] = sum(not m["ok"] for _, m in got)
         b = entry["bpsp"]
-        if "hpac" in b and "jxl_e9" in b:
-            entry["hpac_over_jxl_e9"] = b["hpac"] / b["jxl_e9"]
+        for n in HPAC_LEVELS:
+            if n in b and "jxl_e9" in b:
+                entry[f"{n}_over_jxl_e9"] = b[n] / b["jxl_e9"]
+            if n != "hpac" and n in b and "hpac" in b:
+                entry[f"{n}_over_hpac"] = b[n] / b["hpac"]
+                entry[f"{n}_enc_over_hpac"] = entry["enc_s_per_mp"][n] / entry["enc_s_per_mp"]["hpac"]
         out[key] = entry
     return out
 
 
 def format_markdown(summary: dict, names: list[str], threads: int) -> str:
-    lines = ["| domain | n | " + " | ".join(names) + " | hpac / jxl_e9 | hpac enc s/MP | hpac dec s/MP | jxl_e9 enc s/MP |",
-             "|---|---|" + "---|" * (len(names) + 4)]
+    """The summary as Markdown: bpsp per codec, then hpac's ratios and speeds per effort level."""
+    levels = [n for n in HPAC_LEVELS if n in names]
+    head = ["domain", "n", *names, *[f"{n} / jxl_e9" for n in levels]]
+    head += [f"{n} {k} s/MP" for n in levels for k in ("enc", "dec")] + ["jxl_e9 enc s/MP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, e in summary.items():
-        cells = [f"{e['bpsp'][n]:.3f}" + (" (FAIL)" if e["failures"].get(n) else "") if n in e["bpsp"] else "n/a"
-                 for n in names]
-        ratio = f"{e['hpac_over_jxl_e9']:.3f}" if "hpac_over_jxl_e9" in e else "-"
-        t = e["enc_s_per_mp"]
-        hd = e["dec_s_per_mp"].get("hpac")
-        lines.append(f"| {key} | {e['n']} | " + " | ".join(cells) + f" | {ratio} | "
-                     + (f"{t['hpac']:.2f}" if "hpac" in t else "-") + " | "
-                     + (f"{hd:.2f}" if hd is not None else "-") + " | "
-                     + (f"{t['jxl_e9']:.2f}" if "jxl_e9" in t else "-") + " |")
-    lines.append(f"\n(bits per subpixel, mean over images; hpac and JPEG XL ran with {threads} thread(s))")
+        cells = [key, str(e["n"])]
+        cells += [f"{e['bpsp'][n]:.3f}" + (" (FAIL)" if e["failures"].get(n) else "") if n in e["bpsp"] else "n/a"
+                  for n in names]
+        cells += [f"{e[f'{n}_over_jxl_e9']:.3f}" if f"{n}_over_jxl_e9" in e else "-" for n in levels]
+        for n in levels:
+            for k in ("enc_s_per_mp", "dec_s_per_mp"):
+                cells.append(f"{e[k][n]:.2f}" if n in e[k] else "-")
+        cells.append(f"{e['enc_s_per_mp']['jxl_e9']:.2f}" if "jxl_e9" in e["enc_s_per_mp"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"\n(bits per subpixel, mean over images; hpac and JPEG XL ran with {threads} thread(s); "
+                 f"hpac = effort 0, hpac_eN = effort N)")
+    for key, e in summary.items():
+        for n in levels:
+            if f"{n}_over_hpac" in e:
+                lines.append(f"{key}: {n} is {e[f'{n}_over_hpac']:.3f}x the size of effort 0 at "
+                             f"{e[f'{n}_enc_over_hpac']:.2f}x its encode time")
     return "\n".join(lines)

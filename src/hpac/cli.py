@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write all results as JSON")
     p.add_argument("--markdown", type=Path, help="write the summary table as Markdown")
     p.add_argument("--threads", type=int, default=None, help="hpac worker threads (default: all cores)")
-    p.add_argument("--codecs", nargs="+", default=None, help="subset of codecs to run")
+    p.add_argument("--codecs", nargs="+", default=None,
+                   help="codecs to run (default: hpac at effort 0 and at the default effort, png, webp, jxl_e7, "
+                        "jxl_e9, jpegls, j2k; hpac_e1..hpac_e4 pick other effort levels)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per folder")
     _add_train(sub)
     return parser

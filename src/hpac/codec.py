@@ -226,12 +226,13 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
                 fitted = adapt.fit(model.net, patches.to(torch.int64), valid, img.bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress)
         planes.append((first, nch, model, patches, valid, fitted))
+    plain = _encode_planes(img, planes, workers, use_adapters=False)
+    if all(f is None for *_, f in planes):
+        return plain
+    # the fit's gain is an estimate (AFC caps the cost of badly predicted values by escaping):
+    # the file with adapters is kept only if it really is smaller
     data = _encode_planes(img, planes, workers, use_adapters=True)
-    if any(f is not None and f.total_after > (1 - adapt.SURE_GAIN) * f.bits_before for *_, f in planes):
-        # the estimate says the adapters pay, but narrowly: code without them too, keep the smaller
-        plain = _encode_planes(img, planes, workers, use_adapters=False)
-        data = plain if len(plain) <= len(data) else data
-    return data
+    return data if len(data) < len(plain) else plain
 
 
 def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -> bytes:

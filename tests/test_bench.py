@@ -1,0 +1,29 @@
+"""hpac bench: every codec verified by round trip, effort levels side by side, JSON and Markdown out."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from hpac.bench import run_bench
+
+from conftest import smooth_image
+
+
+def test_bench_runs_levels_and_baselines(tmp_path):
+    d = tmp_path / "natural"
+    d.mkdir()
+    Image.fromarray(smooth_image(40, 56, 3)).save(d / "a.png")
+    Image.fromarray(smooth_image(33, 20, 1)[:, :, 0]).save(d / "b.png")
+    out = run_bench([d], json_path=tmp_path / "r.json", threads=2, codecs=["hpac", "hpac_e1", "png", "jxl_e9"],
+                    markdown=tmp_path / "r.md")
+    for row in out["images"]:
+        for name, m in row["codecs"].items():
+            assert m["ok"], f"{name} failed its round trip on {row['image']}"
+    entry = out["summary"]["natural (8-bit)"]
+    assert set(entry["bpsp"]) == {"hpac", "hpac_e1", "png", "jxl_e9"}
+    assert entry["hpac_e1_over_hpac"] <= 1.0  # adapting never makes files bigger
+    assert json.loads((tmp_path / "r.json").read_text())["summary"] == json.loads(json.dumps(out["summary"]))
+    md = (tmp_path / "r.md").read_text()
+    assert "hpac_e1 / jxl_e9" in md and "natural (8-bit)" in md
