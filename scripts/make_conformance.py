@@ -29,6 +29,9 @@ from hpac.imageio import Image, as_image  # noqa: E402
 OUT = ROOT / "tests" / "conformance"
 
 
+EFFORT = {"tiny_rgb_adapted": 2}  # cases coded with per-image adapters (format version 3)
+
+
 def cases() -> dict[str, tuple[np.ndarray, str]]:
     """name -> (pixels, which models: "tiny" or "shipped")."""
     sample = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(ROOT / "samples" / "ihc_crop.png").convert("RGB"))
@@ -41,6 +44,7 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "tiny_i16": (smooth_image(7, 12, 1, dtype=np.int16), "tiny"),
         "tiny_rgb_shards": (smooth_image(40, 30, 3), "tiny"),  # 20 patches of 8x8: several shards
         "tiny_metadata": (smooth_image(6, 6, 1, dtype=np.uint16), "tiny"),
+        "tiny_rgb_adapted": (smooth_image(48, 40, 3), "tiny"),
         "shipped_rgb": (sample[:48, :80], "shipped"),
         "shipped_gray_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
     }
@@ -54,7 +58,7 @@ def main() -> None:
         img = as_image(pixels)
         if name == "tiny_metadata":
             img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
-        data = codec.encode(img, tiny if which == "tiny" else None, threads=1)
+        data = codec.encode(img, tiny if which == "tiny" else None, threads=1, effort=EFFORT.get(name, 0))
         (OUT / f"{name}.hpac").write_bytes(data)
         header, _ = container.read(data)
         manifest[name] = {
@@ -63,7 +67,8 @@ def main() -> None:
             "dtype": img.pixels.dtype.name,
             "pixel_sha256": hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest(),
             "file_sha256": hashlib.sha256(data).hexdigest(),
-            "format_version": container.FORMAT_VERSION,
+            "format_version": int.from_bytes(data[8:10], "little"),
+            "effort": EFFORT.get(name, 0),
             "weights": [f"{p.model_name}:{p.weights_id}" for p in header.planes],
         }
         print(f"{name}: {len(data)} bytes")

@@ -33,4 +33,8 @@ def test_conformance_file_decodes(name, fixed_tiny):
     assert hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest() == entry["pixel_sha256"]
     # and today's encoder still writes the very same bytes
     by_ch = {m.config.channels: m for m in fixed_tiny} if entry["models"] == "tiny" else None
-    assert codec.encode(img, by_ch, threads=1) == data
+    assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0)) == data
+
+
+def test_corpus_covers_both_versions():
+    assert {e["format_version"] for e in MANIFEST.values()} == {2, 3}

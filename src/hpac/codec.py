@@ -121,6 +121,8 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         n = r.numel()
         mix = split_params(stepper.params(g).reshape(b * n, -1), ch, k)
         vi = torch.nonzero(valid[:, r, c].reshape(-1)).squeeze(1)
+        if vi.numel() == b * n:  # no padding in this group: views instead of gathers
+            vi = slice(None)
         known = out[:, r, c, :].reshape(b * n, ch) if encoding else None
         got = torch.zeros(b * n, ch, dtype=torch.int64)
         xn = torch.zeros(b * n, ch)
