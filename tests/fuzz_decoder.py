@@ -40,7 +40,7 @@ def seed_files() -> list[bytes]:
     out = [codec.encode(a, _BY_CH, threads=1) for a in imgs]
     img = as_image(smooth_image(4, 4, 1, dtype=np.uint16))
     out.append(codec.encode(Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + bytes(range(40))), _BY_CH, threads=1))
-    out.append(codec.encode(smooth_image(24, 16, 3), _BY_CH, threads=1, effort=2))  # with an adapter section
+    out.append(codec.encode(smooth_image(24, 24, 3), _BY_CH, threads=1, effort=2))  # with an adapter section
     return out
 
 
