@@ -43,6 +43,7 @@ PRIOR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # Laplace scales (in
 LR = 2e-3  # Adam learning rate of B (float units); 1e-3 and 3e-3 gained less on held-out training images
 CHUNK = 8  # patches per gradient chunk (fixed: results never depend on the worker count)
 MAX_RANK = 16
+PROBE_PATCHES = 3 * CHUNK  # patches the quantisation step is chosen on
 REGION_START, REGION_HOLD = 0.2, 0.1  # F(t) starts at 20% of the patches; the last 10% of steps see all
 
 
@@ -192,7 +193,7 @@ class Fit:
     ints: list[np.ndarray]
     blob: bytes
     bits_before: float
-    bits_after: float  # image bits under the merged, quantised adapters
+    bits_after: float  # image bits under the merged, quantised adapters (estimated on a probe)
 
     @property
     def total_after(self) -> float:
@@ -279,8 +280,9 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
             bar.update(1)
     if bar is not None:
         bar.close()
-    # the quantisation step: the best estimated total on a probe of the densest patches
-    probe = order[: min(n, 4 * CHUNK)]
+    # the quantisation step: the best estimated total on a probe of the densest patches (the
+    # encoder codes the plane with and without the adapters anyway, so no full check pass)
+    probe = order[: min(n, PROBE_PATCHES)]
     scale = before.sum() / max(1e-9, before[probe].sum())
     best = None
     for qi, q in enumerate(QSTEPS):
@@ -293,6 +295,5 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
             best = (est + 8 * len(blob), q, ints, blob)
     if best is None or best[0] >= before.sum():
         return None
-    _, q, ints, blob = best
-    after = plane_bits(merge(net, effort.rank, q, ints), sym, valid, bits, workers)
-    return Fit(effort.rank, q, ints, blob, float(before.sum()), float(after.sum()))
+    total, q, ints, blob = best
+    return Fit(effort.rank, q, ints, blob, float(before.sum()), float(total - 8 * len(blob)))
