@@ -12,4 +12,6 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i "warning" || true
 # atheris (coverage-guided fuzzing) has no wheel everywhere: optional, its test skips without it
 .venv/bin/python -m pip install -q "atheris>=2.3" >/dev/null 2>&1 || echo "atheris not installed: its fuzz test will be skipped"
+# Ray (distributed batch coding) is large and has no wheel everywhere: optional, its test skips without it
+.venv/bin/python -m pip install -q "ray[data]>=2.40" >/dev/null 2>&1 || echo "ray not installed: its test will be skipped"
 .venv/bin/python -c "import hpac, torch, constriction, imagecodecs, oxipng; print('hpac', hpac.__version__, 'ready (torch', torch.__version__ + ')')"

@@ -131,7 +131,9 @@ def _images(dirs: list[Path], limit: int | None) -> list[Path]:
 
 
 def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | None = None,
-              codecs: list[str] | None = None, limit: int | None = None, markdown: Path | None = None) -> dict:
+              codecs: list[str] | None = None, limit: int | None = None, markdown: Path | None = None,
+              plot: Path | None = None) -> dict:
+    """Run the benchmark; ``plot`` also draws the summary (:func:`plot_summary`) to that image file."""
     from .codec import default_threads
 
     threads = threads or default_threads()
@@ -141,6 +143,8 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
         from .errors import HpacError
 
         raise HpacError(f"unknown codec(s) {', '.join(sorted(unknown))}; choose from {', '.join(CODECS)}")
+    if plot:
+        _figure_class()  # a missing matplotlib fails now, not after hours of benchmarking
     rows = []
     for path in _images(dirs, limit):
         img = read_image(path)
@@ -161,7 +165,46 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
         Path(json_path).write_text(json.dumps(result, indent=1))
     if markdown:
         Path(markdown).write_text(format_markdown(summary, names, threads) + "\n")
+    if plot:
+        plot_summary(summary, plot, names)
     return result
+
+
+def _figure_class():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        from .errors import HpacError
+
+        raise HpacError("plotting needs matplotlib: pip install 'hpac[plot]'") from None
+    return Figure
+
+
+def plot_summary(summary: dict, path: Path, names: list[str] | None = None) -> None:
+    """Draw mean bpsp as grouped bars (x: domain, one bar per codec) to an image file.
+
+    Args:
+        summary: :func:`summarise` output, {domain: {"bpsp": {codec: bpsp}, "n": images, ...}}.
+        path: output file; its suffix picks the format (.png, .svg, .pdf).
+        names: codecs in bar order (default: every codec in the summary, in first-seen order).
+    """
+    names = names or list(dict.fromkeys(n for e in summary.values() for n in e["bpsp"]))
+    domains = list(summary)
+    # a bare Figure renders with Agg and leaves pyplot and the caller's backend alone
+    fig = _figure_class()(figsize=(max(6.0, 0.3 * len(domains) * (len(names) + 1)), 4.0), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs = np.arange(len(domains)) + (i - (len(names) - 1) / 2) * width
+        ys = [summary[d]["bpsp"].get(name, np.nan) for d in domains]  # NaN: codec not run there (no bar)
+        bars = ax.bar(xs, ys, width, label=name)
+        ax.bar_label(bars, labels=[f"{y:.2f}" if y == y else "" for y in ys], fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(range(len(domains)),
+                  [f"{d}\nn={summary[d]['n']}" if "n" in summary[d] else d for d in domains])
+    ax.set_ylabel("bits per subpixel (lower is better)")
+    ax.margins(y=0.15)
+    ax.legend(ncols=min(4, len(names)), fontsize="small")
+    fig.savefig(path, dpi=150)
 
 
 def summarise(rows: list[dict], names: list[str]) -> dict:

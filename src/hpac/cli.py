@@ -87,10 +87,36 @@ def _default_out(src: str, suffix: str) -> str:
     return str(Path(src).with_suffix(suffix))
 
 
+def _cmd_batch(args: argparse.Namespace) -> int | None:
+    """``-r``: code every file under the input folder; None when not in batch mode."""
+    if not args.recursive:
+        if args.out_dir is not None or args.jobs != 1:
+            raise HpacError("--out-dir and --jobs apply to folders (add -r)")
+        return None
+    from .batch import format_summary, run_batch
+
+    if args.output:
+        raise HpacError("with -r, name the output folder with --out-dir")
+    if args.jobs < 1:
+        raise HpacError("--jobs must be at least 1")
+    kw = {"model": tuple(args.model or ()), "force": args.force}
+    if args.cmd == "encode":
+        kw.update(effort=args.effort, seed=args.seed, verify=args.verify)
+    else:
+        kw.update(max_pixels=args.max_pixels)
+    results = run_batch(args.cmd, Path(args.input), args.out_dir, jobs=args.jobs, threads=args.threads,
+                        progress=not args.quiet, **kw)
+    if not args.quiet:
+        print(format_summary(results))
+    return HpacError.exit_code if any(r.status == "failed" for r in results) else 0
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     from . import api
     from .imageio import read_image
 
+    if (code := _cmd_batch(args)) is not None:
+        return code
     out = args.output or _default_out(args.input, ".hpac")
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
@@ -113,6 +139,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _cmd_decode(args: argparse.Namespace) -> int:
     from . import api, codec, dicom
 
+    if (code := _cmd_batch(args)) is not None:
+        return code
     data = _read_input(args.input)
     img = codec.decode_image(data, api._models(args.model), threads=args.threads, max_pixels=args.max_pixels)
     native = ".dcm" if img.metadata_kind == dicom.METADATA_KIND else ".npy" if img.pixels.dtype.name == "int16" else ".png"
@@ -168,7 +196,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     run_bench(args.dirs, json_path=args.json, threads=args.threads, codecs=args.codecs, limit=args.limit,
-              markdown=args.markdown)
+              markdown=args.markdown, plot=args.plot)
     return 0
 
 
@@ -183,9 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     common.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     common.add_argument("-q", "--quiet", action="store_true")
+    common.add_argument("-r", "--recursive", action="store_true",
+                        help="INPUT is a folder: code every file under it (skips outputs that already verify)")
+    common.add_argument("--out-dir", type=Path, default=None,
+                        help="with -r: mirror the folder tree here (default: beside the inputs)")
+    common.add_argument("-j", "--jobs", type=int, default=1,
+                        help="with -r: worker processes (each with cores / JOBS threads unless --threads)")
 
     p = sub.add_parser("encode", parents=[common], help="compress an image (PNG, TIFF, PPM/PGM, NPY, DICOM)")
-    p.add_argument("input", help="image file, or - for stdin")
+    p.add_argument("input", help="image file, - for stdin, or a folder with -r")
     p.add_argument("output", nargs="?", help="output .hpac (default: INPUT with .hpac; - for stdout)")
     p.add_argument("--verify", action="store_true", help="decode the result before writing it")
     p.add_argument("-e", "--effort", type=int, default=None, choices=sorted(EFFORT_LEVELS),
@@ -193,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"default {DEFAULT_EFFORT})")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p = sub.add_parser("decode", parents=[common], help="decompress to PNG, .npy or .dcm (by the output suffix)")
-    p.add_argument("input", help=".hpac file, or - for stdin")
+    p.add_argument("input", help=".hpac file, - for stdin, or a folder with -r")
     p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "
                    "signed input; - for stdout)")
     p.add_argument("--max-pixels", type=int, default=None,
@@ -211,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="codecs to run (default: hpac at effort 0 and at the default effort, png, webp, jxl_e7, "
                         "jxl_e9, jpegls, j2k; hpac_e1..hpac_e4 pick other effort levels)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per folder")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                   help="also draw bpsp per codec per domain (needs matplotlib: pip install 'hpac[plot]')")
     _add_train(sub)
     return parser
 
