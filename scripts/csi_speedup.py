@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from hpac import codec
-from hpac.catalog import DEFAULT_FOR_CHANNELS, load_catalog_model
+from hpac.catalog import default_model_name, load_catalog_model
 from hpac.imageio import read_image
 
 
 def run(img: np.ndarray, naive: bool, threads: int) -> tuple[float, float]:
-    model = load_catalog_model(DEFAULT_FOR_CHANNELS[img.shape[2]])
+    model = load_catalog_model(default_model_name(img.shape[2], 8))
     p = model.config.patch
     patches, valid = codec.to_patches(img.astype(np.int64), p)
     pps = codec.patches_per_shard(patches.shape[0], p)  # the shards the codec itself uses

@@ -49,7 +49,13 @@ CATALOG: dict[str, CatalogEntry] = {
     )
 }
 
-DEFAULT_FOR_CHANNELS = {3: "hpac-natural", 1: "hpac-gray"}
+# (plane channels, high bit depth) -> the catalog model that codes such planes by default
+DEFAULTS = {(3, False): "hpac-natural", (3, True): "hpac-natural", (1, False): "hpac-gray", (1, True): "hpac-gray"}
+
+
+def default_model_name(channels: int, bits: int) -> str:
+    """The catalog model for planes of ``channels`` (1 or 3) with ``bits`` significant bits."""
+    return DEFAULTS[(channels, bits > 8)]
 
 
 @dataclass(frozen=True)

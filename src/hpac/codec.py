@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import adapt, afc, container
-from .catalog import DEFAULT_FOR_CHANNELS, CodecModel, load_catalog_model
+from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
 from .errors import ChecksumError, FormatError, ModelMismatchError
@@ -142,11 +142,11 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     return out.to(torch.int32)  # 16 significant bits at most: halves what workers send back
 
 
-def _models_for(channels: int, models: dict[int, CodecModel] | None) -> dict[int, CodecModel]:
+def _models_for(channels: int, bits: int, models: dict[int, CodecModel] | None) -> dict[int, CodecModel]:
     chosen = dict(models or {})
     for _, nch in plane_layout(channels):
         if nch not in chosen:
-            chosen[nch] = load_catalog_model(DEFAULT_FOR_CHANNELS[nch])
+            chosen[nch] = load_catalog_model(default_model_name(nch, bits))
         if chosen[nch].config.channels != nch:
             raise ModelMismatchError(f"model {chosen[nch].name} codes {chosen[nch].config.channels}-channel planes, not {nch}")
     return chosen
@@ -215,7 +215,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         raise FormatError(f"image {h}x{w} exceeds the format limit of {container.MAX_PIXELS} pixels")
     plan = adapt.effort_of(effort)
     workers = threads or default_threads()
-    chosen = _models_for(c, models)
+    chosen = _models_for(c, img.bits, models)
     sym = img.symbols()
     planes = []
     for first, nch in plane_layout(c):

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
 
 def _load(model: str | list[str] | None) -> list:
     """The models an actor keeps: weights files given, else the catalog defaults (cached per process)."""
-    from ..catalog import DEFAULT_FOR_CHANNELS, load_catalog_model
+    from ..catalog import DEFAULTS, load_catalog_model
 
     if model:
         return api._models(model)
-    return [load_catalog_model(name) for name in sorted(set(DEFAULT_FOR_CHANNELS.values()))]
+    for name in sorted(set(DEFAULTS.values())):
+        load_catalog_model(name)  # warms the per-process cache: the codec picks among them by plane
+    return []
 
 
 class HpacEncoder:
