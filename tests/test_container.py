@@ -12,10 +12,17 @@ from hpac import container
 from conftest import smooth_image
 
 
-@pytest.fixture(scope="module")
-def small_file(tiny_models):
-    img = smooth_image(10, 12, 3)
-    return img, hpac.encode(img, model=list(tiny_models.values()))
+@pytest.fixture(scope="module", params=["v2", "v3"])
+def small_file(request, tiny_models):
+    """A small file without adapters (format version 2) and one with an adapter section (3)."""
+    if request.param == "v2":
+        img = smooth_image(10, 12, 3)
+        data = hpac.encode(img, model=list(tiny_models.values()), effort=0)
+    else:
+        img = smooth_image(24, 24, 3)
+        data = hpac.encode(img, model=list(tiny_models.values()), effort=2)
+    assert data[8:10] == int(request.param[1]).to_bytes(2, "little")
+    return img, data
 
 
 def _decode(data, tiny_models):
@@ -25,7 +32,7 @@ def _decode(data, tiny_models):
 def test_header_fields(small_file):
     img, data = small_file
     h, payload = container.read(data)
-    assert (h.height, h.width, h.channels, h.dtype, h.bits) == (10, 12, 3, "uint8", 8)
+    assert (h.height, h.width, h.channels, h.dtype, h.bits) == (*img.shape, "uint8", 8)
     assert h.pixel_sha256 == container.pixel_digest(img)
     assert h.planes[0].model_name == "tiny3" and len(h.planes[0].weights_id) == 16
     assert len(payload) == h.payload_len
