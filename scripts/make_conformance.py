@@ -24,12 +24,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import make_model, smooth_image  # noqa: E402
 
 from hpac import codec, container  # noqa: E402
+from hpac.catalog import load_catalog_model  # noqa: E402
 from hpac.imageio import Image, as_image  # noqa: E402
 
 OUT = ROOT / "tests" / "conformance"
 
 
 EFFORT = {"tiny_rgb_adapted": 2}  # cases coded with per-image adapters (format version 3)
+PINNED = {"shipped_gray_u16": "hpac-gray"}  # shipped cases coded with a model other than today's default
 
 
 def cases() -> dict[str, tuple[np.ndarray, str]]:
@@ -47,6 +49,7 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "tiny_rgb_adapted": (smooth_image(48, 40, 3), "tiny"),
         "shipped_rgb": (sample[:48, :80], "shipped"),
         "shipped_gray_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
+        "shipped_gray16_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
     }
 
 
@@ -58,7 +61,8 @@ def main() -> None:
         img = as_image(pixels)
         if name == "tiny_metadata":
             img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
-        data = codec.encode(img, tiny if which == "tiny" else None, threads=1, effort=EFFORT.get(name, 0))
+        models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
+        data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0))
         (OUT / f"{name}.hpac").write_bytes(data)
         header, _ = container.read(data)
         manifest[name] = {
