@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--size", default="4000x3000", help="WxH")
     ap.add_argument("--image", default=None, help="source image to resize (default: synthetic)")
     ap.add_argument("--gray", action="store_true")
+    ap.add_argument("--effort", default="0", help="hpac encode --effort (default 0: the pre-trained model)")
     a = ap.parse_args()
     w, h = map(int, a.size.split("x"))
     mode = "L" if a.gray else "RGB"
@@ -87,7 +88,7 @@ def main() -> None:
         src, enc, dec = (Path(tmp) / n for n in ("in.png", "x.hpac", "out.png"))
         img.save(src)
         mp = w * h / 1e6
-        t_enc, m_enc = run(hpac + ["encode", str(src), str(enc), "-q"])
+        t_enc, m_enc = run(hpac + ["encode", str(src), str(enc), "-q", "--effort", a.effort])
         t_dec, m_dec = run(hpac + ["decode", str(enc), str(dec), "-q"])
         same = np.array_equal(np.asarray(Image.open(src)), np.asarray(Image.open(dec)))
         print(f"{w}x{h} {mode}: encode {t_enc:.1f} s ({t_enc / mp:.2f} s/MP), peak RSS {m_enc / 2**30:.2f} GiB; "
