@@ -1,6 +1,10 @@
 """SARP-FT (hpac.adapt): adapters that travel in the file, decode bit-exactly, never cost bytes."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +58,28 @@ def test_same_bytes_for_any_thread_count_and_seed_matters(tiny_models):
     two = codec.encode(img, tiny_models, threads=2, effort=1, seed=5)
     assert one == two
     assert codec.encode(img, tiny_models, threads=2, effort=1, seed=5) == one
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked only on Linux")
+def test_torch_never_runs_in_a_thread_of_a_process_that_forks(tiny_models, monkeypatch):
+    # a thread that ran an MKL GEMM frees MKL's buffers under a lock as it exits, possibly after
+    # join() returned: a fork then hands the worker a held lock (hung 1 in ~100 encodes)
+    calls = []
+
+    def spy(fn):
+        def wrapped(*args, **kwargs):
+            calls.append((os.getpid(), threading.current_thread() is threading.main_thread()))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(adapt, "_patch_bits", spy(adapt._patch_bits))
+    monkeypatch.setattr(codec, "code_shard", spy(codec.code_shard))
+    img = smooth_image(48, 40, 3)
+    one = codec.encode(img, tiny_models, threads=1, effort=1)
+    assert calls and all(main for _, main in calls)  # the spies see the work
+    calls.clear()
+    assert codec.encode(img, tiny_models, threads=2, effort=1) == one
+    assert all(main for pid, main in calls if pid == os.getpid())
 
 
 def test_adapter_integers_round_trip_and_merge_is_exact():

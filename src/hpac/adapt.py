@@ -24,9 +24,8 @@ from __future__ import annotations
 import copy
 import math
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from .distribution import nll_bits, normalise
 from .effort import DEFAULT_EFFORT, EFFORTS, Effort, effort_of  # noqa: F401 (re-exported)
 from .errors import FormatError
 from .model import HPACNet
+from .parallel import Workers
 
 TARGETS = ("to_av", "proj", "mlp_up", "mlp_down")  # adapted 1x1 layers of every GatedBlock
 QSTEPS = (2e-3, 4e-3, 8e-3, 16e-3, 32e-3, 64e-3)  # value of one adapter integer step: the encoder picks one
@@ -207,13 +207,6 @@ def _chunks(idx: np.ndarray) -> list[np.ndarray]:
     return [idx[i : i + CHUNK] for i in range(0, len(idx), CHUNK)]
 
 
-def _map(fn: Callable, items: list, workers: int) -> list:
-    if workers <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items))
-
-
 def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bits: int) -> torch.Tensor:
     """(B,) bits of each patch; sym (B, P, P, c) int64, valid (B, P, P) bool."""
     cfg = net.cfg
@@ -222,15 +215,46 @@ def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bi
     return per.flatten(1).sum(1)
 
 
-def plane_bits(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, workers: int,
-               which: np.ndarray | None = None) -> np.ndarray:
-    """(N,) float64 bits of the patches ``which`` (default all) under ``net``: a full forward pass."""
-    def run(ix: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return _patch_bits(net, sym[ix], valid[ix], bits)
+@dataclass
+class _FitState:
+    """What the fit's workers share: the frozen net, its adapted copy (``work``, whose B are
+    ``params``), the plane, and the quantised adapters last merged (cached per process)."""
 
-    which = np.arange(sym.shape[0]) if which is None else which
-    return torch.cat(_map(run, _chunks(which), workers)).double().numpy()
+    net: HPACNet
+    work: HPACNet
+    params: list[torch.Tensor]
+    sym: torch.Tensor
+    valid: torch.Tensor
+    bits: int
+    rank: int
+    qstep: float
+    merged: tuple[int, HPACNet] | None = None
+
+
+def _chunk_bits(st: _FitState, task: tuple[object, np.ndarray]) -> torch.Tensor:
+    """(len(ix),) bits under the frozen net (key None) or under merged adapters (key, q, ints)."""
+    key, ix = task
+    net = st.net
+    if key is not None:
+        if st.merged is None or st.merged[0] != key[0]:
+            st.merged = (key[0], merge(st.net, st.rank, key[1], key[2]))
+        net = st.merged[1]
+    with torch.no_grad():
+        return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits)
+
+
+def _chunk_grad(st: _FitState, task: tuple[list[torch.Tensor], np.ndarray, float]) -> list[torch.Tensor]:
+    """Gradients of (bits of the chunk / count) with respect to every B, at the given B values."""
+    values, ix, count = task
+    with torch.no_grad():
+        for p, v in zip(st.params, values):
+            p.copy_(v)
+    loss = _patch_bits(st.work, st.sym[ix], st.valid[ix], st.bits).sum() / count
+    return list(torch.autograd.grad(loss, st.params))
+
+
+def _bits(pool: Workers, which: np.ndarray, key: object = None) -> np.ndarray:
+    return torch.cat(pool.map(_chunk_bits, [(key, ix) for ix in _chunks(which)])).double().numpy()
 
 
 def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: tuple[int, int],
@@ -240,11 +264,8 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
     Args:
         sym: (N, P, P, c) int64 patches of the plane; valid: (N, P, P) bool.
         grid: (rows, cols) of the patch grid (N = rows * cols).
-    Must run with torch single-threaded (see :func:`hpac.codec.encode`).
     """
     n = sym.shape[0]
-    before = plane_bits(net, sym, valid, bits, workers)
-    order = grow_order(before, *grid)
     work = copy.deepcopy(net)
     for p in work.parameters():
         p.requires_grad_(False)
@@ -255,6 +276,17 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
         setattr(owner, attr, _LoRAFA(lin, projection(j, effort.rank, lin.in_features), b))
         params.append(b)
     work.train()
+    state = _FitState(net, work, params, sym, valid, bits, effort.rank, 0.0)
+    with Workers(state, workers) as pool:
+        return _fit(pool, params, n, grid, effort, seed, progress)
+
+
+def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int], effort: Effort,
+         seed: int, progress: bool) -> Fit | None:
+    """:func:`fit` once the workers share the plane and the adapted net."""
+    st = pool.state
+    before = _bits(pool, np.arange(n))
+    order = grow_order(before, *grid)
     optim = torch.optim.Adam(params, lr=LR)
     per_step = max(1, math.ceil(effort.epochs * n / effort.steps))
     gen = torch.Generator().manual_seed(seed)
@@ -266,13 +298,9 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
     for step in range(effort.steps):
         region = order[: max(1, round(region_fraction(step, effort.steps) * n))]
         pick = np.sort(region[torch.randperm(len(region), generator=gen)[:per_step].numpy()])
-        count = float(valid[pick].sum())
-
-        def grad(ix: np.ndarray) -> list[torch.Tensor]:
-            loss = _patch_bits(work, sym[ix], valid[ix], bits).sum() / count
-            return list(torch.autograd.grad(loss, params))
-
-        grads = _map(grad, _chunks(pick), workers)
+        count = float(st.valid[pick].sum())
+        values = [p.detach().clone() for p in params]
+        grads = pool.map(_chunk_grad, [(values, ix, count) for ix in _chunks(pick)])
         for j, p in enumerate(params):
             p.grad = sum(gr[j] for gr in grads)  # fixed chunk order: same sum for any worker count
         optim.step()
@@ -290,7 +318,7 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
         if not any(b.any() for b in ints):
             continue
         blob = encode_ints(effort.rank, qi, ints)
-        est = plane_bits(merge(net, effort.rank, q, ints), sym, valid, bits, workers, probe).sum() * scale
+        est = _bits(pool, probe, (qi, q, ints)).sum() * scale
         if best is None or est + 8 * len(blob) < best[0]:
             best = (est + 8 * len(blob), q, ints, blob)
     if best is None or best[0] >= before.sum():

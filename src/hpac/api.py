@@ -32,7 +32,8 @@ def encode(pixels, *, model=None, threads: int | None = None, effort: int | None
             :class:`hpac.imageio.Image` from ``read_image`` (keeps e.g. a DICOM header).
         model: optional model(s) replacing the catalog default for their plane size
             (a :class:`hpac.catalog.CodecModel` or a weights file path, or a list).
-        threads: worker threads (default: all cores); the output never depends on it.
+        threads: workers (default: all cores; forked processes on Linux, so from a program whose
+            own threads run torch meanwhile pass 1); the output never depends on it.
         effort: 0 = pre-trained models only; 1..4 = per-image adapter fine-tuning (SARP-FT),
             slower and smaller (default ``hpac.adapt.DEFAULT_EFFORT``). An adapter is kept
             only where it pays for its own bits.

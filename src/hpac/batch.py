@@ -136,7 +136,7 @@ def run_batch(mode: str, root: Path, out_dir: Path | None = None, *, jobs: int =
     """
     from tqdm import tqdm
 
-    from .codec import default_threads
+    from .parallel import default_threads
 
     root, out_dir = Path(root), Path(out_dir or root)
     if not root.is_dir():

@@ -134,7 +134,7 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
               codecs: list[str] | None = None, limit: int | None = None, markdown: Path | None = None,
               plot: Path | None = None) -> dict:
     """Run the benchmark; ``plot`` also draws the summary (:func:`plot_summary`) to that image file."""
-    from .codec import default_threads
+    from .parallel import default_threads
 
     threads = threads or default_threads()
     names = codecs or list(DEFAULT_CODECS)

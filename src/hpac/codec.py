@@ -12,13 +12,6 @@ exactly (same code, same shapes). Memory is bounded by the shards in flight.
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +22,7 @@ from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
 from .errors import ChecksumError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
+from .parallel import default_threads, run_jobs, single_threaded_torch
 
 SHARD_PIXELS = 1 << 19  # most pixels of one shard (bounds memory; stored per plane in the header)
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
@@ -50,20 +44,6 @@ def plane_layout(channels: int) -> list[tuple[int, int]]:
     if channels in (3, 4):
         return [(0, 3)] + ([(3, 1)] if channels == 4 else [])
     return [(c, 1) for c in range(channels)]
-
-
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-@contextmanager
-def _single_threaded_torch() -> Iterator[None]:
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def to_patches(sym: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,53 +132,6 @@ def _models_for(channels: int, bits: int, models: dict[int, CodecModel] | None) 
     return chosen
 
 
-_JOBS: list[Callable[[], object]] | None = None  # handed to forked workers (never pickled)
-
-
-class _WorkerFailure(NamedTuple):
-    kind: str
-    message: str
-
-
-def _run_job(i: int) -> object:
-    """Worker side: run job ``i``; failures come back as values (a Rust panic may not pickle)."""
-    try:
-        return _JOBS[i]()
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-        return _WorkerFailure(type(exc).__name__, str(exc))
-
-
-def _run(jobs: list[Callable[[], object]], threads: int) -> list:
-    """Run shard jobs, each single-threaded, on ``threads`` workers; results in job order.
-
-    Workers are forked processes where the platform forks cleanly (Linux): the per-group
-    Python work of a shard then runs truly in parallel (threads share one GIL and scaled
-    only 1.3-1.6x on 2 cores). Elsewhere, threads. Either way every shard runs the same
-    single-threaded code, so the bytes do not depend on the worker count or kind.
-    """
-    global _JOBS
-    workers = min(threads, len(jobs))
-    with _single_threaded_torch():
-        if workers <= 1:
-            return [j() for j in jobs]
-        if sys.platform != "linux":
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                return list(pool.map(lambda j: j(), jobs))
-        _JOBS = jobs
-        try:
-            ctx = multiprocessing.get_context("fork")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: workers only run torch ops
-                with ctx.Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                    out = pool.map(_run_job, range(len(jobs)), chunksize=1)
-        finally:
-            _JOBS = None
-    for o in out:
-        if isinstance(o, _WorkerFailure):
-            raise RuntimeError(f"{o.kind}: {o.message}")
-    return out
-
-
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
            threads: int | None = None, effort: int = 0, seed: int = 0, progress: bool = False) -> bytes:
     """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes.
@@ -224,7 +157,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         fitted = None
         if plan is not None:
             grid = (-(-h // model.config.patch), -(-w // model.config.patch))
-            with _single_threaded_torch():
+            with single_threaded_torch():
                 fitted = adapt.fit(model.net, patches.to(torch.int64), valid, img.bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress)
         planes.append((first, nch, model, patches, valid, fitted))
@@ -250,7 +183,7 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
         layout.append((first, nch, model, pps, len(shards), blob))
         jobs += [lambda v=v, s=s, m=model: code_shard(m, img.bits, v, sym=s) for v, s in shards]
-    streams = _run(jobs, workers)
+    streams = run_jobs(jobs, workers)
     it = iter(streams)
     headers = []
     for first, nch, model, pps, n_shards, blob in layout:
@@ -315,7 +248,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             jobs.append(lambda v=v, words=words, m=model: code_shard(m, header.bits, v, stream=words))
             places.append((ph, i))
     try:
-        results = _run(jobs, threads or default_threads())
+        results = run_jobs(jobs, threads or default_threads())
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # constriction rejects garbage streams (a Rust panic is a BaseException)

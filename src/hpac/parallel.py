@@ -1,0 +1,122 @@
+"""Running independent single-threaded torch jobs on several cores.
+
+Both the coder (shards) and SARP-FT (chunks of patches) hand lists of closures to
+:func:`run_jobs`. Every job runs with torch single-threaded, so a job's arithmetic, and hence
+the bytes, never depends on how many workers run.
+
+On Linux the workers are forked processes: the per-group Python work then runs truly in
+parallel (threads share one GIL and scaled only 1.3-1.6x on 2 cores). Forking is only safe
+while no other thread of ours has run torch: a thread that ran an MKL GEMM frees MKL's
+per-thread buffers under a lock in its exit destructors, which can still be running after
+Python's ``join`` returns; a fork at that moment hands the child a held lock and the child
+spins forever (seen 1 in ~100 encodes when SARP-FT used a thread pool). So hpac never runs
+torch in threads where it forks: every parallel torch job goes through this module.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple
+
+import torch
+
+_STATE: object = None  # what forked workers work on (inherited, never pickled)
+
+
+def default_threads() -> int:
+    """The cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@contextmanager
+def single_threaded_torch() -> Iterator[None]:
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+class _WorkerFailure(NamedTuple):
+    kind: str
+    message: str
+
+
+def _call(task: tuple[Callable[[object, object], object], object]) -> object:
+    """Worker side: ``fn(state, arg)``; failures come back as values (a Rust panic may not pickle)."""
+    fn, arg = task
+    try:
+        return fn(_STATE, arg)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        return _WorkerFailure(type(exc).__name__, str(exc))
+
+
+class Workers:
+    """Up to ``workers`` workers that share a read-only ``state``, for many rounds of jobs.
+
+    ``map(fn, args)`` returns ``[fn(state, a) for a in args]``, each call with torch
+    single-threaded. ``fn`` must be a module-level function and ``args`` and the results must
+    pickle (they cross a process boundary). The processes are forked once, on entry, so
+    ``state`` must be complete by then; anything that changes later travels in ``args``.
+    Use as a context manager.
+    """
+
+    def __init__(self, state: object, workers: int):
+        self.state, self.workers = state, workers
+        self._pool = self._threads = None
+        self._torch = single_threaded_torch()
+
+    def __enter__(self) -> "Workers":
+        global _STATE
+        self._torch.__enter__()
+        if self.workers <= 1:
+            return self
+        if sys.platform != "linux":
+            self._threads = ThreadPoolExecutor(max_workers=self.workers)
+            return self
+        _STATE = self.state
+        ctx = multiprocessing.get_context("fork")
+        with warnings.catch_warnings():
+            # Python warns on fork with threads alive; ours (the pool's own) never run torch
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._pool = ctx.Pool(self.workers, initializer=torch.set_num_threads, initargs=(1,))
+        return self
+
+    def map(self, fn: Callable[[object, object], object], args: list) -> list:
+        if self._pool is not None:
+            out = self._pool.map(_call, [(fn, a) for a in args], chunksize=1)
+            for o in out:
+                if isinstance(o, _WorkerFailure):
+                    raise RuntimeError(f"{o.kind}: {o.message}")
+            return out
+        if self._threads is not None and len(args) > 1:
+            return list(self._threads.map(lambda a: fn(self.state, a), args))
+        return [fn(self.state, a) for a in args]
+
+    def __exit__(self, *exc: object) -> None:
+        global _STATE
+        try:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool.join()
+            if self._threads is not None:
+                self._threads.shutdown()
+        finally:
+            self._pool = self._threads = None
+            _STATE = None
+            self._torch.__exit__(None, None, None)
+
+
+def _job(jobs: list[Callable[[], object]], i: int) -> object:
+    return jobs[i]()
+
+
+def run_jobs(jobs: list[Callable[[], object]], workers: int) -> list:
+    """Run ``jobs`` (closures; their results must pickle) on up to ``workers`` workers, in order."""
+    with Workers(jobs, min(workers, len(jobs))) as pool:
+        return pool.map(_job, list(range(len(jobs))))
