@@ -30,7 +30,7 @@ from hpac.imageio import Image, as_image  # noqa: E402
 OUT = ROOT / "tests" / "conformance"
 
 
-EFFORT = {"tiny_rgb_adapted": 2}  # cases coded with per-image adapters (format version 3)
+EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2}  # cases coded with per-image adapters
 PINNED = {"shipped_gray_u16": "hpac-gray"}  # shipped cases coded with a model other than today's default
 
 
@@ -50,6 +50,9 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "shipped_rgb": (sample[:48, :80], "shipped"),
         "shipped_gray_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
         "shipped_gray16_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
+        "tiny_gray_table": (smooth_image(48, 48, 1) // 16 * 16, "tiny"),  # value table (format version 4)
+        "tiny_u16_offset": (smooth_image(30, 30, 1, dtype=np.uint16) + 20000, "tiny"),  # offset map (version 4)
+        "tiny_rgb_table_adapted": (smooth_image(48, 40, 3) // 8 * 8, "tiny"),  # table and adapters
     }
 
 

@@ -41,6 +41,9 @@ def seed_files() -> list[bytes]:
     img = as_image(smooth_image(4, 4, 1, dtype=np.uint16))
     out.append(codec.encode(Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + bytes(range(40))), _BY_CH, threads=1))
     out.append(codec.encode(smooth_image(24, 24, 3), _BY_CH, threads=1, effort=2))  # with an adapter section
+    levels = smooth_image(48, 48, 1) // 16 * 16  # 16 grey levels: a value table (version 4)
+    out.append(codec.encode(levels, _BY_CH, threads=1))
+    out.append(codec.encode(smooth_image(30, 30, 1, dtype=np.uint16) + 20000, _BY_CH, threads=1))  # an offset map
     return out
 
 

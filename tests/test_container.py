@@ -12,11 +12,14 @@ from hpac import container
 from conftest import smooth_image
 
 
-@pytest.fixture(scope="module", params=["v2", "v3"])
+@pytest.fixture(scope="module", params=["v2", "v3", "v4"])
 def small_file(request, tiny_models):
-    """A small file without adapters (format version 2) and one with an adapter section (3)."""
+    """Small files: plain (format version 2), with an adapter section (3), with a value table (4)."""
     if request.param == "v2":
         img = smooth_image(10, 12, 3)
+        data = hpac.encode(img, model=list(tiny_models.values()), effort=0)
+    elif request.param == "v4":
+        img = smooth_image(40, 40, 3) // 8 * 8
         data = hpac.encode(img, model=list(tiny_models.values()), effort=0)
     else:
         img = smooth_image(24, 24, 3)

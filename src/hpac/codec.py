@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import adapt, afc, container
+from . import adapt, afc, container, valuemap
 from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
@@ -122,14 +122,12 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     return out.to(torch.int32)  # 16 significant bits at most: halves what workers send back
 
 
-def _models_for(channels: int, bits: int, models: dict[int, CodecModel] | None) -> dict[int, CodecModel]:
-    chosen = dict(models or {})
-    for _, nch in plane_layout(channels):
-        if nch not in chosen:
-            chosen[nch] = load_catalog_model(default_model_name(nch, bits))
-        if chosen[nch].config.channels != nch:
-            raise ModelMismatchError(f"model {chosen[nch].name} codes {chosen[nch].config.channels}-channel planes, not {nch}")
-    return chosen
+def _model_for(nch: int, bits: int, models: dict[int, CodecModel] | None) -> CodecModel:
+    """The caller's model for ``nch``-channel planes, else the catalog default for ``bits``-bit symbols."""
+    model = (models or {}).get(nch) or load_catalog_model(default_model_name(nch, bits))
+    if model.config.channels != nch:
+        raise ModelMismatchError(f"model {model.name} codes {model.config.channels}-channel planes, not {nch}")
+    return model
 
 
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
@@ -148,21 +146,25 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         raise FormatError(f"image {h}x{w} exceeds the format limit of {container.MAX_PIXELS} pixels")
     plan = adapt.effort_of(effort)
     workers = threads or default_threads()
-    chosen = _models_for(c, img.bits, models)
     sym = img.symbols()
+    models = dict(models or {})
+    for _, nch in plane_layout(c):  # a wrong caller-supplied model fails before any work
+        if nch in models:
+            _model_for(nch, img.bits, models)
     planes = []
     for first, nch in plane_layout(c):
-        model = chosen[nch]
-        patches, valid = to_patches(sym[:, :, first : first + nch], model.config.patch)
+        vmap = valuemap.choose(sym[:, :, first : first + nch], img.bits)
+        model = _model_for(nch, vmap.coding_bits, models)
+        patches, valid = to_patches(vmap.forward(sym[:, :, first : first + nch]), model.config.patch)
         fitted = None
         if plan is not None:
             grid = (-(-h // model.config.patch), -(-w // model.config.patch))
             with single_threaded_torch():
-                fitted = adapt.fit(model.net, patches.to(torch.int64), valid, img.bits, grid, plan,
+                fitted = adapt.fit(model.net, patches.to(torch.int64), valid, vmap.coding_bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress)
-        planes.append((first, nch, model, patches, valid, fitted))
+        planes.append((first, nch, model, patches, valid, fitted, vmap))
     plain = _encode_planes(img, planes, workers, use_adapters=False)
-    if all(f is None for *_, f in planes):
+    if all(f is None for *_, f, _ in planes):
         return plain
     # the fit's gain is an estimate (AFC caps the cost of badly predicted values by escaping):
     # the file with adapters is kept only if it really is smaller
@@ -171,9 +173,9 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
 
 
 def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -> bytes:
-    """Code the prepared planes [(first, nch, model, patches, valid, fit | None)] into a file."""
+    """Code the prepared planes [(first, nch, model, patches, valid, fit | None, value map)] into a file."""
     jobs, layout = [], []
-    for first, nch, model, patches, valid, fitted in planes:
+    for first, nch, model, patches, valid, fitted, vmap in planes:
         blob = b""
         if use_adapters and fitted is not None:
             model = CodecModel(model.name, fitted.merged(model.net), model.weights_id, model.info)
@@ -181,15 +183,15 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -
         p = model.config.patch
         pps = patches_per_shard(patches.shape[0], p)
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
-        layout.append((first, nch, model, pps, len(shards), blob))
-        jobs += [lambda v=v, s=s, m=model: code_shard(m, img.bits, v, sym=s) for v, s in shards]
+        layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits)))
+        jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits: code_shard(m, b, v, sym=s) for v, s in shards]
     streams = run_jobs(jobs, workers)
     it = iter(streams)
     headers = []
-    for first, nch, model, pps, n_shards, blob in layout:
+    for first, nch, model, pps, n_shards, blob, vbytes in layout:
         lens = tuple(next(it).nbytes for _ in range(n_shards))
         headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id,
-                                             lens, blob))
+                                             lens, blob, vbytes))
     arr = img.pixels
     header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
                               container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata)
@@ -234,6 +236,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     jobs, places = [], []
     pos = 0
     for ph in header.planes:
+        vmap = valuemap.ValueMap.from_bytes(ph.value_map, header.bits)
         model = resolve_model(ph.model_name, ph.weights_id, models)
         if model.config.patch != ph.patch or model.config.channels != ph.n_channels:
             raise FormatError(f"plane geometry does not match model {model.name}")
@@ -245,8 +248,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
             v = valid[i * ph.patches_per_shard : (i + 1) * ph.patches_per_shard]
-            jobs.append(lambda v=v, words=words, m=model: code_shard(m, header.bits, v, stream=words))
-            places.append((ph, i))
+            jobs.append(lambda v=v, words=words, m=model, b=vmap.coding_bits: code_shard(m, b, v, stream=words))
+            places.append((ph, i, vmap))
     try:
         results = run_jobs(jobs, threads or default_threads())
     except (KeyboardInterrupt, SystemExit, MemoryError):
@@ -256,8 +259,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     dtype = np.dtype(header.dtype)
     offset = (1 << (header.bits - 1)) if dtype == np.int16 else 0
     pixels = np.empty((header.height, header.width, header.channels), dtype=dtype)
-    for (ph, i), shard in zip(places, results):
-        _place_shard(pixels, shard.numpy(), ph, i, offset)
+    for (ph, i, vmap), shard in zip(places, results):
+        _place_shard(pixels, vmap.inverse(shard.numpy(), header.bits), ph, i, offset)
     if container.pixel_digest(pixels) != header.pixel_sha256:
         raise ChecksumError(
             "decoded pixels do not match the stored hash: the file is corrupt, or this machine computes "

@@ -12,7 +12,8 @@
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards,
-                  (version 3) adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
+                  (version >= 3) adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
+                  (version 4) value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
       metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
@@ -32,9 +33,10 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 3  # 3: per-plane adapter sections; 2: weight-aware AFC windows, payload CRC
-READABLE_VERSIONS = (2, 3)
-ADAPTER_VERSION = 3  # files without adapters are written as version 2 (the oldest that holds them)
+FORMAT_VERSION = 4  # 4: per-plane value maps; 3: per-plane adapter sections; 2: weight-aware AFC, payload CRC
+READABLE_VERSIONS = (2, 3, 4)
+ADAPTER_VERSION = 3  # files are written in the oldest version that holds what they use
+VALUE_MAP_VERSION = 4
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
@@ -43,6 +45,7 @@ MAX_PATCH = 1024
 METADATA_KINDS = {0: "none", 1: "DICOM header"}
 MAX_METADATA = 1 << 26
 MAX_ADAPTER = 1 << 22
+MAX_VALUE_MAP = 1 << 14
 _FIXED = struct.Struct("<IIBBBB")
 _PLANE = struct.Struct("<BBHI")
 
@@ -59,6 +62,7 @@ class PlaneHeader:
     weights_id: str  # 16 hex digits
     shard_lengths: tuple[int, ...]
     adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapt), merged into the model by the decoder
+    value_map: bytes = b""  # stored values <-> coded symbols (hpac.valuemap); empty = identity
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,9 @@ def n_patches(height: int, width: int, patch: int) -> int:
 
 def version_for(header: Header) -> int:
     """The oldest format version that can hold ``header``: readers of version 2 keep reading
-    every file made without adapters (as ZIP's "version needed to extract")."""
+    every file made without adapters or value maps (as ZIP's "version needed to extract")."""
+    if any(p.value_map for p in header.planes):
+        return VALUE_MAP_VERSION
     return ADAPTER_VERSION if any(p.adapter for p in header.planes) else 2
 
 
@@ -109,6 +115,8 @@ def write(header: Header, streams: list[bytes]) -> bytes:
         body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
         if version >= ADAPTER_VERSION:
             body += struct.pack("<I", len(p.adapter)) + p.adapter
+        if version >= VALUE_MAP_VERSION:
+            body += struct.pack("<I", len(p.value_map)) + p.value_map
     body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
     head = MAGIC + struct.pack("<HI", version, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
@@ -179,7 +187,13 @@ def read(data: bytes) -> tuple[Header, memoryview]:
             if adapter_len > MAX_ADAPTER:
                 raise FormatError("invalid adapter section length in header")
             adapter = r.take(adapter_len)
-        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter))
+        value_map = b""
+        if version >= VALUE_MAP_VERSION:
+            (map_len,) = r.unpack("<I")
+            if map_len > MAX_VALUE_MAP:
+                raise FormatError("invalid value map length in header")
+            value_map = r.take(map_len)
+        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map))
         next_channel += nch
     if next_channel != c:
         raise FormatError("planes do not cover the channels exactly")
