@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hpac
-from hpac import afc
+from hpac import afc, codec
 from conftest import smooth_image
 
 
@@ -101,3 +101,27 @@ def test_afc_window_never_needs_full_alphabet_for_16_bit():
     assert torch.all(width <= afc.MAX_BINS)
     assert torch.all(lo >= 0) and torch.all(lo + width * delta <= 1 << 16)
     assert torch.all((mu[:, 0] >= lo) & (mu[:, 0] < lo + width * delta))
+
+
+# a real 128-entry stage-2 table (k * 2^-24, k = 0 stored as 1e-30) from a 16-bit MR mosaic on
+# which constriction's lazy quantisation gives the last symbol a zero frequency and panics
+_REFUSED = "12122104021122110312112131122021210312111221022111311220310212121120131210310212112112131011311120221111211211212012013013130110"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
+    # the encoder must report a refused table as an HpacError (CodingError), never crash
+    from hpac.errors import CodingError
+
+    k = np.array([int(c) for c in _REFUSED])
+    row = np.where(k == 0, np.float32(1e-30), k * np.float32(2.0**-24)).astype(np.float32)
+    real = afc.code_symbols
+
+    def refused(coder, logits, mean_n, log_s, bits, sym=None):
+        if sym is not None and sym.numel():
+            coder.encode(np.array([127], np.int32), afc._categorical(), row[None])
+        return real(coder, logits, mean_n, log_s, bits, sym)
+
+    monkeypatch.setattr(afc, "code_symbols", refused)
+    with pytest.raises(CodingError, match="refused a probability table"):
+        codec.encode(smooth_image(20, 20, 3), tiny_models, threads=threads)

@@ -20,7 +20,7 @@ from . import adapt, afc, container, valuemap
 from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
-from .errors import ChecksumError, FormatError, ModelMismatchError
+from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
 from .parallel import default_threads, run_jobs, single_threaded_torch
 
@@ -185,7 +185,12 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
         layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits)))
         jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits: code_shard(m, b, v, sym=s) for v, s in shards]
-    streams = run_jobs(jobs, workers)
+    try:
+        streams = run_jobs(jobs, workers)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # a Rust panic is a BaseException; forked workers report it as RuntimeError
+        raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None
     it = iter(streams)
     headers = []
     for first, nch, model, pps, n_shards, blob, vbytes in layout:

@@ -35,3 +35,10 @@ class UnsupportedImageError(HpacError):
     """The image cannot be coded (dtype, channel count, size, or unreadable input)."""
 
     exit_code = 6
+
+
+class CodingError(HpacError):
+    """The range coder refused a probability table while encoding. Known limitation: a symbol
+    whose float probability is below ~1e-7 of its table's total can get a zero frequency
+    (seen once, on a 1.8 Mpx 16-bit MR mosaic); no file is written."""
+
