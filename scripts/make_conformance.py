@@ -31,6 +31,7 @@ OUT = ROOT / "tests" / "conformance"
 
 
 EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2}  # cases coded with per-image adapters
+FLOORED = {"tiny_rgb_floored"}  # coded with floored tables (the encoder's fallback, format version 5)
 PINNED = {"shipped_gray_u16": "hpac-gray"}  # shipped cases coded with a model other than today's default
 
 
@@ -53,6 +54,7 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "tiny_gray_table": (smooth_image(48, 48, 1) // 16 * 16, "tiny"),  # value table (format version 4)
         "tiny_u16_offset": (smooth_image(30, 30, 1, dtype=np.uint16) + 20000, "tiny"),  # offset map (version 4)
         "tiny_rgb_table_adapted": (smooth_image(48, 40, 3) // 8 * 8, "tiny"),  # table and adapters
+        "tiny_rgb_floored": (smooth_image(21, 18, 3), "tiny"),  # floored AFC tables (version 5)
     }
 
 
@@ -65,7 +67,7 @@ def main() -> None:
         if name == "tiny_metadata":
             img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
         models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
-        data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0))
+        data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0), floored=name in FLOORED)
         (OUT / f"{name}.hpac").write_bytes(data)
         header, _ = container.read(data)
         manifest[name] = {
@@ -76,6 +78,7 @@ def main() -> None:
             "file_sha256": hashlib.sha256(data).hexdigest(),
             "format_version": int.from_bytes(data[8:10], "little"),
             "effort": EFFORT.get(name, 0),
+            "floored": name in FLOORED,
             "weights": [f"{p.model_name}:{p.weights_id}" for p in header.planes],
         }
         print(f"{name}: {len(data)} bytes")

@@ -44,6 +44,7 @@ def seed_files() -> list[bytes]:
     levels = smooth_image(48, 48, 1) // 16 * 16  # 16 grey levels: a value table (version 4)
     out.append(codec.encode(levels, _BY_CH, threads=1))
     out.append(codec.encode(smooth_image(30, 30, 1, dtype=np.uint16) + 20000, _BY_CH, threads=1))  # an offset map
+    out.append(codec.encode(smooth_image(9, 11, 3), _BY_CH, threads=1, floored=True))  # floored tables (version 5)
     return out
 
 

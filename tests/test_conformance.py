@@ -38,8 +38,8 @@ def test_conformance_file_decodes(name, fixed_tiny):
     else:
         header, _ = container.read(data)
         by_ch = {p.n_channels: load_catalog_model(p.model_name) for p in header.planes}
-    assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0)) == data
+    assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0), floored=entry.get("floored", False)) == data
 
 
 def test_corpus_covers_both_versions():
-    assert {e["format_version"] for e in MANIFEST.values()} == {2, 3, 4}
+    assert {e["format_version"] for e in MANIFEST.values()} == {2, 3, 4, 5}

@@ -110,18 +110,41 @@ _REFUSED = "12122104021122110312112131122021210312111221022111311220310212121120
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
-    # the encoder must report a refused table as an HpacError (CodingError), never crash
     from hpac.errors import CodingError
 
     k = np.array([int(c) for c in _REFUSED])
     row = np.where(k == 0, np.float32(1e-30), k * np.float32(2.0**-24)).astype(np.float32)
     real = afc.code_symbols
 
-    def refused(coder, logits, mean_n, log_s, bits, sym=None):
-        if sym is not None and sym.numel():
-            coder.encode(np.array([127], np.int32), afc._categorical(), row[None])
-        return real(coder, logits, mean_n, log_s, bits, sym)
+    def refused(coder, logits, mean_n, log_s, bits, sym=None, floored=False):
+        # one extra symbol (127) under the refused table, before each call's own symbols
+        if logits.shape[0]:
+            table = afc.floor_tables(row[None]) if floored else row[None]
+            if sym is not None:
+                coder.encode(np.array([127], np.int32), afc._categorical(), table)
+            else:
+                assert coder.decode(afc._categorical(), table)[0] == 127
+        return real(coder, logits, mean_n, log_s, bits, sym, floored)
 
     monkeypatch.setattr(afc, "code_symbols", refused)
+    img = smooth_image(20, 20, 3)
+    # the floor makes the table codable: the encoder falls back to it and writes version 5
+    data = codec.encode(img, tiny_models, threads=threads)
+    assert data[8:10] == (5).to_bytes(2, "little")
+    assert np.array_equal(codec.decode(data, list(tiny_models.values()), threads=threads), img)
+    # a table refused even floored is a clear error, not a crash
+    monkeypatch.setattr(afc, "floor_tables", lambda probs: probs)
+    monkeypatch.setattr(afc, "code_symbols", refused)
     with pytest.raises(CodingError, match="refused a probability table"):
-        codec.encode(smooth_image(20, 20, 3), tiny_models, threads=threads)
+        codec.encode(img, tiny_models, threads=threads)
+
+
+def test_floored_tables_round_trip_and_differ(tiny_models):
+    img = smooth_image(23, 19, 3)
+    plain = codec.encode(img, tiny_models, threads=1)
+    floored = codec.encode(img, tiny_models, threads=1, floored=True)
+    assert floored[8:10] == (5).to_bytes(2, "little") and plain[8:10] == (2).to_bytes(2, "little")
+    assert np.array_equal(codec.decode(floored, list(tiny_models.values()), threads=2), img)
+    assert floored[-64:] != plain[-64:]  # the floor really changes the tables
+    row = afc.floor_tables(np.array([[1.0, 1e-30, 0.5]], np.float32))
+    assert row[0, 1] == np.float32(1.5 * afc.TABLE_FLOOR)

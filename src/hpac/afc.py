@@ -35,6 +35,20 @@ MIN_BINS = 4
 MAX_BINS = 256
 
 
+TABLE_FLOOR = 2.0**-12  # version-5 tables: least share of a row's total any entry gets
+
+
+def floor_tables(probs: np.ndarray) -> np.ndarray:
+    """(n, E) float32 tables with every entry raised to TABLE_FLOOR of its row's total.
+
+    constriction quantises a float table lazily from float32 running sums; where an entry is
+    below their rounding error (~E * 2^-24 of the total) the last symbol can get a zero
+    frequency and the coder panics. A floor of 2^-12 is far above that error. The floor
+    changes the tables, so it is used only in version-5 files: the encoder falls back to it
+    (and writes version 5) when constriction refuses a table of the normal coding."""
+    return np.maximum(probs, probs.sum(1, keepdims=True, dtype=np.float32) * np.float32(TABLE_FLOOR))
+
+
 @lru_cache(maxsize=1)
 def _categorical():
     import constriction
@@ -112,13 +126,15 @@ def _edges(n_bins: int) -> torch.Tensor:
 
 
 def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
-                 sym: torch.Tensor | None = None) -> torch.Tensor:
+                 sym: torch.Tensor | None = None, floored: bool = False) -> torch.Tensor:
     """Encode (``sym`` given) or decode M subpixels with one mixture each.
 
     Args:
         coder: constriction RangeEncoder (encode) or RangeDecoder (decode).
         logits, mean_n, log_s: (M, K) mixture parameters, normalised domain.
         sym: (M,) int64 symbols to encode, or None to decode.
+        floored: raise every table entry to at least TABLE_FLOOR of its row's total (format
+            version 5, see :func:`floor_tables`).
     Returns:
         (M,) int64 symbols (the input when encoding).
     """
@@ -148,6 +164,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         sl = slice(start, start + cnt)
         start += cnt
         probs = _bin_masses(lo_o[sl], delta_o[sl], wb, bits, w_o[sl], mu_o[sl], s_o[sl], escape=True)
+        probs = floor_tables(probs) if floored else probs
         if encoding:
             coder.encode(coarse_o[sl].to(torch.int32).numpy(), _categorical(), probs)
         else:
@@ -163,6 +180,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     for db in torch.unique(delta[fine]).tolist():
         idx = torch.nonzero(fine & (delta == db)).squeeze(1)
         probs = _bin_masses(bin_lo[idx], 1, db, bits, w[idx], mu[idx], s[idx], escape=False)
+        probs = floor_tables(probs) if floored else probs
         if encoding:
             coder.encode(offset[idx].to(torch.int32).numpy(), _categorical(), probs)
         else:

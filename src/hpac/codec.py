@@ -72,7 +72,7 @@ def _last_group(valid: torch.Tensor) -> int:
 
 
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
-               stream: np.ndarray | None = None, naive: bool = False):
+               stream: np.ndarray | None = None, naive: bool = False, floored: bool = False):
     """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
 
     Args:
@@ -81,6 +81,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         stream: (n,) uint32 range-coder words to decode.
         naive: recompute the whole network at every group (reference cost, same bytes
             only when both sides use it).
+        floored: floored AFC tables (format version 5, :func:`hpac.afc.floor_tables`).
     Returns:
         encode: (n,) uint32 words; decode: (B, P, P, c) int64 symbols.
     """
@@ -109,7 +110,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         for cc in range(ch):
             mean = conditioned_means(mix, xn, cc)
             s = afc.code_symbols(coder, mix.logits[vi, cc], mean[vi], mix.log_scales[vi, cc], bits,
-                                 known[vi, cc] if encoding else None)
+                                 known[vi, cc] if encoding else None, floored)
             got[vi, cc] = s
             xn[vi, cc] = normalise(s, bits)
         if not encoding:
@@ -131,13 +132,16 @@ def _model_for(nch: int, bits: int, models: dict[int, CodecModel] | None) -> Cod
 
 
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
-           threads: int | None = None, effort: int = 0, seed: int = 0, progress: bool = False) -> bytes:
+           threads: int | None = None, effort: int = 0, seed: int = 0, progress: bool = False,
+           floored: bool = False) -> bytes:
     """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes.
 
     Args:
         effort: 0 codes with the pre-trained models; higher levels fine-tune per-image
             adapters first (SARP-FT, :mod:`hpac.adapt`) and keep them only where they pay.
         seed: seed of the fine-tuning (the bytes are a function of image, effort and seed).
+        floored: code with floored AFC tables (format version 5) from the start; the encoder
+            falls back to them by itself when the range coder refuses a normal table.
     """
     img = pixels if isinstance(pixels, Image) else as_image(pixels)
     arr = img.pixels
@@ -163,17 +167,18 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
                 fitted = adapt.fit(model.net, patches.to(torch.int64), valid, vmap.coding_bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress)
         planes.append((first, nch, model, patches, valid, fitted, vmap))
-    plain = _encode_planes(img, planes, workers, use_adapters=False)
+    plain = _encode_planes(img, planes, workers, False, floored)
     if all(f is None for *_, f, _ in planes):
         return plain
     # the fit's gain is an estimate (AFC caps the cost of badly predicted values by escaping):
     # the file with adapters is kept only if it really is smaller
-    data = _encode_planes(img, planes, workers, use_adapters=True)
+    data = _encode_planes(img, planes, workers, True, floored)
     return data if len(data) < len(plain) else plain
 
 
-def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -> bytes:
-    """Code the prepared planes [(first, nch, model, patches, valid, fit | None, value map)] into a file."""
+def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool, floored: bool) -> bytes:
+    """Code the prepared planes [(first, nch, model, patches, valid, fit | None, value map)] into a
+    file; where the range coder refuses a table, again with floored tables (format version 5)."""
     jobs, layout = [], []
     for first, nch, model, patches, valid, fitted, vmap in planes:
         blob = b""
@@ -184,12 +189,15 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -
         pps = patches_per_shard(patches.shape[0], p)
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
         layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits)))
-        jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits: code_shard(m, b, v, sym=s) for v, s in shards]
+        jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits: code_shard(m, b, v, sym=s, floored=floored)
+                 for v, s in shards]
     try:
         streams = run_jobs(jobs, workers)
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # a Rust panic is a BaseException; forked workers report it as RuntimeError
+        if not floored:
+            return _encode_planes(img, planes, workers, use_adapters, True)
         raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None
     it = iter(streams)
     headers = []
@@ -199,7 +207,8 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool) -
                                              lens, blob, vbytes))
     arr = img.pixels
     header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
-                              container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata)
+                              container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata,
+                              floored)
     return container.write(header, [s.astype("<u4").tobytes() for s in streams])
 
 
@@ -253,7 +262,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
             v = valid[i * ph.patches_per_shard : (i + 1) * ph.patches_per_shard]
-            jobs.append(lambda v=v, words=words, m=model, b=vmap.coding_bits: code_shard(m, b, v, stream=words))
+            jobs.append(lambda v=v, words=words, m=model, b=vmap.coding_bits:
+                        code_shard(m, b, v, stream=words, floored=header.floored_tables))
             places.append((ph, i, vmap))
     try:
         results = run_jobs(jobs, threads or default_threads())

@@ -13,7 +13,8 @@
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards,
                   (version >= 3) adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
-                  (version 4) value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
+                  (version >= 4) value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
+      (version 5 has the layout of 4; its AFC tables are floored, hpac.afc.floor_tables)
       metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
@@ -33,10 +34,11 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 4  # 4: per-plane value maps; 3: per-plane adapter sections; 2: weight-aware AFC, payload CRC
-READABLE_VERSIONS = (2, 3, 4)
+FORMAT_VERSION = 5  # 5: floored AFC tables; 4: value maps; 3: adapter sections; 2: weight-aware AFC, payload CRC
+READABLE_VERSIONS = (2, 3, 4, 5)
 ADAPTER_VERSION = 3  # files are written in the oldest version that holds what they use
 VALUE_MAP_VERSION = 4
+FLOORED_VERSION = 5
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
@@ -76,6 +78,7 @@ class Header:
     planes: tuple[PlaneHeader, ...]
     metadata_kind: int = 0
     metadata: bytes = b""
+    floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables): version 5
 
     @property
     def payload_len(self) -> int:
@@ -96,6 +99,8 @@ def n_patches(height: int, width: int, patch: int) -> int:
 def version_for(header: Header) -> int:
     """The oldest format version that can hold ``header``: readers of version 2 keep reading
     every file made without adapters or value maps (as ZIP's "version needed to extract")."""
+    if header.floored_tables:
+        return FLOORED_VERSION
     if any(p.value_map for p in header.planes):
         return VALUE_MAP_VERSION
     return ADAPTER_VERSION if any(p.adapter for p in header.planes) else 2
@@ -203,7 +208,8 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     metadata = r.take(meta_len)
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")
-    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata)
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata,
+                    version >= FLOORED_VERSION)
     payload = memoryview(data)[body_end + 4 :]
     if len(payload) != header.payload_len:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")
