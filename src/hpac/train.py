@@ -45,7 +45,10 @@ class TrainOptions:
 
 
 def _load_images(dirs: list[Path], gray: bool) -> list[tuple[str, np.ndarray, int]]:
-    from .imageio import read_image, to_gray_luma
+    """[(path, (H, W, C) symbols, coding bits)]: the symbols the codec would code for each
+    image, after its value map (an offset or a table where that saves bits, hpac.valuemap)."""
+    from .imageio import Image, read_image, to_gray_luma
+    from .valuemap import choose
 
     files = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -60,7 +63,9 @@ def _load_images(dirs: list[Path], gray: bool) -> list[tuple[str, np.ndarray, in
             arr = to_gray_luma(arr) if arr.shape[2] == 3 else arr[:, :, :1]
         elif arr.shape[2] != 3:
             continue
-        out.append((str(f), np.ascontiguousarray(arr), img.bits))
+        sym = Image(arr, img.bits).symbols()
+        vmap = choose(sym, img.bits)
+        out.append((str(f), np.ascontiguousarray(vmap.forward(sym)), vmap.coding_bits))
     return out
 
 
