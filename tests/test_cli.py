@@ -117,3 +117,13 @@ def test_shipped_models_cli(tmp_path):
                           imagecodecs.png_decode(SAMPLE.read_bytes()))
     m = run("models")
     assert m.returncode == 0 and b"hpac-natural" in m.stdout and b"MACs/px" in m.stdout
+
+
+def test_info_shows_value_maps_and_floored_tables():
+    corpus = Path(__file__).parent / "conformance"
+    r = run("info", corpus / "tiny_u16_offset.hpac")
+    assert r.returncode == 0 and b"format version 4" in r.stdout and b"values offset by" in r.stdout
+    r = run("info", corpus / "tiny_gray_table.hpac")
+    assert r.returncode == 0 and b"value table of" in r.stdout
+    r = run("info", corpus / "tiny_rgb_floored.hpac")
+    assert r.returncode == 0 and b"format version 5" in r.stdout and b"floored" in r.stdout

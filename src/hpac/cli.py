@@ -167,8 +167,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         chans = f"{p.first_channel}" if p.n_channels == 1 else f"{p.first_channel}-{p.first_channel + p.n_channels - 1}"
         print(f"plane {i}:    channels {chans}, model {p.model_name} (weights {p.weights_id}), patch {p.patch}, "
               f"{len(p.shard_lengths)} shard(s) of <= {p.patches_per_shard} patches, {sum(p.shard_lengths)} bytes"
-              + (f", adapter {len(p.adapter)} bytes" if p.adapter else ""))
+              + (f", adapter {len(p.adapter)} bytes" if p.adapter else "") + _map_text(p, h.bits))
+    if h.floored_tables:
+        print("tables:     floored (format version 5)")
     return 0
+
+
+def _map_text(plane, bits: int) -> str:
+    from . import valuemap
+
+    m = valuemap.ValueMap.from_bytes(plane.value_map, bits)
+    if m.kind == valuemap.OFFSET:
+        return f", values offset by {m.base} ({m.coding_bits}-bit symbols)"
+    if m.kind == valuemap.TABLE:
+        return f", value table of {len(m.table)} values ({m.coding_bits}-bit symbols)"
+    return ""
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
