@@ -227,7 +227,6 @@ class _FitState:
     valid: torch.Tensor
     bits: int
     rank: int
-    qstep: float
     merged: tuple[int, HPACNet] | None = None
 
 
@@ -276,7 +275,7 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
         setattr(owner, attr, _LoRAFA(lin, projection(j, effort.rank, lin.in_features), b))
         params.append(b)
     work.train()
-    state = _FitState(net, work, params, sym, valid, bits, effort.rank, 0.0)
+    state = _FitState(net, work, params, sym, valid, bits, effort.rank)
     with Workers(state, workers) as pool:
         return _fit(pool, params, n, grid, effort, seed, progress)
 

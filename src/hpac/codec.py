@@ -12,7 +12,6 @@ exactly (same code, same shapes). Memory is bounded by the shards in flight.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

@@ -119,12 +119,17 @@ def write(header: Header, streams: list[bytes]) -> bytes:
         body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
         body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
         if version >= ADAPTER_VERSION:
-            body += struct.pack("<I", len(p.adapter)) + p.adapter
+            body += _sized(p.adapter)
         if version >= VALUE_MAP_VERSION:
-            body += struct.pack("<I", len(p.value_map)) + p.value_map
+            body += _sized(p.value_map)
     body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
     head = MAGIC + struct.pack("<HI", version, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
+
+
+def _sized(section: bytes) -> bytes:
+    """A u32 length, then the section."""
+    return struct.pack("<I", len(section)) + section
 
 
 class _Reader:
@@ -137,6 +142,13 @@ class _Reader:
         out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
+
+    def sized(self, limit: int, what: str) -> bytes:
+        """A u32-length-prefixed section of at most ``limit`` bytes (the inverse of ``_sized``)."""
+        (n,) = self.unpack("<I")
+        if n > limit:
+            raise FormatError(f"invalid {what} length in header")
+        return self.take(n)
 
     def unpack(self, st: struct.Struct | str):
         st = st if isinstance(st, struct.Struct) else struct.Struct(st)
@@ -186,18 +198,8 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         if n_shards != -(-n_patches(h, w, patch) // pps):
             raise FormatError("shard count does not match the image size")
         lengths = r.unpack(f"<{n_shards}I")
-        adapter = b""
-        if version >= ADAPTER_VERSION:
-            (adapter_len,) = r.unpack("<I")
-            if adapter_len > MAX_ADAPTER:
-                raise FormatError("invalid adapter section length in header")
-            adapter = r.take(adapter_len)
-        value_map = b""
-        if version >= VALUE_MAP_VERSION:
-            (map_len,) = r.unpack("<I")
-            if map_len > MAX_VALUE_MAP:
-                raise FormatError("invalid value map length in header")
-            value_map = r.take(map_len)
+        adapter = r.sized(MAX_ADAPTER, "adapter section") if version >= ADAPTER_VERSION else b""
+        value_map = r.sized(MAX_VALUE_MAP, "value map") if version >= VALUE_MAP_VERSION else b""
         planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map))
         next_channel += nch
     if next_channel != c:

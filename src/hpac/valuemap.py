@@ -121,13 +121,10 @@ def choose(sym: np.ndarray, bits: int) -> ValueMap:
         return identity
     used = np.flatnonzero(np.bincount(flat))
     lo, hi = int(used[0]), int(used[-1])
-    best = identity
-    if _need(hi - lo) < _need(hi):
-        best = ValueMap(OFFSET, _coding(hi - lo), base=lo)
+    candidates = []  # fewest bits first
     if _need(len(used) - 1) < _need(hi - lo):
-        best = ValueMap(TABLE, _coding(len(used) - 1), table=used.astype(np.int64))
-        if len(best.to_bytes(bits)) > MAX_SHARE * flat.size * bits / 8 and _need(hi - lo) < _need(hi):
-            best = ValueMap(OFFSET, _coding(hi - lo), base=lo)
-    if len(best.to_bytes(bits)) > MAX_SHARE * flat.size * bits / 8:
-        return identity
-    return best
+        candidates.append(ValueMap(TABLE, _coding(len(used) - 1), table=used.astype(np.int64)))
+    if _need(hi - lo) < _need(hi):
+        candidates.append(ValueMap(OFFSET, _coding(hi - lo), base=lo))
+    budget = MAX_SHARE * flat.size * bits / 8
+    return next((m for m in candidates if len(m.to_bytes(bits)) <= budget), identity)
