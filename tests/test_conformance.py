@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hpac import codec, container
+from hpac.errors import ModelMismatchError
 from hpac.catalog import load_catalog_model
 
 from conftest import make_model
@@ -43,3 +44,24 @@ def test_conformance_file_decodes(name, fixed_tiny):
 
 def test_corpus_covers_both_versions():
     assert {e["format_version"] for e in MANIFEST.values()} == {2, 3, 4, 5}
+
+
+RETIRED = sorted((CORPUS / "retired").glob("*.hpac"))
+
+
+@pytest.mark.parametrize("path", RETIRED, ids=[p.stem for p in RETIRED])
+def test_files_of_retired_weights_are_refused_by_name(path, tmp_path):
+    """Files written with weights that a retraining replaced name the model and weights they
+    need; the CLI exits non-zero with that message and leaves no output file."""
+    import subprocess
+    import sys
+
+    name, wid = path.stem.rsplit("_", 1)
+    model = "hpac-natural" if name == "shipped_rgb" else "hpac-gray"
+    with pytest.raises(ModelMismatchError, match=f"{model} with weights {wid}"):
+        codec.decode_image(path.read_bytes(), None, threads=1)
+    out = tmp_path / "out.png"
+    run = subprocess.run([sys.executable, "-m", "hpac.cli", "decode", str(path), str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and wid in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()

@@ -52,3 +52,49 @@ def test_training_lowers_the_loss(data_dir, tmp_path):
     short = train(_opts(data_dir, tmp_path / "s.safetensors", 2))
     long = train(_opts(data_dir, tmp_path / "l.safetensors", 30))
     assert long["val_bpsp"] < short["val_bpsp"]
+
+
+def test_step_planner_fits_the_schedule_to_the_deadline(monkeypatch):
+    from hpac import train as train_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(train_mod.time, "time", lambda: clock[0])
+    planner = train_mod._StepPlanner(deadline=1000.0 + 600, step=0, every=100)
+    assert planner.total(50, 20000) == 20000  # too few steps measured yet: keep the plan
+    clock[0] += 100 * 0.5  # 100 steps at 0.5 s each
+    total = planner.total(100, 20000)
+    assert total == 100 + int((600 - 50 - 10 - 20 * 0.5) / 0.5)
+    assert not planner.expired()
+    clock[0] = 1000.0 + 600
+    assert planner.expired()
+
+
+def test_minutes_ends_the_run_with_a_final_validation(data_dir, tmp_path):
+    summary = train(_opts(data_dir, tmp_path / "m.safetensors", 10**9, minutes=0.05))
+    _, info = load_weights(tmp_path / "m.safetensors")
+    assert 0 < info["steps"] < 10**9 and summary["log_tail"][-1]["step"] == info["steps"]
+    assert 0 < info["val_bpsp"] < 16
+
+
+def test_amp_training_runs_in_bfloat16_and_keeps_float32_weights(data_dir, tmp_path):
+    summary = train(_opts(data_dir, tmp_path / "a.safetensors", 4, amp=True))
+    net, info = load_weights(tmp_path / "a.safetensors")
+    assert info["amp"] is True and 0 < summary["val_bpsp"] < 16
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_validation_split_ignores_where_the_folders_live_the_format_and_other_files(data_dir, tmp_path):
+    import numpy as np
+
+    from hpac.imageio import read_image
+    from hpac.train import _load_images, split_train_val
+
+    other = tmp_path / "a" / "copy"  # sorts before data_dir's path, stored as .npy
+    other.mkdir(parents=True)
+    for f in sorted(data_dir.glob("*.png")):
+        np.save(other / f"{f.stem}.npy", read_image(f).pixels)
+    names = [[n for n, _, _ in split_train_val(_load_images([d], False), every=3)[1]] for d in (data_dir, other)]
+    assert names[0] == names[1] and names[0]
+    np.save(other / "zz_added.npy", read_image(data_dir / "im0.png").pixels)  # a new file moves nothing
+    grown = [n for n, _, _ in split_train_val(_load_images([other], False), every=3)[1]]
+    assert [n for n in grown if n != "zz_added"] == names[0]

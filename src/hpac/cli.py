@@ -36,8 +36,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt if it exists")
     p.add_argument("--stop-after", type=int, default=None, help="checkpoint and stop after N steps of this run")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="end this run within M minutes: --steps is re-planned from the measured step rate")
     p.add_argument("--init", type=Path, default=None,
                    help="start from these weights (e.g. a shipped model) with a fresh optimizer and schedule")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network while training")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -55,7 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, cfg=cfg, steps=args.steps, batch=args.batch, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device, val_every=args.val_every,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, stop_after=args.stop_after, gray=args.gray,
-        progress=not args.no_progress,
+        minutes=args.minutes, amp=args.amp, progress=not args.no_progress,
     ))
     val = summary["val_bpsp"]
     print(f"trained {summary['steps']} steps; validation {'-' if val is None else f'{val:.4f}'} bpsp -> {args.out}")

@@ -222,7 +222,8 @@ def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = N
         raise ModelMismatchError(f"file needs model {name} (weights {weights_id}), which is not installed") from None
     if model.weights_id != weights_id:
         raise ModelMismatchError(
-            f"file needs model {name} with weights {weights_id}; installed {name} has weights {model.weights_id}"
+            f"file needs model {name} with weights {weights_id}; installed {name} has weights {model.weights_id} "
+            f"(decode with the hpac release that wrote it, or pass those weights with --model)"
         )
     return model
 

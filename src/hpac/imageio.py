@@ -94,11 +94,13 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    import imagecodecs
-
     if data[:8] == b"\x89PNG\r\n\x1a\n":
+        import imagecodecs
+
         arr = imagecodecs.png_decode(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        import imagecodecs
+
         arr = imagecodecs.tiff_decode(data)
     elif data[:6] == b"\x93NUMPY":
         arr = np.load(io.BytesIO(data), allow_pickle=False)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,21 +41,25 @@ class TrainOptions:
     resume: bool = False
     init: Path | None = None  # start from these weights (fresh optimizer and schedule)
     stop_after: int | None = None  # leave (checkpointed) after this many steps of this invocation
+    minutes: float | None = None  # fit this invocation in this wall time (re-plans ``steps``)
+    amp: bool = False  # bfloat16 autocast for the network body while training (loss in float32)
     gray: bool = False  # train a 1-channel model on the luma of the images
     progress: bool = True
 
 
 def _load_images(dirs: list[Path], gray: bool) -> list[tuple[str, np.ndarray, int]]:
-    """[(path, (H, W, C) symbols, coding bits)]: the symbols the codec would code for each
-    image, after its value map (an offset or a table where that saves bits, hpac.valuemap)."""
+    """[(name, (H, W, C) symbols, coding bits)]: the symbols the codec would code for each
+    image, after its value map (an offset or a table where that saves bits, hpac.valuemap).
+    ``name`` is the path inside its folder without suffix (it decides the validation split)."""
     from .imageio import Image, read_image, to_gray_luma
     from .valuemap import choose
 
-    files = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    found = sorted((p.relative_to(d).with_suffix("").as_posix(), i, p)
+                   for i, d in enumerate(dirs) for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
         raise HpacError(f"no training images under {', '.join(map(str, dirs))}")
     out = []
-    for f in files:
+    for name, _, f in found:
         img = read_image(f)
         arr = img.pixels
         if arr.shape[2] == 4:
@@ -65,15 +70,19 @@ def _load_images(dirs: list[Path], gray: bool) -> list[tuple[str, np.ndarray, in
             continue
         sym = Image(arr, img.bits).symbols()
         vmap = choose(sym, img.bits)
-        out.append((str(f), np.ascontiguousarray(vmap.forward(sym)), vmap.coding_bits))
+        out.append((name, np.ascontiguousarray(vmap.forward(sym)), vmap.coding_bits))
     return out
 
 
 def split_train_val(images: list, every: int = 10) -> tuple[list, list]:
-    """Hold out every ``every``-th image (by sorted path) for validation."""
-    val = [im for i, im in enumerate(images) if i % every == every // 2]
-    train = [im for i, im in enumerate(images) if i % every != every // 2]
-    return train, val
+    """Hold out about one image in ``every`` for validation, chosen by a hash of its name: the
+    split does not depend on where the folders live, on the tile format (PNG here, .npy on a
+    GPU machine) or on other files being added or removed."""
+    hashes = [zlib.crc32(name.encode()) for name, _, _ in images]
+    held = [h % every == 0 for h in hashes]
+    if not any(held) and len(images) > 1:  # small sets: still validate on one image
+        held[hashes.index(min(hashes))] = True
+    return ([im for im, h in zip(images, held) if not h], [im for im, h in zip(images, held) if h])
 
 
 def _val_crops(images: list, p: int, limit: int = 64) -> list[tuple[np.ndarray, int]]:
@@ -108,21 +117,27 @@ def _sample_batch(images: list, p: int, batch: int, gen: torch.Generator) -> tup
     return torch.from_numpy(np.stack(crops).astype(np.int64)), bits
 
 
-def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int) -> torch.Tensor:
-    """Mean bits per subpixel of integer crops sym (B, P, P, C)."""
+def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int, amp: bool = False) -> torch.Tensor:
+    """Mean bits per subpixel of integer crops sym (B, P, P, C); ``amp`` runs the network
+    body in bfloat16 (the mixture likelihood is always computed in float32)."""
     cfg = net.cfg
     x = normalise(sym, bits).permute(0, 3, 1, 2)
-    raw = net(x)
-    return nll_bits(raw, sym, bits, cfg.channels, cfg.mixtures).mean()
+    with torch.autocast(device_type=sym.device.type, dtype=torch.bfloat16, enabled=amp):
+        raw = net(x)
+    return nll_bits(raw.float(), sym, bits, cfg.channels, cfg.mixtures).mean()
 
 
-def evaluate(net: HPACNet, crops: list, device: str) -> float:
+def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16) -> float:
+    """Mean bpsp over validation crops (each crop weighs the same)."""
     net.eval()
     total = 0.0
     with torch.no_grad():
-        for arr, bits in crops:
-            sym = torch.from_numpy(arr.astype(np.int64))[None].to(device)
-            total += batch_bits(net, sym, bits).item()
+        for i in range(0, len(crops), batch):
+            group = crops[i : i + batch]
+            for bits in sorted({b for _, b in group}):
+                arrs = [a for a, b in group if b == bits]
+                sym = torch.from_numpy(np.stack(arrs).astype(np.int64)).to(device)
+                total += batch_bits(net, sym, bits).item() * len(arrs)
     net.train()
     return total / max(1, len(crops))
 
@@ -135,12 +150,41 @@ def _lr_at(step: int, total: int, base: float) -> float:
     return 1e-2 * base + (base - 1e-2 * base) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+class _StepPlanner:
+    """Re-plans the total step count so that a run ends by a wall-clock deadline.
+
+    The learning-rate schedule is a function of (step, total); re-planning every
+    ``every`` steps from the measured rate (validation time included) keeps the cosine
+    decay ending at the deadline even when the GPU or CPU is shared.
+    """
+
+    def __init__(self, deadline: float, step: int, every: int = 100) -> None:
+        self.deadline = deadline
+        self.every = every
+        self.mark = (step, time.time())
+
+    def total(self, step: int, current: int) -> int:
+        if step - self.mark[0] < self.every:
+            return current
+        now = time.time()
+        per_step = (now - self.mark[1]) / (step - self.mark[0])
+        self.mark = (step, now)
+        reserve = 10.0 + 20 * per_step  # final validation and save
+        return max(step + 1, step + int((self.deadline - now - reserve) / per_step))
+
+    def expired(self) -> bool:
+        return time.time() >= self.deadline
+
+
 def train(opt: TrainOptions) -> dict:
     """Run (or resume) a training run; writes ``opt.out`` (safetensors) and ``opt.out.ckpt``."""
+    deadline = time.time() + 60.0 * opt.minutes if opt.minutes else None  # loading counts too
     if opt.threads:
         torch.set_num_threads(opt.threads)
     if opt.device == "cuda" and not torch.cuda.is_available():
         raise HpacError("--device cuda requested but no CUDA device is available")
+    if opt.device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop shapes: pick the fastest kernels once
     torch.manual_seed(opt.seed)
     images = _load_images(opt.data, opt.gray)
     train_imgs, val_imgs = split_train_val(images)
@@ -171,6 +215,9 @@ def train(opt: TrainOptions) -> dict:
         "data": [str(d) for d in opt.data],
         "seed": opt.seed,
         "batch": opt.batch,
+        "lr": opt.lr,
+        "device": opt.device,
+        "amp": opt.amp,
     }
 
     def save(val_bpsp: float | None) -> None:
@@ -192,32 +239,52 @@ def train(opt: TrainOptions) -> dict:
 
         bar = tqdm(total=opt.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     running = None
+    skipped = 0
     val_bpsp = log[-1]["val_bpsp"] if log else None
-    stop_at = opt.steps if opt.stop_after is None else min(opt.steps, step + opt.stop_after)
-    while step < stop_at:
+    total = opt.steps
+    planner = _StepPlanner(deadline, step) if deadline else None
+    limit = None if opt.stop_after is None else step + opt.stop_after
+    stop_at = total if limit is None else min(total, limit)
+    while step < stop_at and not (planner and planner.expired()):
         gen = torch.Generator().manual_seed(opt.seed * 1_000_003 + step)
         sym, bits = _sample_batch(train_imgs, opt.cfg.patch, opt.batch, gen)
         for g in optim.param_groups:
-            g["lr"] = _lr_at(step, opt.steps, opt.lr)
-        loss = batch_bits(net, sym.to(opt.device), bits)
+            g["lr"] = _lr_at(step, total, opt.lr)
+        loss = batch_bits(net, sym.to(opt.device), bits, opt.amp)
         optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optim.step()
+        value = loss.item()
+        if math.isfinite(value):  # a non-finite batch is skipped rather than poisoning Adam
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optim.step()
+            running = value if running is None else 0.98 * running + 0.02 * value
+        else:
+            skipped += 1
         step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % opt.val_every == 0 or step == opt.steps:
+        if planner:
+            total = planner.total(step, total)
+            stop_at = total if limit is None else min(total, limit)
+            if bar is not None:
+                bar.total = total
+        if step % opt.val_every == 0 or step == stop_at:
             val_bpsp = evaluate(net, val, opt.device)
             log.append({"step": step, "train_bpsp": running, "val_bpsp": val_bpsp})
             if bar is None:  # background runs: one line per validation
-                print(f"step {step}: train {running:.4f} val {val_bpsp:.4f} bpsp "
-                      f"({start_time + time.time() - t0:.0f} s)", flush=True)
+                print(f"step {step}/{total}: train {running or float('nan'):.4f} val {val_bpsp:.4f} bpsp "
+                      f"({start_time + time.time() - t0:.0f} s, {skipped} non-finite batches skipped)",
+                      flush=True)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", val=f"{val_bpsp:.3f}" if val_bpsp else "-")
         if time.time() - last_ckpt > 60 * opt.ckpt_minutes and step < stop_at:
             save(val_bpsp)
             last_ckpt = time.time()
+    if not log or log[-1]["step"] != step:
+        val_bpsp = evaluate(net, val, opt.device)
+        log.append({"step": step, "train_bpsp": running, "val_bpsp": val_bpsp})
+        if bar is None:
+            print(f"step {step}: train {running or float('nan'):.4f} val {val_bpsp:.4f} bpsp (final)",
+                  flush=True)
     save(val_bpsp)
     if bar is not None:
         bar.close()
