@@ -57,7 +57,7 @@ def test_files_of_retired_weights_are_refused_by_name(path, tmp_path):
     import sys
 
     name, wid = path.stem.rsplit("_", 1)
-    model = "hpac-natural" if name == "shipped_rgb" else "hpac-gray"
+    model = {"shipped_rgb": "hpac-natural", "shipped_gray_u16": "hpac-gray", "shipped_gray16_u16": "hpac-gray16"}[name]
     with pytest.raises(ModelMismatchError, match=f"{model} with weights {wid}"):
         codec.decode_image(path.read_bytes(), None, threads=1)
     out = tmp_path / "out.png"
