@@ -56,10 +56,11 @@ def test_files_of_retired_weights_are_refused_by_name(path, tmp_path):
     import subprocess
     import sys
 
-    name, wid = path.stem.rsplit("_", 1)
-    model = {"shipped_rgb": "hpac-natural", "shipped_gray_u16": "hpac-gray", "shipped_gray16_u16": "hpac-gray16"}[name]
+    wid = path.stem.rsplit("_", 1)[1]
+    data = path.read_bytes()
+    model = container.read(data)[0].planes[0].model_name
     with pytest.raises(ModelMismatchError, match=f"{model} with weights {wid}"):
-        codec.decode_image(path.read_bytes(), None, threads=1)
+        codec.decode_image(data, None, threads=1)
     out = tmp_path / "out.png"
     run = subprocess.run([sys.executable, "-m", "hpac.cli", "decode", str(path), str(out)],
                          capture_output=True, text=True)

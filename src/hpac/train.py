@@ -241,6 +241,15 @@ def train(opt: TrainOptions) -> dict:
     running = None
     skipped = 0
     val_bpsp = log[-1]["val_bpsp"] if log else None
+
+    def validate(note: str) -> float:
+        """Validation bpsp at this step: logged, and printed for background runs."""
+        v = evaluate(net, val, opt.device)
+        log.append({"step": step, "train_bpsp": running, "val_bpsp": v})
+        if bar is None:
+            print(f"step {step}/{total}: train {running or float('nan'):.4f} val {v:.4f} bpsp ({note})", flush=True)
+        return v
+
     total = opt.steps
     planner = _StepPlanner(deadline, step) if deadline else None
     limit = None if opt.stop_after is None else step + opt.stop_after
@@ -267,24 +276,16 @@ def train(opt: TrainOptions) -> dict:
             if bar is not None:
                 bar.total = total
         if step % opt.val_every == 0 or step == stop_at:
-            val_bpsp = evaluate(net, val, opt.device)
-            log.append({"step": step, "train_bpsp": running, "val_bpsp": val_bpsp})
-            if bar is None:  # background runs: one line per validation
-                print(f"step {step}/{total}: train {running or float('nan'):.4f} val {val_bpsp:.4f} bpsp "
-                      f"({start_time + time.time() - t0:.0f} s, {skipped} non-finite batches skipped)",
-                      flush=True)
+            val_bpsp = validate(f"{start_time + time.time() - t0:.0f} s, {skipped} non-finite batches skipped")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", val=f"{val_bpsp:.3f}" if val_bpsp else "-")
+            bar.set_postfix(loss="-" if running is None else f"{running:.3f}",
+                            val=f"{val_bpsp:.3f}" if val_bpsp else "-")
         if time.time() - last_ckpt > 60 * opt.ckpt_minutes and step < stop_at:
             save(val_bpsp)
             last_ckpt = time.time()
-    if not log or log[-1]["step"] != step:
-        val_bpsp = evaluate(net, val, opt.device)
-        log.append({"step": step, "train_bpsp": running, "val_bpsp": val_bpsp})
-        if bar is None:
-            print(f"step {step}: train {running or float('nan'):.4f} val {val_bpsp:.4f} bpsp (final)",
-                  flush=True)
+    if not log or log[-1]["step"] != step:  # a deadline or --stop-after ended the run between validations
+        val_bpsp = validate("final")
     save(val_bpsp)
     if bar is not None:
         bar.close()
