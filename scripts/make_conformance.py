@@ -32,7 +32,8 @@ OUT = ROOT / "tests" / "conformance"
 
 EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2}  # cases coded with per-image adapters
 FLOORED = {"tiny_rgb_floored"}  # coded with floored tables (the encoder's fallback, format version 5)
-PINNED = {"shipped_gray_u16": "hpac-gray"}  # shipped cases coded with a model other than today's default
+PINNED = {"shipped_gray_u16": "hpac-gray", "shipped_gray16_p64": "hpac-gray16"}  # shipped cases coded with a model other than today's default
+PATCH = {"shipped_gray16_p64": 64}  # coded with another P than the catalog's (files before session 6 have P = 64)
 
 
 def cases() -> dict[str, tuple[np.ndarray, str]]:
@@ -51,6 +52,7 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "shipped_rgb": (sample[:48, :80], "shipped"),
         "shipped_gray_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
         "shipped_gray16_u16": (smooth_image(33, 21, 1, dtype=np.uint16), "shipped"),
+        "shipped_gray16_p64": (smooth_image(70, 21, 1, dtype=np.uint16), "shipped"),  # two 64-patches
         "tiny_gray_table": (smooth_image(48, 48, 1) // 16 * 16, "tiny"),  # value table (format version 4)
         "tiny_u16_offset": (smooth_image(30, 30, 1, dtype=np.uint16) + 20000, "tiny"),  # offset map (version 4)
         "tiny_rgb_table_adapted": (smooth_image(48, 40, 3) // 8 * 8, "tiny"),  # table and adapters
@@ -67,6 +69,8 @@ def main() -> None:
         if name == "tiny_metadata":
             img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
         models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
+        if name in PATCH:
+            models = {c: m.with_patch(PATCH[name]) for c, m in models.items()}
         data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0), floored=name in FLOORED)
         (OUT / f"{name}.hpac").write_bytes(data)
         header, _ = container.read(data)

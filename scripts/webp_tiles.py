@@ -2,11 +2,13 @@
 
     python scripts/webp_tiles.py pack DST SRC [SRC ...]   # k-th SRC/x/y.png -> DST/<k>-<SRC name>/x/y.webp
     python scripts/webp_tiles.py unpack SRC DST           # DST/.../y.npy, read by `hpac train`
+    python scripts/webp_tiles.py copy16 DST SRC [SRC ...]  # 16-bit PNGs as they are (unpack reads them)
 
 Lossless WebP is about 30% smaller than the PNG tiles (the training set fits a 64 MiB
 transfer), and Pillow, which decodes it, is on the usual CUDA images where imagecodecs is
 not; `hpac train` reads .npy without imagecodecs. Gray tiles are stored as RGB WebP named
 ``*.L.webp`` and unpacked to one channel. Packing checks every tile decodes bit-exactly.
+16-bit PNGs (medical training images) are carried as they are: WebP holds 8 bits only.
 The validation split does not depend on the folders' location or the format (hpac.train).
 """
 from __future__ import annotations
@@ -37,7 +39,10 @@ def _pack_one(job: tuple[Path, Path]) -> int:
 def _unpack_one(job: tuple[Path, Path]) -> None:
     src, out = job
     with Image.open(src) as im:
-        arr = np.asarray(im.convert("RGB"))
+        if src.suffix == ".png":  # 16-bit gray: older Pillow gives mode "I" (int32)
+            arr = np.asarray(im).astype(np.uint16)
+        else:
+            arr = np.asarray(im.convert("RGB"))
     if src.name.endswith(".L.webp"):
         arr = arr[:, :, 0]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,9 +62,25 @@ def pack(dst: Path, sources: list[Path], workers: int) -> None:
     print(f"packed {len(jobs)} tiles, {total / 2**20:.1f} MiB -> {dst}")
 
 
+def copy16(dst: Path, sources: list[Path]) -> None:
+    import shutil
+
+    n = 0
+    for k, root in enumerate(sources):
+        for f in sorted(root.rglob("*.png")):
+            with Image.open(f) as im:
+                if im.mode not in ("I;16", "I"):
+                    continue
+            out = dst / f"{k}-{root.name}" / f.relative_to(root)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, out)
+            n += 1
+    print(f"copied {n} 16-bit PNGs -> {dst}")
+
+
 def unpack(src: Path, dst: Path, workers: int) -> None:
     jobs = []
-    for f in sorted(src.rglob("*.webp")):
+    for f in sorted([*src.rglob("*.webp"), *src.rglob("*.png")]):
         rel = f.relative_to(src)
         name = f.name[: -len(".L.webp")] if f.name.endswith(".L.webp") else f.stem
         jobs.append((f, dst / rel.parent / f"{name}.npy"))
@@ -74,6 +95,8 @@ def main(argv: list[str]) -> None:
     workers = os.cpu_count() or 1
     if len(argv) >= 3 and argv[0] == "pack":
         pack(Path(argv[1]), [Path(a) for a in argv[2:]], workers)
+    elif len(argv) >= 3 and argv[0] == "copy16":
+        copy16(Path(argv[1]), [Path(a) for a in argv[2:]])
     elif len(argv) == 3 and argv[0] == "unpack":
         unpack(Path(argv[1]), Path(argv[2]), workers)
     else:

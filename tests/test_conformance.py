@@ -33,13 +33,19 @@ def test_conformance_file_decodes(name, fixed_tiny):
     img = codec.decode_image(data, fixed_tiny if entry["models"] == "tiny" else None, threads=1)
     assert list(img.pixels.shape) == entry["shape"] and img.pixels.dtype.name == entry["dtype"]
     assert hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest() == entry["pixel_sha256"]
-    # and today's encoder, given the models the file names, still writes the very same bytes
+    # and today's encoder, given the models (and patch sizes) the file names, still writes the very same bytes
     if entry["models"] == "tiny":
         by_ch = {m.config.channels: m for m in fixed_tiny}
     else:
         header, _ = container.read(data)
-        by_ch = {p.n_channels: load_catalog_model(p.model_name) for p in header.planes}
+        by_ch = {p.n_channels: load_catalog_model(p.model_name).with_patch(p.patch) for p in header.planes}
     assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0), floored=entry.get("floored", False)) == data
+
+
+def test_files_of_another_patch_size_decode_with_the_same_weights():
+    """P is written in the file: P = 64 files of earlier releases decode with today's weights."""
+    header, _ = container.read((CORPUS / "shipped_gray16_p64.hpac").read_bytes())
+    assert header.planes[0].patch == 64 != load_catalog_model("hpac-gray16").config.patch
 
 
 def test_corpus_covers_both_versions():

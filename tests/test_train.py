@@ -48,6 +48,28 @@ def test_init_starts_from_given_weights(data_dir, tmp_path):
         assert torch.equal(x, y)
 
 
+def test_init_grows_depth_and_changes_patch_without_changing_the_function(data_dir, tmp_path):
+    from dataclasses import replace
+
+    from hpac.train import grow_from
+    from hpac.model import HPACNet
+
+    train(_opts(data_dir, tmp_path / "a.safetensors", 3))
+    small, _ = load_weights(tmp_path / "a.safetensors")
+    big = HPACNet(replace(CFG, blocks=3, patch=16))
+    grow_from(big, small)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(big(x), small(x), atol=1e-6)
+    with pytest.raises(Exception, match="do not fit"):
+        grow_from(HPACNet(replace(CFG, dim=16)), small)
+    with pytest.raises(Exception, match="do not fit"):
+        grow_from(HPACNet(replace(CFG, blocks=0)), small)
+    train(_opts(data_dir, tmp_path / "g.safetensors", 2, init=tmp_path / "a.safetensors", crop=12))
+    grown, info = load_weights(tmp_path / "g.safetensors")
+    assert info["crop"] == 12 and grown.cfg.blocks == 1  # CFG: same depth, the new crop is recorded
+
+
 def test_training_lowers_the_loss(data_dir, tmp_path):
     short = train(_opts(data_dir, tmp_path / "s.safetensors", 2))
     long = train(_opts(data_dir, tmp_path / "l.safetensors", 30))

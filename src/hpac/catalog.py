@@ -1,13 +1,14 @@
 """The model catalog: ONE row per shipped model; everything else is derived from it.
 
-A row fixes the architecture (dim, blocks, mixtures K, patch P, ...) and the weights file
-inside ``hpac/weights``. The file's weights id (sha256 of the tensors) is written into every
+A row fixes the architecture (dim, blocks, mixtures K, ...), the patch size P the encoder
+uses (files record their P, and the decoder follows the file) and the weights file inside
+``hpac/weights``. The file's weights id (sha256 of the tensors) is written into every
 .hpac file, so retraining a model changes its id and old files are refused with a message
 naming the model they need instead of decoding garbage.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -30,18 +31,19 @@ CATALOG: dict[str, CatalogEntry] = {
     for e in (
         CatalogEntry(
             name="hpac-natural",
-            config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
+            config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
             file="hpac-natural.safetensors",
             description="RGB planes (natural photos; default for 3-channel images)",
-            training="hpac train on ../shared/data/train + scripts/fetch_training_data.py output "
-                     "(219 train / 24 val files): 3500 + 3500 steps x 16 crops 64x64 on 2 CPU cores "
-                     "(validation 2.325), then on one H200 GPU (docs/training.md) --init those: 3747 steps x "
-                     "64 crops, lr 3e-4, 8.2 min shared by 4 runs (2.248), then --init those: 7332 steps x 64, "
-                     "lr 1.5e-4, --amp, 2.9 min; validation 2.214 bpsp",
+            training="hpac train on ../shared/data/train + scripts/fetch_training_data.py output: 7000 "
+                     "steps x 16 crops 64x64 on 2 CPU cores, then on one H200 GPU (docs/training.md) "
+                     "11100 steps x 64 crops (session 5), then on 238 train / 34 val files (session 6): "
+                     "6854 steps x 16 crops 128x128, lr 1.5e-4, --amp, 8.4 min shared by 4 runs, and "
+                     "8532 more at lr 7e-5, 3.2 min alone; validation 2.078 bpsp on 276 held-out 128x128 "
+                     "crops (its predecessor: 2.114)",
         ),
         CatalogEntry(
             name="hpac-gray",
-            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
+            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
             file="hpac-gray.safetensors",
             description="single-channel planes (gray images, alpha, extra channels)",
             training="hpac train --gray --amp (luma) on the same data (229 train / 25 val files) from "
@@ -50,7 +52,7 @@ CATALOG: dict[str, CatalogEntry] = {
         ),
         CatalogEntry(
             name="hpac-gray16",
-            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=64),
+            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
             file="hpac-gray16.safetensors",
             description="single-channel planes with 9-16 significant bits (CT, MR, X-ray)",
             training="hpac train --gray --init hpac-gray (02147a41) on scripts/fetch_medical_data.py output "
@@ -83,6 +85,12 @@ class CodecModel:
     def config(self) -> ModelConfig:
         return self.net.cfg
 
+    def with_patch(self, patch: int) -> "CodecModel":
+        """This model coding P x P patches (same weights and id; files record their P)."""
+        if patch == self.config.patch:
+            return self
+        return CodecModel(self.name, self.net.with_patch(patch), self.weights_id, self.info)
+
 
 def get_entry(name: str) -> CatalogEntry:
     try:
@@ -105,9 +113,9 @@ def load_catalog_model(name: str) -> CodecModel:
     if not path.exists():
         raise ModelMismatchError(f"weights of {name} are not installed ({path})")
     net, info = load_weights(path)
-    if net.cfg != entry.config:
+    if replace(net.cfg, patch=entry.config.patch) != entry.config:
         raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
-    return CodecModel(name, net, info["weights_id"], info)
+    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info)
 
 
 def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:

@@ -24,7 +24,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--mlp-ratio", type=int, default=2)
     p.add_argument("--mixtures", type=int, default=5)
-    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--patch", type=int, default=64, help="coding patch P (the catalog row's)")
+    p.add_argument("--crop", type=int, default=None, help="training crop side (default: P)")
     p.add_argument("--gray", action="store_true", help="train a 1-channel model on image luma")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=16)
@@ -39,7 +40,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=None,
                    help="end this run within M minutes: --steps is re-planned from the measured step rate")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from these weights (e.g. a shipped model) with a fresh optimizer and schedule")
+                   help="start from these weights (e.g. a shipped model) with a fresh optimizer and schedule; "
+                        "they may have another P and fewer blocks (extra blocks start as the identity)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network while training")
     p.add_argument("--no-progress", action="store_true")
 
@@ -58,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, cfg=cfg, steps=args.steps, batch=args.batch, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device, val_every=args.val_every,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, stop_after=args.stop_after, gray=args.gray,
-        minutes=args.minutes, amp=args.amp, progress=not args.no_progress,
+        minutes=args.minutes, amp=args.amp, crop=args.crop, progress=not args.no_progress,
     ))
     val = summary["val_bpsp"]
     print(f"trained {summary['steps']} steps; validation {'-' if val is None else f'{val:.4f}'} bpsp -> {args.out}")

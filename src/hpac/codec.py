@@ -252,8 +252,9 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     for ph in header.planes:
         vmap = valuemap.ValueMap.from_bytes(ph.value_map, header.bits)
         model = resolve_model(ph.model_name, ph.weights_id, models)
-        if model.config.patch != ph.patch or model.config.channels != ph.n_channels:
+        if model.config.channels != ph.n_channels:
             raise FormatError(f"plane geometry does not match model {model.name}")
+        model = model.with_patch(ph.patch)  # files of any P decode (earlier releases wrote P = 64)
         if ph.adapter:
             rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter)
             model = CodecModel(model.name, adapt.merge(model.net, rank, qstep, ints), model.weights_id, model.info)

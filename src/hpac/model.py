@@ -27,7 +27,8 @@ the cache-then-select path in :mod:`hpac.csi`, which computes the same function 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+import copy
+from dataclasses import dataclass, asdict, replace
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +162,15 @@ class HPACNet(nn.Module):
             h = blk(h)
         raw = self.head(self.head_norm(h))
         return add_skip(raw, self.skip(xc).permute(0, 2, 3, 1), self.cfg)
+
+    def with_patch(self, patch: int) -> "HPACNet":
+        """The same network (shared weights) coding P x P patches: P is not a weight, so files
+        name it and any P codes with any weights."""
+        if patch == self.cfg.patch:
+            return self
+        other = copy.copy(self)  # shares parameters, buffers and submodules
+        other.cfg = replace(self.cfg, patch=patch)
+        return other
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -11,7 +11,7 @@ import math
 import os
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class TrainOptions:
     minutes: float | None = None  # fit this invocation in this wall time (re-plans ``steps``)
     amp: bool = False  # bfloat16 autocast for the network body while training (loss in float32)
     gray: bool = False  # train a 1-channel model on the luma of the images
+    crop: int | None = None  # training / validation crop side (default: the coding patch P)
     progress: bool = True
 
 
@@ -142,6 +143,28 @@ def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16) -> float:
     return total / max(1, len(crops))
 
 
+def grow_from(net: HPACNet, init: HPACNet) -> None:
+    """Load ``init``'s weights into ``net``: the same network, or a deeper one of the same width.
+
+    The patch size P is not a weight (a model trained on one P codes any other). Blocks beyond
+    ``init``'s start as the identity (zero output projections), so the grown network computes
+    exactly what ``init`` did and training only adds to it.
+    """
+    a, b = init.cfg, net.cfg
+    if replace(a, patch=b.patch, blocks=b.blocks) != b or a.blocks > b.blocks:
+        raise HpacError(f"--init weights ({a}) do not fit the model being trained ({b}): only the patch "
+                        "size and a larger block count may differ")
+    missing, _ = net.load_state_dict(init.state_dict(), strict=False)
+    for i in range(a.blocks, b.blocks):
+        with torch.no_grad():
+            net.blocks[i].proj.weight.zero_()
+            net.blocks[i].proj.bias.zero_()
+            net.blocks[i].mlp_down.weight.zero_()
+            net.blocks[i].mlp_down.bias.zero_()
+    if any(not k.startswith(tuple(f"blocks.{i}." for i in range(a.blocks, b.blocks))) for k in missing):
+        raise HpacError(f"--init weights do not fill the model: {missing}")
+
+
 def _lr_at(step: int, total: int, base: float) -> float:
     warm = min(500, total // 20)
     if step < warm:
@@ -188,7 +211,8 @@ def train(opt: TrainOptions) -> dict:
     torch.manual_seed(opt.seed)
     images = _load_images(opt.data, opt.gray)
     train_imgs, val_imgs = split_train_val(images)
-    val = _val_crops(val_imgs, opt.cfg.patch)
+    crop = opt.crop or opt.cfg.patch
+    val = _val_crops(val_imgs, crop)
     net = HPACNet(opt.cfg).to(opt.device)
     optim = torch.optim.Adam(net.parameters(), lr=opt.lr)
     ckpt_path = Path(str(opt.out) + ".ckpt")
@@ -198,9 +222,7 @@ def train(opt: TrainOptions) -> dict:
         from .weights import load_weights
 
         init_net, _ = load_weights(opt.init)
-        if init_net.cfg != opt.cfg:
-            raise HpacError(f"--init weights {opt.init} have a different model config")
-        net.load_state_dict(init_net.state_dict())
+        grow_from(net, init_net)
     if opt.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=opt.device, weights_only=False)
         if ModelConfig(**state["cfg"]) != opt.cfg:
@@ -218,6 +240,7 @@ def train(opt: TrainOptions) -> dict:
         "lr": opt.lr,
         "device": opt.device,
         "amp": opt.amp,
+        "crop": crop,
     }
 
     def save(val_bpsp: float | None) -> None:
@@ -256,7 +279,7 @@ def train(opt: TrainOptions) -> dict:
     stop_at = total if limit is None else min(total, limit)
     while step < stop_at and not (planner and planner.expired()):
         gen = torch.Generator().manual_seed(opt.seed * 1_000_003 + step)
-        sym, bits = _sample_batch(train_imgs, opt.cfg.patch, opt.batch, gen)
+        sym, bits = _sample_batch(train_imgs, crop, opt.batch, gen)
         for g in optim.param_groups:
             g["lr"] = _lr_at(step, total, opt.lr)
         loss = batch_bits(net, sym.to(opt.device), bits, opt.amp)
