@@ -41,9 +41,9 @@ QSTEPS = (2e-3, 4e-3, 8e-3, 16e-3, 32e-3, 64e-3)  # value of one adapter integer
 MAX_Q = 4095  # adapter integers are clamped to [-MAX_Q, MAX_Q]
 PRIOR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # Laplace scales (integer units) the encoder picks from
 LR = 2e-3  # Adam learning rate of B (float units); 1e-3 and 3e-3 gained less on held-out training images
-CHUNK = 8  # patches per gradient chunk (fixed: results never depend on the worker count)
+CHUNK_PIXELS = 8 * 64 * 64  # pixels of a gradient chunk, whole patches (fixed: results never depend on the worker count)
 MAX_RANK = 16
-PROBE_PATCHES = 3 * CHUNK  # patches the quantisation step is chosen on
+PROBE_PIXELS = 3 * CHUNK_PIXELS  # pixels of the densest patches the quantisation step is chosen on
 REGION_START, REGION_HOLD = 0.2, 0.1  # F(t) starts at 20% of the patches; the last 10% of steps see all
 
 
@@ -203,8 +203,14 @@ class Fit:
         return merge(net, self.rank, self.qstep, self.ints)
 
 
-def _chunks(idx: np.ndarray) -> list[np.ndarray]:
-    return [idx[i : i + CHUNK] for i in range(0, len(idx), CHUNK)]
+def _per(patch: int, pixels: int) -> int:
+    """Whole P x P patches in about ``pixels`` pixels (at least one)."""
+    return max(1, pixels // (patch * patch))
+
+
+def _chunks(idx: np.ndarray, patch: int) -> list[np.ndarray]:
+    per = _per(patch, CHUNK_PIXELS)
+    return [idx[i : i + per] for i in range(0, len(idx), per)]
 
 
 def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bits: int) -> torch.Tensor:
@@ -253,7 +259,8 @@ def _chunk_grad(st: _FitState, task: tuple[list[torch.Tensor], np.ndarray, float
 
 
 def _bits(pool: Workers, which: np.ndarray, key: object = None) -> np.ndarray:
-    return torch.cat(pool.map(_chunk_bits, [(key, ix) for ix in _chunks(which)])).double().numpy()
+    chunks = _chunks(which, pool.state.sym.shape[1])
+    return torch.cat(pool.map(_chunk_bits, [(key, ix) for ix in chunks])).double().numpy()
 
 
 def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: tuple[int, int],
@@ -299,7 +306,7 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
         pick = np.sort(region[torch.randperm(len(region), generator=gen)[:per_step].numpy()])
         count = float(st.valid[pick].sum())
         values = [p.detach().clone() for p in params]
-        grads = pool.map(_chunk_grad, [(values, ix, count) for ix in _chunks(pick)])
+        grads = pool.map(_chunk_grad, [(values, ix, count) for ix in _chunks(pick, st.sym.shape[1])])
         for j, p in enumerate(params):
             p.grad = sum(gr[j] for gr in grads)  # fixed chunk order: same sum for any worker count
         optim.step()
@@ -309,7 +316,7 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
         bar.close()
     # the quantisation step: the best estimated total on a probe of the densest patches (the
     # encoder codes the plane with and without the adapters anyway, so no full check pass)
-    probe = order[: min(n, PROBE_PATCHES)]
+    probe = order[: min(n, _per(st.sym.shape[1], PROBE_PIXELS))]
     scale = before.sum() / max(1e-9, before[probe].sum())
     best = None
     for qi, q in enumerate(QSTEPS):

@@ -18,10 +18,10 @@ class Effort:
 
 EFFORTS: dict[int, Effort | None] = {
     0: None,  # the pre-trained model only
-    1: Effort(steps=6, epochs=1.5, rank=2),
-    2: Effort(steps=12, epochs=3.0, rank=2),
-    3: Effort(steps=16, epochs=4.0, rank=4),
-    4: Effort(steps=24, epochs=8.0, rank=8),
+    1: Effort(steps=24, epochs=1.5, rank=2),
+    2: Effort(steps=48, epochs=3.0, rank=2),  # same work as 12 steps, smaller steps: -1.4% not -0.8%
+    3: Effort(steps=64, epochs=4.0, rank=4),
+    4: Effort(steps=96, epochs=8.0, rank=8),
 }
 DEFAULT_EFFORT = 2
 
