@@ -235,6 +235,10 @@ class _FitState:
     rank: int
     merged: tuple[int, HPACNet] | None = None
 
+    @property
+    def patch(self) -> int:
+        return self.sym.shape[1]
+
 
 def _chunk_bits(st: _FitState, task: tuple[object, np.ndarray]) -> torch.Tensor:
     """(len(ix),) bits under the frozen net (key None) or under merged adapters (key, q, ints)."""
@@ -259,8 +263,7 @@ def _chunk_grad(st: _FitState, task: tuple[list[torch.Tensor], np.ndarray, float
 
 
 def _bits(pool: Workers, which: np.ndarray, key: object = None) -> np.ndarray:
-    chunks = _chunks(which, pool.state.sym.shape[1])
-    return torch.cat(pool.map(_chunk_bits, [(key, ix) for ix in chunks])).double().numpy()
+    return torch.cat(pool.map(_chunk_bits, [(key, ix) for ix in _chunks(which, pool.state.patch)])).double().numpy()
 
 
 def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: tuple[int, int],
@@ -306,7 +309,7 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
         pick = np.sort(region[torch.randperm(len(region), generator=gen)[:per_step].numpy()])
         count = float(st.valid[pick].sum())
         values = [p.detach().clone() for p in params]
-        grads = pool.map(_chunk_grad, [(values, ix, count) for ix in _chunks(pick, st.sym.shape[1])])
+        grads = pool.map(_chunk_grad, [(values, ix, count) for ix in _chunks(pick, st.patch)])
         for j, p in enumerate(params):
             p.grad = sum(gr[j] for gr in grads)  # fixed chunk order: same sum for any worker count
         optim.step()
@@ -316,7 +319,7 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
         bar.close()
     # the quantisation step: the best estimated total on a probe of the densest patches (the
     # encoder codes the plane with and without the adapters anyway, so no full check pass)
-    probe = order[: min(n, _per(st.sym.shape[1], PROBE_PIXELS))]
+    probe = order[: min(n, _per(st.patch, PROBE_PIXELS))]
     scale = before.sum() / max(1e-9, before[probe].sum())
     best = None
     for qi, q in enumerate(QSTEPS):
