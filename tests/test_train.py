@@ -105,6 +105,41 @@ def test_amp_training_runs_in_bfloat16_and_keeps_float32_weights(data_dir, tmp_p
     assert all(p.dtype == torch.float32 for p in net.parameters())
 
 
+def test_amp_leaves_high_bit_depth_crops_in_float32():
+    from hpac.model import HPACNet
+    from hpac.train import batch_bits
+
+    torch.manual_seed(0)
+    net = HPACNet(ModelConfig(channels=1, dim=8, blocks=1, mixtures=2, patch=8))
+    sym8 = torch.randint(0, 256, (2, 8, 8, 1))
+    sym12 = sym8 * 16 + torch.randint(0, 16, (2, 8, 8, 1))
+    with torch.no_grad():
+        # bfloat16 changes the 8-bit loss; a 12-bit batch must come out exactly as in float32
+        assert batch_bits(net, sym8, 8, amp=True).item() != batch_bits(net, sym8, 8).item()
+        assert batch_bits(net, sym12, 12, amp=True).item() == batch_bits(net, sym12, 12).item()
+
+
+def test_level_shift_moves_high_bit_crops_and_leaves_8_bit_ones():
+    import numpy as np
+
+    from hpac.train import _sample_batch
+
+    ramp = np.add.outer(np.arange(16), np.arange(16))[:, :, None].astype(np.int32)
+    hi = [("a", ramp + 1000, 11)]  # values 1000..1030 of an 11-bit range
+    seen_bits, lows = set(), set()
+    for seed in range(20):
+        sym, bits = _sample_batch(hi, 8, 4, torch.Generator().manual_seed(seed), level_shift=0.5)
+        seen_bits.add(bits)
+        assert int(sym.min()) >= 0 and int(sym.max()) < 1 << bits
+        d = sym - sym.amin(dim=(1, 2, 3), keepdim=True)  # the crops' content is unchanged
+        assert int(d.max()) <= 28
+        lows.update(int(v) for v in sym.amin(dim=(1, 2, 3)))
+    assert seen_bits == {11, 12} and len(lows) > 20
+    lo8 = [("b", ramp + 100, 8)]
+    sym, bits = _sample_batch(lo8, 8, 4, torch.Generator().manual_seed(0), level_shift=1.0)
+    assert bits == 8 and 100 <= int(sym.min()) and int(sym.max()) <= 130
+
+
 def test_validation_split_ignores_where_the_folders_live_the_format_and_other_files(data_dir, tmp_path):
     import numpy as np
 

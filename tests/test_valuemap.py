@@ -31,6 +31,11 @@ def test_rule_picks_the_map_with_fewest_bits():
     assert m.kind == valuemap.TABLE and len(m.table) == 32 and m.coding_bits == 8
     assert np.array_equal(m.forward(levels), levels // 8)
     assert valuemap.choose(levels[:5, :5], 8).kind == valuemap.IDENTITY  # the table would cost > 1% of raw
+    scan = 1048 + np.arange(200 * 200).reshape(200, 200) % 2400  # 12 bits either way
+    assert valuemap.choose(scan, 12).kind == valuemap.IDENTITY
+    m = valuemap.choose(scan, 12, gray=True)  # a gray scan is moved to start at 0 regardless
+    assert (m.kind, m.base, m.coding_bits) == (valuemap.OFFSET, 1048, 12)
+    assert valuemap.choose(full % 255 + 1, 8, gray=True).kind == valuemap.IDENTITY  # 8-bit planes keep their levels
 
 
 def test_map_bytes_round_trip():
@@ -101,7 +106,7 @@ def test_table_pays_on_a_sparse_image(monkeypatch):
     img = smooth_image(64, 64, 1)[:, :, 0] // 8 * 8
     mapped = hpac.encode(img, effort=0, threads=1)
     assert _kinds(mapped) == [valuemap.TABLE]
-    monkeypatch.setattr(valuemap, "choose", lambda sym, bits: valuemap.ValueMap(valuemap.IDENTITY, bits))
+    monkeypatch.setattr(valuemap, "choose", lambda sym, bits, gray=False: valuemap.ValueMap(valuemap.IDENTITY, bits))
     raw = hpac.encode(img, effort=0, threads=1)
     assert _kinds(raw) == [valuemap.IDENTITY] and raw[8:10] == (2).to_bytes(2, "little")
     assert len(mapped) < 0.9 * len(raw)

@@ -38,8 +38,10 @@ CATALOG: dict[str, CatalogEntry] = {
                      "steps x 16 crops 64x64 on 2 CPU cores, then on one H200 GPU (docs/training.md) "
                      "11100 steps x 64 crops (session 5), then on 238 train / 34 val files (session 6): "
                      "6854 steps x 16 crops 128x128, lr 1.5e-4, --amp, 8.4 min shared by 4 runs, and "
-                     "8532 more at lr 7e-5, 3.2 min alone; validation 2.078 bpsp on 276 held-out 128x128 "
-                     "crops (its predecessor: 2.114)",
+                     "8532 more at lr 7e-5, 3.2 min alone (validation 2.078 bpsp on 276 held-out 128x128 "
+                     "crops), then (session 7) 6361 steps x 64 crops 64x64 at lr 1e-4, 7.7 min shared by "
+                     "4 runs, and 12596 more at lr 7e-5, 4.0 min alone, all --amp; validation 2.045 bpsp "
+                     "on the same 276 crops",
         ),
         CatalogEntry(
             name="hpac-gray",

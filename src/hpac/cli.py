@@ -26,6 +26,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixtures", type=int, default=5)
     p.add_argument("--patch", type=int, default=64, help="coding patch P (the catalog row's)")
     p.add_argument("--crop", type=int, default=None, help="training crop side (default: P)")
+    p.add_argument("--level-shift", type=float, default=0.0, metavar="PROB",
+                   help=">8-bit data: probability of moving a crop to a random level (and a batch "
+                        "to a one bit wider range), so the model does not learn absolute levels")
     p.add_argument("--gray", action="store_true", help="train a 1-channel model on image luma")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=16)
@@ -60,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, cfg=cfg, steps=args.steps, batch=args.batch, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device, val_every=args.val_every,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, stop_after=args.stop_after, gray=args.gray,
-        minutes=args.minutes, amp=args.amp, crop=args.crop, progress=not args.no_progress,
+        minutes=args.minutes, amp=args.amp, crop=args.crop, level_shift=args.level_shift, progress=not args.no_progress,
     ))
     val = summary["val_bpsp"]
     print(f"trained {summary['steps']} steps; validation {'-' if val is None else f'{val:.4f}'} bpsp -> {args.out}")

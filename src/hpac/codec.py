@@ -156,7 +156,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
             _model_for(nch, img.bits, models)
     planes = []
     for first, nch in plane_layout(c):
-        vmap = valuemap.choose(sym[:, :, first : first + nch], img.bits)
+        vmap = valuemap.choose(sym[:, :, first : first + nch], img.bits, gray=nch == 1)
         model = _model_for(nch, vmap.coding_bits, models)
         patches, valid = to_patches(vmap.forward(sym[:, :, first : first + nch]), model.config.patch)
         fitted = None
