@@ -28,7 +28,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=None, help="training crop side (default: P)")
     p.add_argument("--level-shift", type=float, default=0.0, metavar="PROB",
                    help=">8-bit data: probability of moving a crop to a random level (and a batch "
-                        "to a one bit wider range), so the model does not learn absolute levels")
+                        "to a one bit wider range); lost 1.6%% on held-out head CT, off by default")
     p.add_argument("--gray", action="store_true", help="train a 1-channel model on image luma")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=16)
