@@ -43,6 +43,37 @@ def test_adapters_are_used_and_pay(tiny_models):
     assert plain[8:10] == (2).to_bytes(2, "little")  # files without adapters stay version 2
 
 
+@pytest.mark.parametrize("margin", [-10.0, 0.999])
+def test_effort_zero_is_coded_only_when_the_gain_is_unclear(margin, tiny_models, monkeypatch):
+    img = smooth_image(48, 40, 3)
+    plain = codec.encode(img, tiny_models, threads=1, effort=0)
+    calls = []
+    real = codec._encode_planes
+    monkeypatch.setattr(codec, "_encode_planes", lambda *a: calls.append(a[3]) or real(*a))
+    monkeypatch.setattr(codec, "PLAIN_MARGIN", margin)  # -10: any gain is clear; 0.999: none is
+    data = codec.encode(img, tiny_models, threads=1, effort=2)
+    assert calls == ([True] if margin < 0 else [True, False])  # adapted first; effort 0 only if unclear
+    assert len(data) < len(plain) and container.read(data)[0].planes[0].adapter
+    assert np.array_equal(codec.decode(data, list(tiny_models.values())), img)
+
+
+@pytest.mark.parametrize("shape,dtype,noise", [((48, 40, 3), np.uint8, False), ((24, 20, 3), np.uint8, True),
+                                               ((33, 41, 1), np.uint16, False), ((30, 26, 1), np.uint16, True)])
+def test_the_effort_zero_estimate_is_below_its_real_size(shape, dtype, noise, tiny_models, monkeypatch):
+    # skipping the effort-0 file is safe only if the estimate never exceeds what it really costs
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 4096 if dtype == np.uint16 else 256, shape).astype(dtype) if noise else smooth_image(*shape, dtype=dtype)
+    fits = []
+    real_fit = adapt.fit
+    monkeypatch.setattr(adapt, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+    monkeypatch.setattr(adapt, "_fit", lambda pool, *a: adapt.Fit(1, 1.0, [], b"", float(adapt._bits(pool, np.arange(len(pool.state.sym))).sum()), 0.0))
+    plain, _ = container.read(codec.encode(img, tiny_models, threads=1, effort=0))
+    codec.encode(img, tiny_models, threads=1, effort=1)
+    assert len(fits) == len(plain.planes) >= 1
+    for f, ph in zip(fits, plain.planes):
+        assert 0 < f.bits_before / 8 <= sum(ph.shard_lengths)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_never_bigger_than_effort_zero(seed, tiny_models):
     rng = np.random.default_rng(seed)

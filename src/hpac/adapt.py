@@ -40,10 +40,12 @@ TARGETS = ("to_av", "proj", "mlp_up", "mlp_down")  # adapted 1x1 layers of every
 QSTEPS = (2e-3, 4e-3, 8e-3, 16e-3, 32e-3, 64e-3)  # value of one adapter integer step: the encoder picks one
 MAX_Q = 4095  # adapter integers are clamped to [-MAX_Q, MAX_Q]
 PRIOR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # Laplace scales (integer units) the encoder picks from
-LR = 2e-3  # Adam learning rate of B (float units); 1e-3 and 3e-3 gained less on held-out training images
-CHUNK_PIXELS = 8 * 64 * 64  # pixels of a gradient chunk, whole patches (fixed: results never depend on the worker count)
+# pixels of a gradient chunk, whole patches (fixed: results never depend on the worker count).
+# One P = 128 patch: a step of two patches keeps two workers busy (at two patches a chunk,
+# most steps of effort 2 ran on one core)
+CHUNK_PIXELS = 128 * 128
 MAX_RANK = 16
-PROBE_PIXELS = 3 * CHUNK_PIXELS  # pixels of the densest patches the quantisation step is chosen on
+PROBE_PIXELS = 6 * 128 * 128  # pixels of the densest patches the quantisation step is chosen on
 REGION_START, REGION_HOLD = 0.2, 0.1  # F(t) starts at 20% of the patches; the last 10% of steps see all
 
 
@@ -186,7 +188,8 @@ def region_fraction(step: int, steps: int) -> float:
 # ----------------------------------------------------------------------------- fitting
 @dataclass
 class Fit:
-    """Outcome of :func:`fit` (bits are full-pass estimates of the plane, padding excluded)."""
+    """Outcome of :func:`fit` (bits are capped full-pass estimates of the plane, padding
+    excluded: ``bits_before`` is close to, and below, what the plane costs at effort 0)."""
 
     rank: int
     qstep: float
@@ -213,12 +216,20 @@ def _chunks(idx: np.ndarray, patch: int) -> list[np.ndarray]:
     return [idx[i : i + per] for i in range(0, len(idx), per)]
 
 
-def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bits: int) -> torch.Tensor:
-    """(B,) bits of each patch; sym (B, P, P, c) int64, valid (B, P, P) bool."""
+def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bits: int,
+                capped: bool = False) -> torch.Tensor:
+    """(B,) bits of each patch; sym (B, P, P, c) int64, valid (B, P, P) bool.
+
+    ``capped`` counts at most ``bits`` bits a subpixel: the coder pays little more than the
+    model's code length where it predicts well, and at least ``bits`` where a value escapes
+    the focus window (hpac.afc), so the capped sum is close to, and below, what coding costs
+    (the training loss is uncapped, for its gradients)."""
     cfg = net.cfg
     x = normalise(sym, bits).permute(0, 3, 1, 2) * valid[:, None]
-    per = nll_bits(net(x), sym, bits, cfg.channels, cfg.mixtures).sum(-1) * valid
-    return per.flatten(1).sum(1)
+    per = nll_bits(net(x), sym, bits, cfg.channels, cfg.mixtures)
+    if capped:
+        per = per.clamp(max=float(bits))
+    return (per.sum(-1) * valid).flatten(1).sum(1)
 
 
 @dataclass
@@ -249,7 +260,7 @@ def _chunk_bits(st: _FitState, task: tuple[object, np.ndarray]) -> torch.Tensor:
             st.merged = (key[0], merge(st.net, st.rank, key[1], key[2]))
         net = st.merged[1]
     with torch.no_grad():
-        return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits)
+        return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits, capped=True)
 
 
 def _chunk_grad(st: _FitState, task: tuple[list[torch.Tensor], np.ndarray, float]) -> list[torch.Tensor]:
@@ -296,7 +307,7 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
     st = pool.state
     before = _bits(pool, np.arange(n))
     order = grow_order(before, *grid)
-    optim = torch.optim.Adam(params, lr=LR)
+    optim = torch.optim.Adam(params, lr=effort.lr)
     per_step = max(1, math.ceil(effort.epochs * n / effort.steps))
     gen = torch.Generator().manual_seed(seed)
     bar = None

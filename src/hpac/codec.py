@@ -26,6 +26,7 @@ from .parallel import default_threads, run_jobs, single_threaded_torch
 SHARD_PIXELS = 1 << 19  # most pixels of one shard (bounds memory; stored per plane in the header)
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
+PLAIN_MARGIN = 0.005  # an adapted file this much below the effort-0 estimate skips coding effort 0
 
 
 def patches_per_shard(n_patches: int, patch: int) -> int:
@@ -166,18 +167,27 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
                 fitted = adapt.fit(model.net, patches.to(torch.int64), valid, vmap.coding_bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress)
         planes.append((first, nch, model, patches, valid, fitted, vmap))
-    plain = _encode_planes(img, planes, workers, False, floored)
     if all(f is None for *_, f, _ in planes):
-        return plain
-    # the fit's gain is an estimate (AFC caps the cost of badly predicted values by escaping):
-    # the file with adapters is kept only if it really is smaller
-    data = _encode_planes(img, planes, workers, True, floored)
+        return _encode_planes(img, planes, workers, False, floored)[0]
+    data, plane_bytes = _encode_planes(img, planes, workers, True, floored)
+    # The effort-0 file would hold each adapted plane's frozen-pass bits (capped per subpixel:
+    # close to, and below, what coding costs) instead of what it holds now. Only where the
+    # adapted file is not clearly smaller than that is the effort-0 file coded too, and the
+    # smaller of the two kept: no file is bigger than at effort 0.
+    plain_estimate = len(data) + sum(f.bits_before / 8 - nb for (*_, f, _), nb in zip(planes, plane_bytes)
+                                     if f is not None)
+    if len(data) <= (1 - PLAIN_MARGIN) * plain_estimate:
+        return data
+    plain = _encode_planes(img, planes, workers, False, floored)[0]
     return data if len(data) < len(plain) else plain
 
 
-def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool, floored: bool) -> bytes:
+def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool,
+                   floored: bool) -> tuple[bytes, list[int]]:
     """Code the prepared planes [(first, nch, model, patches, valid, fit | None, value map)] into a
-    file; where the range coder refuses a table, again with floored tables (format version 5)."""
+    file; where the range coder refuses a table, again with floored tables (format version 5).
+
+    Returns the file and, per plane, the bytes of its streams and adapters."""
     jobs, layout = [], []
     for first, nch, model, patches, valid, fitted, vmap in planes:
         blob = b""
@@ -208,7 +218,8 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool, f
     header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
                               container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata,
                               floored)
-    return container.write(header, [s.astype("<u4").tobytes() for s in streams])
+    plane_bytes = [sum(ph.shard_lengths) + len(ph.adapter) for ph in headers]
+    return container.write(header, [s.astype("<u4").tobytes() for s in streams]), plane_bytes
 
 
 def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = None) -> CodecModel:

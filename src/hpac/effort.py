@@ -14,14 +14,17 @@ class Effort:
     steps: int  # Adam steps T
     epochs: float  # patches trained on in all, in units of the plane's patch count
     rank: int  # LoRA rank of every adapted layer
+    lr: float  # Adam learning rate of the adapters (float units)
 
 
 EFFORTS: dict[int, Effort | None] = {
     0: None,  # the pre-trained model only
-    1: Effort(steps=24, epochs=1.5, rank=2),
-    2: Effort(steps=48, epochs=3.0, rank=2),  # same work as 12 steps, smaller steps: -1.4% not -0.8%
-    3: Effort(steps=64, epochs=4.0, rank=4),
-    4: Effort(steps=96, epochs=8.0, rank=8),
+    1: Effort(steps=24, epochs=1.5, rank=2, lr=2e-3),
+    2: Effort(steps=48, epochs=3.0, rank=2, lr=2e-3),  # same work as 12 steps, smaller steps: -1.4% not -0.8%
+    # a higher rank needs a lower rate: at rank 4, 2e-3 and 1.4e-3 made some held-out images
+    # worse than effort 0 before quantisation, 1e-3 none (docs/sarp-ft.md, session 8)
+    3: Effort(steps=64, epochs=4.0, rank=4, lr=1e-3),
+    4: Effort(steps=96, epochs=8.0, rank=8, lr=5e-4),
 }
 DEFAULT_EFFORT = 2
 
