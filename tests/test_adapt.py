@@ -66,12 +66,12 @@ def test_the_effort_zero_estimate_is_below_its_real_size(shape, dtype, noise, ti
     fits = []
     real_fit = adapt.fit
     monkeypatch.setattr(adapt, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
-    monkeypatch.setattr(adapt, "_fit", lambda pool, *a: adapt.Fit(1, 1.0, [], b"", float(adapt._bits(pool, np.arange(len(pool.state.sym))).sum()), 0.0))
+    monkeypatch.setattr(adapt, "_fit", lambda pool, *a: adapt.Fit(1, 1.0, [], b"", 0.0, float(adapt._bits(pool, np.arange(len(pool.state.sym)))[:, 1].sum()), 0.0))
     plain, _ = container.read(codec.encode(img, tiny_models, threads=1, effort=0))
     codec.encode(img, tiny_models, threads=1, effort=1)
     assert len(fits) == len(plain.planes) >= 1
     for f, ph in zip(fits, plain.planes):
-        assert 0 < f.bits_before / 8 <= sum(ph.shard_lengths)
+        assert 0 < f.effort0_floor / 8 <= sum(ph.shard_lengths)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

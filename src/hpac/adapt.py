@@ -188,14 +188,15 @@ def region_fraction(step: int, steps: int) -> float:
 # ----------------------------------------------------------------------------- fitting
 @dataclass
 class Fit:
-    """Outcome of :func:`fit` (bits are capped full-pass estimates of the plane, padding
-    excluded: ``bits_before`` is close to, and below, what the plane costs at effort 0)."""
+    """Outcome of :func:`fit` (bits are full-pass estimates of the plane, padding excluded;
+    ``effort0_floor`` is capped per subpixel: close to, and below, its effort-0 cost)."""
 
     rank: int
     qstep: float
     ints: list[np.ndarray]
     blob: bytes
     bits_before: float
+    effort0_floor: float
     bits_after: float  # image bits under the merged, quantised adapters (estimated on a probe)
 
     @property
@@ -220,15 +221,16 @@ def _patch_bits(net: torch.nn.Module, sym: torch.Tensor, valid: torch.Tensor, bi
                 capped: bool = False) -> torch.Tensor:
     """(B,) bits of each patch; sym (B, P, P, c) int64, valid (B, P, P) bool.
 
-    ``capped`` counts at most ``bits`` bits a subpixel: the coder pays little more than the
-    model's code length where it predicts well, and at least ``bits`` where a value escapes
-    the focus window (hpac.afc), so the capped sum is close to, and below, what coding costs
-    (the training loss is uncapped, for its gradients)."""
+    ``capped`` adds a column, (B, 2): the bits with each subpixel counted at most ``bits``.
+    The coder pays little more than the model's code length where it predicts well and at
+    least ``bits`` where a value escapes the focus window (hpac.afc), so the capped sum is
+    close to, and below, what coding costs."""
     cfg = net.cfg
     x = normalise(sym, bits).permute(0, 3, 1, 2) * valid[:, None]
     per = nll_bits(net(x), sym, bits, cfg.channels, cfg.mixtures)
     if capped:
-        per = per.clamp(max=float(bits))
+        per = torch.stack([per, per.clamp(max=float(bits))], -1)
+        return (per.sum(-2) * valid[..., None]).flatten(1, 2).sum(1)
     return (per.sum(-1) * valid).flatten(1).sum(1)
 
 
@@ -260,7 +262,7 @@ def _chunk_bits(st: _FitState, task: tuple[object, np.ndarray]) -> torch.Tensor:
             st.merged = (key[0], merge(st.net, st.rank, key[1], key[2]))
         net = st.merged[1]
     with torch.no_grad():
-        return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits, capped=True)
+        return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits, capped=key is None)
 
 
 def _chunk_grad(st: _FitState, task: tuple[list[torch.Tensor], np.ndarray, float]) -> list[torch.Tensor]:
@@ -305,7 +307,7 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
          seed: int, progress: bool) -> Fit | None:
     """:func:`fit` once the workers share the plane and the adapted net."""
     st = pool.state
-    before = _bits(pool, np.arange(n))
+    before, floor = _bits(pool, np.arange(n)).T
     order = grow_order(before, *grid)
     optim = torch.optim.Adam(params, lr=effort.lr)
     per_step = max(1, math.ceil(effort.epochs * n / effort.steps))
@@ -344,4 +346,4 @@ def _fit(pool: Workers, params: list[torch.Tensor], n: int, grid: tuple[int, int
     if best is None or best[0] >= before.sum():
         return None
     total, q, ints, blob = best
-    return Fit(effort.rank, q, ints, blob, float(before.sum()), float(total - 8 * len(blob)))
+    return Fit(effort.rank, q, ints, blob, float(before.sum()), float(floor.sum()), float(total - 8 * len(blob)))

@@ -174,7 +174,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     # close to, and below, what coding costs) instead of what it holds now. Only where the
     # adapted file is not clearly smaller than that is the effort-0 file coded too, and the
     # smaller of the two kept: no file is bigger than at effort 0.
-    plain_estimate = len(data) + sum(f.bits_before / 8 - nb for (*_, f, _), nb in zip(planes, plane_bytes)
+    plain_estimate = len(data) + sum(f.effort0_floor / 8 - nb for (*_, f, _), nb in zip(planes, plane_bytes)
                                      if f is not None)
     if len(data) <= (1 - PLAIN_MARGIN) * plain_estimate:
         return data
