@@ -26,7 +26,7 @@ from .parallel import default_threads, run_jobs, single_threaded_torch
 SHARD_PIXELS = 1 << 19  # most pixels of one shard (bounds memory; stored per plane in the header)
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
-PLAIN_MARGIN = 0.005  # an adapted file this much below the effort-0 estimate skips coding effort 0
+PLAIN_MARGIN = 0.005  # an adapted file this much below the effort-0 floor skips coding effort 0
 
 
 def patches_per_shard(n_patches: int, patch: int) -> int:
@@ -170,10 +170,10 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     if all(f is None for *_, f, _ in planes):
         return _encode_planes(img, planes, workers, False, floored)[0]
     data, plane_bytes = _encode_planes(img, planes, workers, True, floored)
-    # The effort-0 file would hold each adapted plane's frozen-pass bits (capped per subpixel:
-    # close to, and below, what coding costs) instead of what it holds now. Only where the
-    # adapted file is not clearly smaller than that is the effort-0 file coded too, and the
-    # smaller of the two kept: no file is bigger than at effort 0.
+    # The effort-0 file would hold at least each adapted plane's effort-0 floor (hpac.adapt.Fit)
+    # instead of what it holds now. Only where the adapted file is not clearly smaller than
+    # that is the effort-0 file coded too, and the smaller of the two kept: no file is bigger
+    # than at effort 0.
     plain_estimate = len(data) + sum(f.effort0_floor / 8 - nb for (*_, f, _), nb in zip(planes, plane_bytes)
                                      if f is not None)
     if len(data) <= (1 - PLAIN_MARGIN) * plain_estimate:
