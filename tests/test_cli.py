@@ -127,3 +127,14 @@ def test_info_shows_value_maps_and_floored_tables():
     assert r.returncode == 0 and b"value table of" in r.stdout
     r = run("info", corpus / "tiny_rgb_floored.hpac")
     assert r.returncode == 0 and b"format version 5" in r.stdout and b"floored" in r.stdout
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`hpac models -v | head -1`: the pipe closes under the writer; exit quietly, not with a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "hpac.cli", "models", "-v"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(1)
+    proc.stdout.close()  # the reader leaves while the writer still has lines to print
+    err = proc.stderr.read()
+    assert proc.wait(timeout=600) != 0
+    assert b"Traceback" not in err, err.decode()

@@ -155,3 +155,17 @@ def test_validation_split_ignores_where_the_folders_live_the_format_and_other_fi
     np.save(other / "zz_added.npy", read_image(data_dir / "im0.png").pixels)  # a new file moves nothing
     grown = [n for n, _, _ in split_train_val(_load_images([other], False), every=3)[1]]
     assert [n for n in grown if n != "zz_added"] == names[0]
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(data_dir, tmp_path):
+    """--compile changes how the loss is computed, not what: same steps, same weights to float
+    rounding, and the written weights load as the plain module (compiling takes ~1 min on CPU)."""
+    eager = train(_opts(data_dir, tmp_path / "e.safetensors", 3))
+    comp = train(_opts(data_dir, tmp_path / "c.safetensors", 3, compile=True))
+    a, _ = load_weights(tmp_path / "e.safetensors")
+    b, info = load_weights(tmp_path / "c.safetensors")
+    assert info["compile"] is True and comp["val_bpsp"] == pytest.approx(eager["val_bpsp"], rel=1e-3)
+    for (ka, x), (kb, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-3)
