@@ -11,6 +11,7 @@ import math
 import os
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -309,12 +310,24 @@ def train(opt: TrainOptions) -> dict:
     planner = _StepPlanner(deadline, step) if deadline else None
     limit = None if opt.stop_after is None else step + opt.stop_after
     stop_at = total if limit is None else min(total, limit)
+    cuda = opt.device == "cuda"
+
+    def draw(t: int) -> tuple[torch.Tensor, int]:
+        """The batch of step ``t`` (a function of (seed, t) only, whichever thread draws it)."""
+        sym, bits = _sample_batch(train_imgs, crop, opt.batch, torch.Generator().manual_seed(opt.seed * 1_000_003 + t),
+                                  opt.level_shift)
+        return (sym.pin_memory() if cuda else sym), bits
+
+    # the next batch is cut while the device runs this one: on a GPU a compiled step takes
+    # about as long as drawing 64 crops in Python
+    drawer = ThreadPoolExecutor(max_workers=1)
+    upcoming = drawer.submit(draw, step)
     while step < stop_at and not (planner and planner.expired()):
-        gen = torch.Generator().manual_seed(opt.seed * 1_000_003 + step)
-        sym, bits = _sample_batch(train_imgs, crop, opt.batch, gen, opt.level_shift)
+        sym, bits = upcoming.result()
+        upcoming = drawer.submit(draw, step + 1)
         for g in optim.param_groups:
             g["lr"] = _lr_at(step, total, opt.lr)
-        loss = loss_fn(sym.to(opt.device), bits)
+        loss = loss_fn(sym.to(opt.device, non_blocking=cuda), bits)
         optim.zero_grad(set_to_none=True)
         value = loss.item()
         if math.isfinite(value):  # a non-finite batch is skipped rather than poisoning Adam
@@ -339,6 +352,7 @@ def train(opt: TrainOptions) -> dict:
         if time.time() - last_ckpt > 60 * opt.ckpt_minutes and step < stop_at:
             save(val_bpsp)
             last_ckpt = time.time()
+    drawer.shutdown(wait=True, cancel_futures=True)
     if not log or log[-1]["step"] != step:  # a deadline or --stop-after ended the run between validations
         val_bpsp = validate("final")
     save(val_bpsp)
