@@ -66,7 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, cfg=cfg, steps=args.steps, batch=args.batch, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device, val_every=args.val_every,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, stop_after=args.stop_after, gray=args.gray,
-        minutes=args.minutes, amp=args.amp, crop=args.crop, level_shift=args.level_shift, compile=args.compile, progress=not args.no_progress,
+        minutes=args.minutes, amp=args.amp, crop=args.crop, level_shift=args.level_shift, compile=args.compile,
+        progress=not args.no_progress,
     ))
     val = summary["val_bpsp"]
     print(f"trained {summary['steps']} steps; validation {'-' if val is None else f'{val:.4f}'} bpsp -> {args.out}")
