@@ -301,11 +301,11 @@ def train(opt: TrainOptions) -> dict:
             print(f"step {step}/{total}: train {running or float('nan'):.4f} val {v:.4f} bpsp ({note})", flush=True)
         return v
 
-    if opt.compile:
-        # the net is closed over, not wrapped, so checkpoints keep the plain module's keys
-        loss_fn = torch.compile(lambda s, b: batch_bits(net, s, b, opt.amp))
-    else:
-        loss_fn = lambda s, b: batch_bits(net, s, b, opt.amp)  # noqa: E731
+    def loss_fn(sym: torch.Tensor, bits: int) -> torch.Tensor:
+        return batch_bits(net, sym, bits, opt.amp)
+
+    if opt.compile:  # the net is closed over, not wrapped, so checkpoints keep the plain module's keys
+        loss_fn = torch.compile(loss_fn)
     total = opt.steps
     planner = _StepPlanner(deadline, step) if deadline else None
     limit = None if opt.stop_after is None else step + opt.stop_after
