@@ -320,39 +320,38 @@ def train(opt: TrainOptions) -> dict:
 
     # the next batch is cut while the device runs this one: drawing 64 crops in Python takes
     # ~4 ms, a sizeable share of a compiled GPU step (15-28 ms); an error surfaces at .result()
-    drawer = ThreadPoolExecutor(max_workers=1)
-    upcoming = drawer.submit(draw, step)
-    while step < stop_at and not (planner and planner.expired()):
-        sym, bits = upcoming.result()
-        upcoming = drawer.submit(draw, step + 1)
-        for g in optim.param_groups:
-            g["lr"] = _lr_at(step, total, opt.lr)
-        loss = loss_fn(sym.to(opt.device, non_blocking=cuda), bits)
-        optim.zero_grad(set_to_none=True)
-        value = loss.item()
-        if math.isfinite(value):  # a non-finite batch is skipped rather than poisoning Adam
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optim.step()
-            running = value if running is None else 0.98 * running + 0.02 * value
-        else:
-            skipped += 1
-        step += 1
-        if planner:
-            total = planner.total(step, total)
-            stop_at = total if limit is None else min(total, limit)
+    with ThreadPoolExecutor(max_workers=1) as drawer:  # on an error too, the thread ends with the loop
+        upcoming = drawer.submit(draw, step)
+        while step < stop_at and not (planner and planner.expired()):
+            sym, bits = upcoming.result()
+            upcoming = drawer.submit(draw, step + 1)
+            for g in optim.param_groups:
+                g["lr"] = _lr_at(step, total, opt.lr)
+            loss = loss_fn(sym.to(opt.device, non_blocking=cuda), bits)
+            optim.zero_grad(set_to_none=True)
+            value = loss.item()
+            if math.isfinite(value):  # a non-finite batch is skipped rather than poisoning Adam
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                optim.step()
+                running = value if running is None else 0.98 * running + 0.02 * value
+            else:
+                skipped += 1
+            step += 1
+            if planner:
+                total = planner.total(step, total)
+                stop_at = total if limit is None else min(total, limit)
+                if bar is not None:
+                    bar.total = total
+            if step % opt.val_every == 0 or step == stop_at:
+                val_bpsp = validate(f"{start_time + time.time() - t0:.0f} s, {skipped} non-finite batches skipped")
             if bar is not None:
-                bar.total = total
-        if step % opt.val_every == 0 or step == stop_at:
-            val_bpsp = validate(f"{start_time + time.time() - t0:.0f} s, {skipped} non-finite batches skipped")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss="-" if running is None else f"{running:.3f}",
-                            val=f"{val_bpsp:.3f}" if val_bpsp else "-")
-        if time.time() - last_ckpt > 60 * opt.ckpt_minutes and step < stop_at:
-            save(val_bpsp)
-            last_ckpt = time.time()
-    drawer.shutdown(wait=True, cancel_futures=True)
+                bar.update(1)
+                bar.set_postfix(loss="-" if running is None else f"{running:.3f}",
+                                val=f"{val_bpsp:.3f}" if val_bpsp else "-")
+            if time.time() - last_ckpt > 60 * opt.ckpt_minutes and step < stop_at:
+                save(val_bpsp)
+                last_ckpt = time.time()
     if not log or log[-1]["step"] != step:  # a deadline or --stop-after ended the run between validations
         val_bpsp = validate("final")
     save(val_bpsp)
