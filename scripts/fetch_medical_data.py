@@ -181,7 +181,7 @@ PACKAGES = {
         "pypi", "body-organ-analysis", "1.0.3",
         "63c7765446cb5e59111fa6e1716328a8f628a99e6f3f0e9c5421ecd42a06de41",
         "Apache-2.0 (package; the file is nnU-Net v2's test example, Apache-2.0)"),
-    # --- session 10: more native CT (512x512 slices as scanned) ------------------------------
+    # --- session 10: more CT (native 512x512 series, a phantom, a resampled CT angiogram) ----
     "totalsegmentator-sdist": Package(
         "pypi", "totalsegmentator", "2.18.0",
         "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
@@ -274,7 +274,7 @@ SOURCES: tuple[Source, ...] = (
            "nifti", "boa_nnunet_example_ct_abdomen", "CT",
            "NIfTI int16 abdominal CT, 122x101x30 at 3 mm (nnU-Net v2 test example, downsampled)",
            slices=(("ax", 2, (5, 15, 25)),)),
-    # --- session 10: more native CT and MR --------------------------------------------------
+    # --- session 10: more CT ------------------------------------------------------------------
     Source("totalsegmentator-sdist", "totalsegmentator-2.18.0/tests/reference_files/example_ct_dicom/",
            "dicom_series", "totalseg_ct_abdomen", "CT",
            "Siemens Biograph40 mCT 'CT Body 3.0', upper abdomen, 20 slices of 512x512, 2 mm apart, uint16 "
