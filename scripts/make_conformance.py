@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import make_model, smooth_image  # noqa: E402
+from conftest import make_model, scan_like, smooth_image  # noqa: E402
 
 from hpac import codec, container  # noqa: E402
 from hpac.catalog import load_catalog_model  # noqa: E402
@@ -30,8 +30,8 @@ from hpac.imageio import Image, as_image  # noqa: E402
 OUT = ROOT / "tests" / "conformance"
 
 
-EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2}  # cases coded with per-image adapters
-FLOORED = {"tiny_rgb_floored"}  # coded with floored tables (the encoder's fallback, format version 5)
+EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2, "tiny_zero_flags_adapted": 2}  # per-image adapters
+FLOORED = {"tiny_rgb_floored", "tiny_zero_flags_floored"}  # floored tables (the encoder's fallback, version 5 or 6)
 PINNED = {"shipped_gray_u16": "hpac-gray", "shipped_gray16_p64": "hpac-gray16"}  # shipped cases coded with a model other than today's default
 PATCH = {"shipped_gray16_p64": 64}  # coded with another P than the catalog's (files before session 6 have P = 64)
 
@@ -57,6 +57,10 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "tiny_u16_offset": (smooth_image(30, 30, 1, dtype=np.uint16) + 20000, "tiny"),  # offset map (version 4)
         "tiny_rgb_table_adapted": (smooth_image(48, 40, 3) // 8 * 8, "tiny"),  # table and adapters
         "tiny_rgb_floored": (smooth_image(21, 18, 3), "tiny"),  # floored AFC tables (version 5)
+        "tiny_zero_flags": (scan_like(30, 27), "tiny"),  # zero flags (version 6)
+        "tiny_zero_flags_floored": (scan_like(20, 21, np.uint8, floor=0), "tiny"),  # and floored tables
+        "tiny_zero_flags_adapted": (scan_like(40, 36, np.int16, floor=-1024), "tiny"),  # and adapters
+        "shipped_gray16_zero_flags": (scan_like(40, 36), "shipped"),
     }
 
 

@@ -37,3 +37,13 @@ def smooth_image(h: int, w: int, c: int, dtype=np.uint8, seed: int = 0) -> np.nd
     if dtype == np.int16:
         img = img * 2 - top
     return np.clip(np.round(img), lo, top).astype(dtype)
+
+
+def scan_like(h: int, w: int, dtype=np.uint16, floor: int = 1000, seed: int = 0) -> np.ndarray:
+    """A smooth noisy disc on padding of one value (``floor``), as a CT slice: (h, w)."""
+    base = np.uint8 if dtype == np.uint8 else np.uint16
+    inside = smooth_image(h, w, 1, base, seed)[:, :, 0].astype(np.int64) + floor + 1
+    y, x = np.mgrid[0:h, 0:w]
+    disc = (y - h / 2) ** 2 + (x - w / 2) ** 2 < (0.4 * min(h, w)) ** 2
+    top = np.iinfo(dtype).max
+    return np.where(disc, np.minimum(inside, top), floor).astype(dtype)

@@ -45,6 +45,9 @@ def seed_files() -> list[bytes]:
     out.append(codec.encode(levels, _BY_CH, threads=1))
     out.append(codec.encode(smooth_image(30, 30, 1, dtype=np.uint16) + 20000, _BY_CH, threads=1))  # an offset map
     out.append(codec.encode(smooth_image(9, 11, 3), _BY_CH, threads=1, floored=True))  # floored tables (version 5)
+    padded = smooth_image(20, 18, 1)
+    padded[:, :5] = padded[:3] = 0  # a zero-flagged plane (version 6), also with floored tables
+    out += [codec.encode(padded, _BY_CH, threads=1, floored=f) for f in (False, True)]
     return out
 
 

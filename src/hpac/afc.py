@@ -15,6 +15,11 @@ For every subpixel the mixture is turned into a *focus window* around its centre
   conditional distribution over the ``delta`` symbols of that bin;
 * an escaped value is coded uniformly over ``[0, 2^bits)``.
 
+With ``low = 1`` (a subpixel whose zero flag said "not 0", :mod:`hpac.zeroflags`) the
+alphabet is ``[1, 2^bits)``: windows start at 1 or above, and the mixture's mass below
+symbol 1 is dropped rather than given to the first bin, so the code is the mixture
+conditioned on ``x != 0``. ``low = 0`` is the coding of every file before version 6.
+
 So an 8-bit subpixel costs at most ``(MAX_BINS + 1) * K`` logistic evaluations, and a 16-bit
 one ``(MAX_BINS + delta + 2) * K``, never a 65,536-entry table. Stream order inside one call:
 stage-1 buckets by ascending width, stage-2 buckets by ascending delta, then escapes.
@@ -50,7 +55,8 @@ def floor_tables(probs: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _categorical():
+def categorical():
+    """constriction's model for rows of float probability tables (every entry gets a nonzero share)."""
     import constriction
 
     return constriction.stream.model.Categorical(perfect=False)
@@ -68,40 +74,43 @@ def _next_pow2(x: torch.Tensor) -> torch.Tensor:
     return torch.pow(2, torch.ceil(torch.log2(x.to(torch.float64))).to(torch.int64))
 
 
-def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int):
-    """Focus windows of M subpixels.
+def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int, low: int = 0):
+    """Focus windows of M subpixels inside the alphabet [low, 2^bits).
 
     Args:
         w, mu, s: (M, K) float32 mixture weights, means and scales in symbol units.
+        low: smallest symbol (0, or 1 after a clear zero flag).
     Returns:
         lo, delta, width: (M,) int64 window start, bin size, number of bins.
     """
     top = (1 << bits) - 1
-    centre = (w * mu).sum(-1).clamp(0, top)
+    centre = (w * mu).sum(-1).clamp(low, top)
     tail = torch.log(w * (1.0 / ESCAPE_MASS))
     reach = torch.where(tail > 0, (mu - centre[:, None]).abs() + tail * s, torch.zeros_like(s)).amax(-1)
     need = torch.ceil(2 * reach + 1).clamp(1, 1 << bits).to(torch.int64)
     delta = _next_pow2(torch.div(need + MAX_BINS - 1, MAX_BINS, rounding_mode="floor"))
     width = _next_pow2(torch.div(need + delta - 1, delta, rounding_mode="floor")).clamp(MIN_BINS, MAX_BINS)
-    width = torch.minimum(width, (1 << bits) // delta)
+    width = torch.minimum(width, ((1 << bits) - low) // delta)
     start = torch.div(centre.to(torch.int64), delta, rounding_mode="floor") - width // 2
-    lo = (start * delta).clamp(min=0)
+    lo = (start * delta).clamp(min=low)
     lo = torch.minimum(lo, (1 << bits) - width * delta)
     return lo, delta, width
 
 
 def _bin_masses(start: torch.Tensor, step: torch.Tensor | int, n_bins: int, bits: int, w: torch.Tensor,
-                mu: torch.Tensor, s: torch.Tensor, escape: bool) -> np.ndarray:
+                mu: torch.Tensor, s: torch.Tensor, escape: bool, low: int = 0) -> np.ndarray:
     """Mixture mass of ``n_bins`` bins [start + j*step, start + (j+1)*step) per row.
 
     Args:
         start: (n,) int64 first symbol; step: (n,) int64 bin sizes, or 1 for all rows;
         w, mu, s: (n, K) mixture.
         escape: append a column with all mass outside the bins.
+        low: smallest symbol; with low = 1 the mass below symbol 1 belongs to no entry.
     Returns:
         (n, n_bins [+1]) float32 table. The first/last bin take the tail below 0 / above
-        2^bits - 1 when they touch the alphabet ends. float32 keeps lower-tail masses exact;
-        upper-tail masses below ~1e-7 round to 0 and get constriction's minimum probability.
+        2^bits - 1 when they touch the alphabet ends (the first bin only where low = 0).
+        float32 keeps lower-tail masses exact; upper-tail masses below ~1e-7 round to 0 and
+        get constriction's minimum probability.
     """
     unit_step = isinstance(step, int)
     inv = s.reciprocal()
@@ -110,14 +119,30 @@ def _bin_masses(start: torch.Tensor, step: torch.Tensor | int, n_bins: int, bits
     # (n, K, E) layout: the mixture sum runs over a non-inner axis and vectorises over edges
     cdf = torch.addcmul(a[:, :, None], _edges(n_bins), b[:, :, None]).sigmoid_().mul_(w[:, :, None])
     big = cdf.sum(1)  # mixture CDF at the edges, (n, E)
-    big[:, 0].masked_fill_(start <= 0, 0.0)
+    if low == 0:
+        big[:, 0].masked_fill_(start <= 0, 0.0)
     big[:, -1].masked_fill_(start + n_bins * step >= (1 << bits), 1.0)
     out = torch.empty(big.shape[0], n_bins + int(escape))
     torch.sub(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
     if escape:
-        out[:, n_bins] = big[:, 0] + (1.0 - big[:, -1])
+        below = big[:, 0] if low == 0 else big[:, 0] - mass_below(low, w, mu, s)
+        out[:, n_bins] = below + (1.0 - big[:, -1])
     # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
-    return out.clamp_(min=1e-30).numpy()
+    out.clamp_(min=1e-30)
+    if low != 0:  # rows hold 1 - P(x < low), which can be tiny; constriction refused such rows
+        out.div_(out.sum(1, keepdim=True))  # that it takes once they sum to 1
+    return out.numpy()
+
+
+def mass_below(low: int, w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(n,) float32 mixture mass below symbol ``low`` (the CDF at low - 1/2); w, mu, s (n, K) in symbol units."""
+    return ((low - 0.5 - mu) * s.reciprocal()).sigmoid_().mul_(w).sum(1)
+
+
+def symbol_units(logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int):
+    """Normalised mixture parameters (M, K) -> weights, means and scales in symbol units."""
+    half = ((1 << bits) - 1) / 2.0
+    return torch.softmax(logits, dim=-1), (mean_n + 1.0) * half, torch.exp(log_s) * half
 
 
 @lru_cache(maxsize=64)
@@ -126,7 +151,7 @@ def _edges(n_bins: int) -> torch.Tensor:
 
 
 def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
-                 sym: torch.Tensor | None = None, floored: bool = False) -> torch.Tensor:
+                 sym: torch.Tensor | None = None, floored: bool = False, low: int = 0) -> torch.Tensor:
     """Encode (``sym`` given) or decode M subpixels with one mixture each.
 
     Args:
@@ -134,7 +159,8 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         logits, mean_n, log_s: (M, K) mixture parameters, normalised domain.
         sym: (M,) int64 symbols to encode, or None to decode.
         floored: raise every table entry to at least TABLE_FLOOR of its row's total (format
-            version 5, see :func:`floor_tables`).
+            version 5 or 6's option, see :func:`floor_tables`).
+        low: smallest symbol (1: code the mixture conditioned on ``x != 0``).
     Returns:
         (M,) int64 symbols (the input when encoding).
     """
@@ -142,11 +168,8 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     encoding = sym is not None
     if m == 0:
         return sym if encoding else torch.zeros(0, dtype=torch.int64)
-    half = ((1 << bits) - 1) / 2.0
-    w = torch.softmax(logits, dim=-1)
-    mu = (mean_n + 1.0) * half
-    s = torch.exp(log_s) * half
-    lo, delta, width = plan_windows(w, mu, s, bits)
+    w, mu, s = symbol_units(logits, mean_n, log_s, bits)
+    lo, delta, width = plan_windows(w, mu, s, bits, low)
 
     # stage 1: bin index or ESCAPE, bucketed by window width
     if encoding:
@@ -163,12 +186,12 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     for wb, cnt in zip(widths.tolist(), counts.tolist()):
         sl = slice(start, start + cnt)
         start += cnt
-        probs = _bin_masses(lo_o[sl], delta_o[sl], wb, bits, w_o[sl], mu_o[sl], s_o[sl], escape=True)
+        probs = _bin_masses(lo_o[sl], delta_o[sl], wb, bits, w_o[sl], mu_o[sl], s_o[sl], escape=True, low=low)
         probs = floor_tables(probs) if floored else probs
         if encoding:
-            coder.encode(coarse_o[sl].to(torch.int32).numpy(), _categorical(), probs)
+            coder.encode(coarse_o[sl].to(torch.int32).numpy(), categorical(), probs)
         else:
-            coarse_o[sl] = torch.from_numpy(coder.decode(_categorical(), probs).astype(np.int64))
+            coarse_o[sl] = torch.from_numpy(coder.decode(categorical(), probs).astype(np.int64))
     if not encoding:
         coarse[order] = coarse_o
     escaped = coarse == width
@@ -182,9 +205,9 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         probs = _bin_masses(bin_lo[idx], 1, db, bits, w[idx], mu[idx], s[idx], escape=False)
         probs = floor_tables(probs) if floored else probs
         if encoding:
-            coder.encode(offset[idx].to(torch.int32).numpy(), _categorical(), probs)
+            coder.encode(offset[idx].to(torch.int32).numpy(), categorical(), probs)
         else:
-            offset[idx] = torch.from_numpy(coder.decode(_categorical(), probs).astype(np.int64))
+            offset[idx] = torch.from_numpy(coder.decode(categorical(), probs).astype(np.int64))
 
     # escapes: uniform over the whole alphabet
     esc = torch.nonzero(escaped).squeeze(1)

@@ -179,9 +179,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         chans = f"{p.first_channel}" if p.n_channels == 1 else f"{p.first_channel}-{p.first_channel + p.n_channels - 1}"
         print(f"plane {i}:    channels {chans}, model {p.model_name} (weights {p.weights_id}), patch {p.patch}, "
               f"{len(p.shard_lengths)} shard(s) of <= {p.patches_per_shard} patches, {sum(p.shard_lengths)} bytes"
-              + (f", adapter {len(p.adapter)} bytes" if p.adapter else "") + _map_text(p, h.bits))
+              + (f", adapter {len(p.adapter)} bytes" if p.adapter else "") + _map_text(p, h.bits)
+              + (", zeros flagged" if p.zero_flags else ""))
     if h.floored_tables:
-        print("tables:     floored (format version 5)")
+        print("tables:     floored")
     return 0
 
 

@@ -3,7 +3,7 @@
 ::
 
     pixels (H,W,C) --planes (RGB | gray)--> patches (N,P,P,c) --shards of S patches-->
-        per shard, per group g, per channel: CSI params -> AFC tables -> range coder
+        per shard, per group g, per channel: CSI params -> [zero flags] -> AFC tables -> range coder
 
 A 3-channel plane uses the RGB model, every other channel a 1-channel plane. Patches are
 independent, so shards are coded concurrently, each single-threaded: a shard's arithmetic
@@ -12,10 +12,12 @@ exactly (same code, same shapes). Memory is bounded by the shards in flight.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
-from . import adapt, afc, container, valuemap
+from . import adapt, afc, container, valuemap, zeroflags
 from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
 from .distribution import conditioned_means, normalise, split_params
@@ -27,6 +29,19 @@ SHARD_PIXELS = 1 << 19  # most pixels of one shard (bounds memory; stored per pl
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
 PLAIN_MARGIN = 0.005  # an adapted file this much below the effort-0 floor skips coding effort 0
+
+
+class _Plane(NamedTuple):
+    """A plane prepared for coding: what the encoder decided before any range coding."""
+
+    first: int  # first channel
+    nch: int  # channels
+    model: CodecModel
+    patches: torch.Tensor  # (N, P, P, nch) coded symbols
+    valid: torch.Tensor  # (N, P, P) bool
+    fitted: adapt.Fit | None  # SARP-FT adapters, if any
+    vmap: valuemap.ValueMap
+    zero_flags: bool  # zeros flagged (hpac.zeroflags)
 
 
 def patches_per_shard(n_patches: int, patch: int) -> int:
@@ -72,7 +87,8 @@ def _last_group(valid: torch.Tensor) -> int:
 
 
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
-               stream: np.ndarray | None = None, naive: bool = False, floored: bool = False):
+               stream: np.ndarray | None = None, naive: bool = False, floored: bool = False,
+               zero_flags: bool = False):
     """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
 
     Args:
@@ -82,6 +98,8 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         naive: recompute the whole network at every group (reference cost, same bytes
             only when both sides use it).
         floored: floored AFC tables (format version 5, :func:`hpac.afc.floor_tables`).
+        zero_flags: code a "symbol is 0" flag ahead of each subpixel of this 1-channel
+            plane (format version 6, :mod:`hpac.zeroflags`).
     Returns:
         encode: (n,) uint32 words; decode: (B, P, P, c) int64 symbols.
     """
@@ -97,6 +115,9 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
     stepper = (NaiveStepper if naive else CSIStepper)(model.net, b)
     sched = stepper.sched
+    if zero_flags and ch != 1:
+        raise FormatError("zero flags are defined for 1-channel planes only")
+    flags = zeroflags.ZeroFlags() if zero_flags else None
     for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
         r, c = sched.rows[g], sched.cols[g]
         n = r.numel()
@@ -109,8 +130,12 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         xn = torch.zeros(b * n, ch)
         for cc in range(ch):
             mean = conditioned_means(mix, xn, cc)
-            s = afc.code_symbols(coder, mix.logits[vi, cc], mean[vi], mix.log_scales[vi, cc], bits,
-                                 known[vi, cc] if encoding else None, floored)
+            if flags is None:
+                s = afc.code_symbols(coder, mix.logits[vi, cc], mean[vi], mix.log_scales[vi, cc], bits,
+                                     known[vi, cc] if encoding else None, floored)
+            else:
+                s = _code_flagged(coder, flags, out, valid, r, c, vi, mix.logits[vi, 0], mean[vi],
+                                  mix.log_scales[vi, 0], bits, known[vi, 0] if encoding else None, floored)
             got[vi, cc] = s
             xn[vi, cc] = normalise(s, bits)
         if not encoding:
@@ -123,6 +148,22 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     return out.to(torch.int32)  # 16 significant bits at most: halves what workers send back
 
 
+def _code_flagged(coder, flags: zeroflags.ZeroFlags, out: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,
+                  cols: torch.Tensor, vi, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor,
+                  bits: int, sym: torch.Tensor | None, floored: bool) -> torch.Tensor:
+    """Code one group's subpixels of a zero-flagged gray plane: the flags, then the nonzero
+    values with :func:`hpac.afc.code_symbols` at ``low = 1``; ``vi`` selects the real pixels
+    among the group's (B * n) positions. Returns the (M,) int64 symbols."""
+    p0 = afc.mass_below(1, *afc.symbol_units(logits, mean_n, log_s, bits))
+    ctx = flags.contexts(flags.neighbour_pairs(out, valid, rows, cols)[vi], p0)
+    is0 = flags.code(coder, ctx, (sym == 0).numpy().astype(np.int32) if sym is not None else None, floored)
+    nz = torch.from_numpy(is0 == 0)
+    got = torch.zeros(nz.shape[0], dtype=torch.int64)
+    got[nz] = afc.code_symbols(coder, logits[nz], mean_n[nz], log_s[nz], bits,
+                               sym[nz] if sym is not None else None, floored, low=1)
+    return got
+
+
 def _model_for(nch: int, bits: int, models: dict[int, CodecModel] | None) -> CodecModel:
     """The caller's model for ``nch``-channel planes, else the catalog default for ``bits``-bit symbols."""
     model = (models or {}).get(nch) or load_catalog_model(default_model_name(nch, bits))
@@ -133,7 +174,7 @@ def _model_for(nch: int, bits: int, models: dict[int, CodecModel] | None) -> Cod
 
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
            threads: int | None = None, effort: int = 0, seed: int = 0, progress: bool = False,
-           floored: bool = False) -> bytes:
+           floored: bool = False, zero_flags: bool = True) -> bytes:
     """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes.
 
     Args:
@@ -142,6 +183,8 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         seed: seed of the fine-tuning (the bytes are a function of image, effort and seed).
         floored: code with floored AFC tables (format version 5) from the start; the encoder
             falls back to them by itself when the range coder refuses a normal table.
+        zero_flags: flag the zeros of gray planes where they are common (format version 6,
+            :func:`hpac.zeroflags.wanted`); False writes the files of earlier releases.
     """
     img = pixels if isinstance(pixels, Image) else as_image(pixels)
     arr = img.pixels
@@ -159,37 +202,39 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     for first, nch in plane_layout(c):
         vmap = valuemap.choose(sym[:, :, first : first + nch], img.bits, gray=nch == 1)
         model = _model_for(nch, vmap.coding_bits, models)
-        patches, valid = to_patches(vmap.forward(sym[:, :, first : first + nch]), model.config.patch)
+        coded = vmap.forward(sym[:, :, first : first + nch])
+        flagged = zero_flags and zeroflags.wanted(coded)
+        patches, valid = to_patches(coded, model.config.patch)
         fitted = None
         if plan is not None:
             grid = (-(-h // model.config.patch), -(-w // model.config.patch))
             with single_threaded_torch():
                 fitted = adapt.fit(model.net, patches.to(torch.int64), valid, vmap.coding_bits, grid, plan,
-                                   seed=seed, workers=workers, progress=progress)
-        planes.append((first, nch, model, patches, valid, fitted, vmap))
-    if all(f is None for *_, f, _ in planes):
+                                   seed=seed, workers=workers, progress=progress, zero_flags=flagged)
+        planes.append(_Plane(first, nch, model, patches, valid, fitted, vmap, flagged))
+    if all(p.fitted is None for p in planes):
         return _encode_planes(img, planes, workers, False, floored)[0]
     data, plane_bytes = _encode_planes(img, planes, workers, True, floored)
     # The effort-0 file would hold at least each adapted plane's effort-0 floor (hpac.adapt.Fit)
     # instead of what it holds now. Only where the adapted file is not clearly smaller than
     # that is the effort-0 file coded too, and the smaller of the two kept: no file is bigger
     # than at effort 0.
-    plain_estimate = len(data) + sum(f.effort0_floor / 8 - nb for (*_, f, _), nb in zip(planes, plane_bytes)
-                                     if f is not None)
+    plain_estimate = len(data) + sum(p.fitted.effort0_floor / 8 - nb for p, nb in zip(planes, plane_bytes)
+                                     if p.fitted is not None)
     if len(data) <= (1 - PLAIN_MARGIN) * plain_estimate:
         return data
     plain = _encode_planes(img, planes, workers, False, floored)[0]
     return data if len(data) < len(plain) else plain
 
 
-def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool,
+def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters: bool,
                    floored: bool) -> tuple[bytes, list[int]]:
-    """Code the prepared planes [(first, nch, model, patches, valid, fit | None, value map)] into a
-    file; where the range coder refuses a table, again with floored tables (format version 5).
+    """Code the prepared planes into a file; where the range coder refuses a table, again with
+    floored tables (format version 5, or 6's option).
 
     Returns the file and, per plane, the bytes of its streams and adapters."""
     jobs, layout = [], []
-    for first, nch, model, patches, valid, fitted, vmap in planes:
+    for first, nch, model, patches, valid, fitted, vmap, flagged in planes:
         blob = b""
         if use_adapters and fitted is not None:
             model = CodecModel(model.name, fitted.merged(model.net), model.weights_id, model.info)
@@ -197,9 +242,9 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool,
         p = model.config.patch
         pps = patches_per_shard(patches.shape[0], p)
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
-        layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits)))
-        jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits: code_shard(m, b, v, sym=s, floored=floored)
-                 for v, s in shards]
+        layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits), flagged))
+        jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits, z=flagged:
+                 code_shard(m, b, v, sym=s, floored=floored, zero_flags=z) for v, s in shards]
     try:
         streams = run_jobs(jobs, workers)
     except (KeyboardInterrupt, SystemExit, MemoryError):
@@ -210,10 +255,10 @@ def _encode_planes(img: Image, planes: list, workers: int, use_adapters: bool,
         raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None
     it = iter(streams)
     headers = []
-    for first, nch, model, pps, n_shards, blob, vbytes in layout:
+    for first, nch, model, pps, n_shards, blob, vbytes, flagged in layout:
         lens = tuple(next(it).nbytes for _ in range(n_shards))
         headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id,
-                                             lens, blob, vbytes))
+                                             lens, blob, vbytes, flagged))
     arr = img.pixels
     header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
                               container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata,
@@ -274,8 +319,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
             v = valid[i * ph.patches_per_shard : (i + 1) * ph.patches_per_shard]
-            jobs.append(lambda v=v, words=words, m=model, b=vmap.coding_bits:
-                        code_shard(m, b, v, stream=words, floored=header.floored_tables))
+            jobs.append(lambda v=v, words=words, m=model, b=vmap.coding_bits, z=ph.zero_flags:
+                        code_shard(m, b, v, stream=words, floored=header.floored_tables, zero_flags=z))
             places.append((ph, i, vmap))
     try:
         results = run_jobs(jobs, threads or default_threads())

@@ -9,12 +9,15 @@
       height u32, width u32, channels u8, dtype u8 (DTYPE_CODES), bits u8, n_planes u8
       pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
       payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
+      (version >= 6) coding_options u8  bit 0: floored AFC tables; other bits 0
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards,
                   (version >= 3) adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
                   (version >= 4) value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
-      (version 5 has the layout of 4; its AFC tables are floored, hpac.afc.floor_tables)
+                  (version >= 6) plane_options u8  bit 0: zero flags (hpac.zeroflags); other bits 0
+      (version 5 has the layout of 4; its AFC tables are floored, hpac.afc.floor_tables;
+       version 6 says so in coding_options instead)
       metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
@@ -34,11 +37,14 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 5  # 5: floored AFC tables; 4: value maps; 3: adapter sections; 2: weight-aware AFC, payload CRC
-READABLE_VERSIONS = (2, 3, 4, 5)
+FORMAT_VERSION = 6  # 6: zero flags; 5: floored AFC tables; 4: value maps; 3: adapter sections; 2: weight-aware AFC, payload CRC
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 ADAPTER_VERSION = 3  # files are written in the oldest version that holds what they use
 VALUE_MAP_VERSION = 4
 FLOORED_VERSION = 5
+OPTIONS_VERSION = 6
+FLOORED_BIT = 1  # coding_options
+ZERO_FLAGS_BIT = 1  # plane_options
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
@@ -65,6 +71,7 @@ class PlaneHeader:
     shard_lengths: tuple[int, ...]
     adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapt), merged into the model by the decoder
     value_map: bytes = b""  # stored values <-> coded symbols (hpac.valuemap); empty = identity
+    zero_flags: bool = False  # a "symbol is 0" flag ahead of every subpixel (hpac.zeroflags)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class Header:
     planes: tuple[PlaneHeader, ...]
     metadata_kind: int = 0
     metadata: bytes = b""
-    floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables): version 5
+    floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables): version 5, or 6's option
 
     @property
     def payload_len(self) -> int:
@@ -99,6 +106,8 @@ def n_patches(height: int, width: int, patch: int) -> int:
 def version_for(header: Header) -> int:
     """The oldest format version that can hold ``header``: readers of version 2 keep reading
     every file made without adapters or value maps (as ZIP's "version needed to extract")."""
+    if any(p.zero_flags for p in header.planes):
+        return OPTIONS_VERSION
     if header.floored_tables:
         return FLOORED_VERSION
     if any(p.value_map for p in header.planes):
@@ -113,6 +122,8 @@ def write(header: Header, streams: list[bytes]) -> bytes:
                                  DTYPE_CODES[header.dtype], header.bits, len(header.planes)))
     body += header.pixel_sha256
     body += struct.pack("<I", zlib.crc32(b"".join(streams)))
+    if version >= OPTIONS_VERSION:
+        body += struct.pack("<B", FLOORED_BIT if header.floored_tables else 0)
     for p in header.planes:
         name = p.model_name.encode()
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
@@ -122,6 +133,8 @@ def write(header: Header, streams: list[bytes]) -> bytes:
             body += _sized(p.adapter)
         if version >= VALUE_MAP_VERSION:
             body += _sized(p.value_map)
+        if version >= OPTIONS_VERSION:
+            body += struct.pack("<B", ZERO_FLAGS_BIT if p.zero_flags else 0)
     body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
     head = MAGIC + struct.pack("<HI", version, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
@@ -185,6 +198,12 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         raise FormatError("invalid bit depth for 8-bit data")
     digest = r.take(32)
     (payload_crc,) = r.unpack("<I")
+    floored = version == FLOORED_VERSION
+    if version >= OPTIONS_VERSION:
+        (options,) = r.unpack("<B")
+        if options & ~FLOORED_BIT:
+            raise FormatError("unknown coding options in header")
+        floored = bool(options & FLOORED_BIT)
     planes = []
     next_channel = 0
     for _ in range(n_planes):
@@ -200,7 +219,14 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         lengths = r.unpack(f"<{n_shards}I")
         adapter = r.sized(MAX_ADAPTER, "adapter section") if version >= ADAPTER_VERSION else b""
         value_map = r.sized(MAX_VALUE_MAP, "value map") if version >= VALUE_MAP_VERSION else b""
-        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map))
+        zero_flags = False
+        if version >= OPTIONS_VERSION:
+            (options,) = r.unpack("<B")
+            if options & ~ZERO_FLAGS_BIT or (options and nch != 1):
+                raise FormatError("invalid plane options in header")
+            zero_flags = bool(options & ZERO_FLAGS_BIT)
+        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map,
+                                  zero_flags))
         next_channel += nch
     if next_channel != c:
         raise FormatError("planes do not cover the channels exactly")
@@ -210,8 +236,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     metadata = r.take(meta_len)
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")
-    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata,
-                    version >= FLOORED_VERSION)
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored)
     payload = memoryview(data)[body_end + 4 :]
     if len(payload) != header.payload_len:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")

@@ -87,6 +87,23 @@ def nll_bits(raw: torch.Tensor, sym: torch.Tensor, bits: int, channels: int, mix
     return torch.stack(out, dim=-1)
 
 
+def zero_flagged_bits(raw: torch.Tensor, sym: torch.Tensor, bits: int, mixtures: int) -> torch.Tensor:
+    """What the mixture part of a zero-flagged gray plane costs (:mod:`hpac.zeroflags`): 0 bits
+    where the symbol is 0 (the flag codes it), else -log2 P(x | x != 0).
+
+    Args:
+        raw: (..., n_params) head output of a 1-channel model; sym: (..., 1) integer symbols.
+    Returns:
+        (..., 1) float32 bits.
+    """
+    mix = split_params(raw, 1, mixtures)
+    z = (-1.0 + 1.0 / (2**bits - 1) - mix.means[..., 0, :]) * torch.exp(-mix.log_scales[..., 0, :])
+    log_p0 = torch.logsumexp(F.logsigmoid(z) + F.log_softmax(mix.logits[..., 0, :], dim=-1), dim=-1, keepdim=True)
+    log_nonzero = torch.log(-torch.expm1(log_p0.clamp(max=-1e-7)))
+    flagged = nll_bits(raw, sym, bits, 1, mixtures) + log_nonzero / math.log(2.0)
+    return torch.where(sym == 0, torch.zeros_like(flagged), flagged)
+
+
 def _log_sigmoid_diff(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """log(sigmoid(b) - sigmoid(a)) for b > a, stable in both tails."""
     # sigmoid(b) - sigmoid(a) = sigmoid(b) * sigmoid(-a) * (1 - e^(a-b))

@@ -53,7 +53,7 @@ class TrainOptions:
 
 def _load_images(dirs: list[Path], gray: bool) -> list[tuple[str, np.ndarray, int]]:
     """[(name, (H, W, C) symbols, coding bits)]: the symbols the codec would code for each
-    image, after its value map (an offset or a table where that saves bits, hpac.valuemap).
+    image, after its value map (an offset or a table, as the codec chooses: hpac.valuemap).
     ``name`` is the path inside its folder without suffix (it decides the validation split)."""
     from .imageio import Image, read_image, to_gray_luma
     from .valuemap import choose

@@ -29,6 +29,8 @@ IDENTITY, OFFSET, TABLE = 0, 1, 2
 MAX_BYTES = 1 << 14  # a 16-bit bitmap is 8 KiB raw; zlib never grows it past this
 MIN_CODING_BITS = 8  # the network and AFC are built for 8..16-bit symbols
 MAX_SHARE = 0.01  # a map's header bytes may be at most this share of the plane's raw bytes
+PADDING_GAP = 256  # a gray plane's smallest value is padding where the next used one is this far above it
+PADDING_SHARE = 0.01  # ... and it fills at least this share of the plane
 
 
 def _need(x: int) -> int:
@@ -116,6 +118,12 @@ def choose(sym: np.ndarray, bits: int, gray: bool = False) -> ValueMap:
     scan's levels sit above its smallest value (air, padding), and a CT slice stored with its
     minimum at 1048 cost 10-14% more bits unshifted (docs/training.md, session 7).
 
+    A gray plane of more than 8 bits whose smallest value is padding (a CT slice's outside
+    of the scan circle: at least PADDING_SHARE of the pixels, PADDING_GAP or more levels below
+    every other value) takes the table even where it saves no bit: ranks put the scan's
+    air right above the padding, where the high-bit-depth model expects it, and the
+    pre-trained model coded such slices 1.9-5.3% smaller (docs/training.md, session 11).
+
     Bits are compared before the 8-bit floor of the coding, so an 8-bit plane that uses 32
     grey levels is coded as 32 dense symbols. A map is used only if its header bytes are at
     most MAX_SHARE of the plane's raw size: on tiny images a table could cost more than it
@@ -124,10 +132,13 @@ def choose(sym: np.ndarray, bits: int, gray: bool = False) -> ValueMap:
     flat = sym.reshape(-1)
     if flat.size == 0:
         return identity
-    used = np.flatnonzero(np.bincount(flat))
+    counts = np.bincount(flat)
+    used = np.flatnonzero(counts)
     lo, hi = int(used[0]), int(used[-1])
+    padded = (gray and bits > 8 and len(used) > 1 and int(used[1]) - lo >= PADDING_GAP
+              and counts[lo] >= PADDING_SHARE * flat.size)
     candidates = []  # fewest bits first
-    if _need(len(used) - 1) < _need(hi - lo):
+    if _need(len(used) - 1) < _need(hi - lo) or padded:
         candidates.append(ValueMap(TABLE, _coding(len(used) - 1), table=used.astype(np.int64)))
     if _need(hi - lo) < _need(hi) or (lo > 0 and bits > 8 and gray):
         candidates.append(ValueMap(OFFSET, _coding(hi - lo), base=lo))
