@@ -7,7 +7,7 @@ import torch
 
 import hpac
 from hpac import afc, codec
-from conftest import smooth_image
+from conftest import scan_like, smooth_image
 
 
 class Recorder:
@@ -52,6 +52,17 @@ def test_decoder_sees_identical_tables(recording, tiny_models, shape, dtype):
     for a, b in zip(enc, dec):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert np.array_equal(a, b)
+
+
+def test_decoder_sees_identical_tables_with_zero_flags(recording, tiny_models):
+    """Flag tables (two entries, adaptive counts) and the AFC tables over [1, 2^bits) too."""
+    img = scan_like(30, 27)
+    models = list(tiny_models.values())
+    data = hpac.encode(img, model=models, threads=1, effort=0)
+    assert np.array_equal(hpac.decode(data, model=models, threads=1), img)
+    enc, dec = recording["enc"], recording["dec"]
+    assert len(enc) == len(dec) > 0 and any(a.ndim == 2 and a.shape[1] == 2 for a in enc)
+    assert all(np.array_equal(a, b) for a, b in zip(enc, dec))
 
 
 @pytest.mark.parametrize("torch_threads", [1, 2])
