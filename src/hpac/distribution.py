@@ -96,9 +96,7 @@ def zero_flagged_bits(raw: torch.Tensor, sym: torch.Tensor, bits: int, mixtures:
     Returns:
         (..., 1) float32 bits.
     """
-    mix = split_params(raw, 1, mixtures)
-    z = (-1.0 + 1.0 / (2**bits - 1) - mix.means[..., 0, :]) * torch.exp(-mix.log_scales[..., 0, :])
-    log_p0 = torch.logsumexp(F.logsigmoid(z) + F.log_softmax(mix.logits[..., 0, :], dim=-1), dim=-1, keepdim=True)
+    log_p0 = -nll_bits(raw, torch.zeros_like(sym), bits, 1, mixtures) * math.log(2.0)  # ln P(x = 0)
     log_nonzero = torch.log(-torch.expm1(log_p0.clamp(max=-1e-7)))
     flagged = nll_bits(raw, sym, bits, 1, mixtures) + log_nonzero / math.log(2.0)
     return torch.where(sym == 0, torch.zeros_like(flagged), flagged)

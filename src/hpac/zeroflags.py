@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .afc import categorical, floor_tables
+
 NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))  # (dy, dx): W, N, NW, NE, in groups before c + 2r
 P0_EDGES = torch.tensor([1e-3, 1e-2, 0.1, 0.5, 0.9, 0.99])  # buckets of the mixture's P(x = 0)
 N_PAIRS = 15  # (k, n) with 0 <= k <= n <= 4
@@ -76,8 +78,6 @@ class ZeroFlags:
         """Encode (``is0`` given) or decode the (M,) int32 flags of one group, then count them.
 
         ``floored``: tables floored as the AFC tables of a version-5 style file."""
-        from .afc import categorical, floor_tables
-
         probs = self.tables(ctx)
         probs = floor_tables(probs) if floored else probs
         if is0 is not None:
