@@ -25,6 +25,7 @@ from conftest import make_model, scan_like, smooth_image  # noqa: E402
 
 from hpac import codec, container  # noqa: E402
 from hpac.catalog import load_catalog_model  # noqa: E402
+from hpac.determinism import fingerprint  # noqa: E402
 from hpac.imageio import Image, as_image  # noqa: E402
 
 OUT = ROOT / "tests" / "conformance"
@@ -88,6 +89,7 @@ def main() -> None:
             "effort": EFFORT.get(name, 0),
             "floored": name in FLOORED,
             "weights": [f"{p.model_name}:{p.weights_id}" for p in header.planes],
+            "arithmetic": fingerprint(),  # the writer's: payloads decode where it matches
         }
         print(f"{name}: {len(data)} bytes")
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -13,6 +13,7 @@ import pytest
 from hpac import codec, container
 from hpac.errors import ModelMismatchError
 from hpac.catalog import load_catalog_model
+from hpac.determinism import fingerprint
 
 from conftest import make_model
 
@@ -30,6 +31,13 @@ def test_conformance_file_decodes(name, fixed_tiny):
     entry = MANIFEST[name]
     data = (CORPUS / f"{name}.hpac").read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["file_sha256"], "corpus file changed on disk"
+    header, _ = container.read(data)  # the format part holds on every machine
+    assert [f"{p.model_name}:{p.weights_id}" for p in header.planes] == entry["weights"]
+    assert int.from_bytes(data[8:10], "little") == entry["format_version"]
+    if entry["arithmetic"] != fingerprint():
+        pytest.skip(f"the corpus was written on a machine whose float arithmetic differs from this one's "
+                    f"(fingerprint {entry['arithmetic']}, here {fingerprint()}): its payloads decode only "
+                    f"where the arithmetic matches (docs/determinism.md)")
     img = codec.decode_image(data, fixed_tiny if entry["models"] == "tiny" else None, threads=1)
     assert list(img.pixels.shape) == entry["shape"] and img.pixels.dtype.name == entry["dtype"]
     assert hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest() == entry["pixel_sha256"]

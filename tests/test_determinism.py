@@ -159,3 +159,16 @@ def test_floored_tables_round_trip_and_differ(tiny_models):
     assert floored[-64:] != plain[-64:]  # the floor really changes the tables
     row = afc.floor_tables(np.array([[1.0, 1e-30, 0.5]], np.float32))
     assert row[0, 1] == np.float32(1.5 * afc.TABLE_FLOOR)
+
+
+def test_arithmetic_fingerprint_is_stable_and_sees_a_one_ulp_change(monkeypatch):
+    """The fingerprint (docs/determinism.md) must tell machines apart whose kernels differ in
+    the last bit of one activation: the smallest difference that breaks decoding."""
+    from hpac.determinism import fingerprint
+    import torch.nn.functional as F
+
+    base = fingerprint.__wrapped__()
+    assert len(base) == 16 and base == fingerprint.__wrapped__()
+    gelu = F.gelu
+    monkeypatch.setattr(F, "gelu", lambda x: torch.nextafter(gelu(x), torch.tensor(float("inf"))))
+    assert fingerprint.__wrapped__() != base

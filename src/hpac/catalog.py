@@ -54,9 +54,11 @@ CATALOG: dict[str, CatalogEntry] = {
                      "scratch: 9919 steps x 64 crops 64x64, lr 1e-3, 8.2 min on one H200 GPU shared by 4 "
                      "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545)",
         ),
+        # P = 256 (not 128): held-out head CT 1.0% smaller at effort 0 and 1.5% at effort 2, for
+        # about 1.4x the coding time of P = 128 (docs/training.md, session 12)
         CatalogEntry(
             name="hpac-gray16",
-            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
+            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=256),
             file="hpac-gray16.safetensors",
             description="single-channel planes with 9-16 significant bits (CT, MR, X-ray)",
             training="hpac train --gray --init hpac-gray (02147a41) on scripts/fetch_medical_data.py output "

@@ -215,6 +215,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if args.verbose and info:
             keep = {k: info[k] for k in ("steps", "val_bpsp", "seconds", "train_files", "val_files", "data", "batch") if k in info}
             print(f"{'':14} training: {keep}")
+    from .determinism import fingerprint
+
+    print(f"arithmetic fingerprint of this machine: {fingerprint()} (files move safely between machines that "
+          f"print the same; docs/determinism.md)")
     return 0
 
 

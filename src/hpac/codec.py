@@ -207,10 +207,14 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         patches, valid = to_patches(coded, model.config.patch)
         fitted = None
         if plan is not None:
-            grid = (-(-h // model.config.patch), -(-w // model.config.patch))
+            tile = min(model.config.patch, adapt.FIT_PATCH)
+            tiles, tvalid = (patches, valid) if tile == model.config.patch else to_patches(coded, tile)
+            coding = None if tile == model.config.patch else (patches.to(torch.int64), valid)
+            grid = (-(-h // tile), -(-w // tile))
             with single_threaded_torch():
-                fitted = adapt.fit(model.net, patches.to(torch.int64), valid, vmap.coding_bits, grid, plan,
-                                   seed=seed, workers=workers, progress=progress, zero_flags=flagged)
+                fitted = adapt.fit(model.net, tiles.to(torch.int64), tvalid, vmap.coding_bits, grid, plan,
+                                   seed=seed, workers=workers, progress=progress, zero_flags=flagged,
+                                   coding=coding)
         planes.append(_Plane(first, nch, model, patches, valid, fitted, vmap, flagged))
     if all(p.fitted is None for p in planes):
         return _encode_planes(img, planes, workers, False, floored)[0]
@@ -336,7 +340,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     if container.pixel_digest(pixels) != header.pixel_sha256:
         raise ChecksumError(
             "decoded pixels do not match the stored hash: the file is corrupt, or this machine computes "
-            "different model probabilities than the encoder did (see docs/determinism.md)"
+            "different model probabilities than the encoder did (compare the arithmetic fingerprint "
+            "`hpac models` prints on both machines; docs/determinism.md)"
         )
     return Image(pixels, header.bits, header.metadata_kind, header.metadata)
 
