@@ -33,6 +33,15 @@ def test_adapted_files_round_trip(shape, dtype, tiny_models):
         assert data[8:10] == version.to_bytes(2, "little")
 
 
+def test_adapters_fitted_on_tiles_smaller_than_the_coding_patch_round_trip(tiny_models, monkeypatch):
+    # hpac-gray16 codes P = 256 and fits on 128 tiles: here P = 8 and tiles of 4
+    monkeypatch.setattr(adapt, "FIT_PATCH", 4)
+    img = smooth_image(37, 29, 3)
+    data, header = _adapted_file(img, tiny_models, effort=2)
+    assert header.planes[0].adapter and header.planes[0].patch == 8
+    assert np.array_equal(codec.decode(data, list(tiny_models.values()), threads=2), img)
+
+
 def test_adapters_are_used_and_pay(tiny_models):
     # random tiny models are a poor fit for a smooth image: adapting must find a gain
     img = smooth_image(48, 40, 3)
@@ -59,13 +68,23 @@ def test_effort_zero_is_coded_only_when_the_gain_is_unclear(margin, tiny_models,
 
 @pytest.mark.parametrize("shape,dtype,noise", [((48, 40, 3), np.uint8, False), ((24, 20, 3), np.uint8, True),
                                                ((33, 41, 1), np.uint16, False), ((30, 26, 1), np.uint16, True)])
-def test_the_effort_zero_estimate_is_below_its_real_size(shape, dtype, noise, tiny_models, monkeypatch):
-    # skipping the effort-0 file is safe only if the estimate never exceeds what it really costs
+@pytest.mark.parametrize("tile", [None, 4])
+def test_the_effort_zero_estimate_is_below_its_real_size(shape, dtype, noise, tile, tiny_models, monkeypatch):
+    # skipping the effort-0 file is safe only if the estimate never exceeds what it really costs;
+    # tile 4 < P = 8: the fit runs on tiles and the estimate must come from the coding patches
     rng = np.random.default_rng(1)
     img = rng.integers(0, 4096 if dtype == np.uint16 else 256, shape).astype(dtype) if noise else smooth_image(*shape, dtype=dtype)
+    if tile:
+        monkeypatch.setattr(adapt, "FIT_PATCH", tile)
     fits = []
     real_fit = adapt.fit
-    monkeypatch.setattr(adapt, "fit", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+
+    def spy(*a, **k):
+        assert a[1].shape[1] == (tile or 8) and (k["coding"] is not None) == bool(tile)
+        fits.append(real_fit(*a, **k))
+        return fits[-1]
+
+    monkeypatch.setattr(adapt, "fit", spy)
     monkeypatch.setattr(adapt, "_fit", lambda pool, *a: adapt.Fit(1, 1.0, [], b"", 0.0, float(adapt._bits(pool, np.arange(len(pool.state.sym)))[:, 1].sum()), 0.0))
     plain, _ = container.read(codec.encode(img, tiny_models, threads=1, effort=0))
     codec.encode(img, tiny_models, threads=1, effort=1)

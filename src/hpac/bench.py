@@ -159,8 +159,10 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
     summary = summarise(rows, names)
     print()
     print(format_markdown(summary, names, threads))
+    from .determinism import fingerprint
+
     result = {"threads": threads, "machine": platform.machine(), "python": sys.version.split()[0],
-              "images": rows, "summary": summary}
+              "arithmetic": fingerprint(), "images": rows, "summary": summary}
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
     if markdown:

@@ -55,7 +55,7 @@ CATALOG: dict[str, CatalogEntry] = {
                      "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545)",
         ),
         # P = 256 (not 128): held-out head CT 1.0% smaller at effort 0 and 1.5% at effort 2, for
-        # about 1.4x the coding time of P = 128 (docs/training.md, session 12)
+        # about 1.4x the coding time of P = 128 (docs/sarp-ft.md, session 12)
         CatalogEntry(
             name="hpac-gray16",
             config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=256),
