@@ -208,8 +208,11 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         fitted = None
         if plan is not None:
             tile = min(model.config.patch, adapt.FIT_PATCH)
-            tiles, tvalid = (patches, valid) if tile == model.config.patch else to_patches(coded, tile)
-            coding = None if tile == model.config.patch else (patches.to(torch.int64), valid)
+            if tile == model.config.patch:
+                tiles, tvalid, coding = patches, valid, None
+            else:  # fit on tiles; the effort-0 estimate still comes from the coding patches
+                tiles, tvalid = to_patches(coded, tile)
+                coding = (patches.to(torch.int64), valid)
             grid = (-(-h // tile), -(-w // tile))
             with single_threaded_torch():
                 fitted = adapt.fit(model.net, tiles.to(torch.int64), tvalid, vmap.coding_bits, grid, plan,
