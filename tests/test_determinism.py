@@ -127,7 +127,7 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
     row = np.where(k == 0, np.float32(1e-30), k * np.float32(2.0**-24)).astype(np.float32)
     real = afc.code_symbols
 
-    def refused(coder, logits, mean_n, log_s, bits, sym=None, floored=False):
+    def refused(coder, logits, mean_n, log_s, bits, sym=None, floored=False, **kw):
         # one extra symbol (127) under the refused table, before each call's own symbols
         if logits.shape[0]:
             table = afc.floor_tables(row[None]) if floored else row[None]
@@ -135,7 +135,7 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
                 coder.encode(np.array([127], np.int32), afc.categorical(), table)
             else:
                 assert coder.decode(afc.categorical(), table)[0] == 127
-        return real(coder, logits, mean_n, log_s, bits, sym, floored)
+        return real(coder, logits, mean_n, log_s, bits, sym, floored, **kw)
 
     monkeypatch.setattr(afc, "code_symbols", refused)
     img = smooth_image(20, 20, 3)

@@ -43,7 +43,7 @@ MAX_BINS = 256
 TABLE_FLOOR = 2.0**-12  # version-5 tables: least share of a row's total any entry gets
 
 
-def floor_tables(probs: np.ndarray) -> np.ndarray:
+def floor_tables(probs: np.ndarray, exact: bool = False) -> np.ndarray:
     """(n, E) float32 tables with every entry raised to TABLE_FLOOR of its row's total.
 
     constriction quantises a float table lazily from float32 running sums; where an entry is
@@ -51,7 +51,9 @@ def floor_tables(probs: np.ndarray) -> np.ndarray:
     frequency and the coder panics. A floor of 2^-12 is far above that error. The floor
     changes the tables, so it is used only in version-5 files: the encoder falls back to it
     (and writes version 5) when constriction refuses a table of the normal coding."""
-    return np.maximum(probs, probs.sum(1, keepdims=True, dtype=np.float32) * np.float32(TABLE_FLOOR))
+    # portable files sum each row in index order (a scan); numpy's sum may pair terms per CPU
+    total = np.add.accumulate(probs, axis=1, dtype=np.float32)[:, -1:] if exact else probs.sum(1, keepdims=True, dtype=np.float32)
+    return np.maximum(probs, total * np.float32(TABLE_FLOOR))
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +153,8 @@ def _edges(n_bins: int) -> torch.Tensor:
 
 
 def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
-                 sym: torch.Tensor | None = None, floored: bool = False, low: int = 0) -> torch.Tensor:
+                 sym: torch.Tensor | None = None, floored: bool = False, low: int = 0,
+                 exact: bool = False) -> torch.Tensor:
     """Encode (``sym`` given) or decode M subpixels with one mixture each.
 
     Args:
@@ -161,6 +164,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         floored: raise every table entry to at least TABLE_FLOOR of its row's total (format
             version 5 or 6's option, see :func:`floor_tables`).
         low: smallest symbol (1: code the mixture conditioned on ``x != 0``).
+        exact: portable arithmetic (:mod:`hpac.exact`; float64 parameters).
     Returns:
         (M,) int64 symbols (the input when encoding).
     """
@@ -168,8 +172,14 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     encoding = sym is not None
     if m == 0:
         return sym if encoding else torch.zeros(0, dtype=torch.int64)
-    w, mu, s = symbol_units(logits, mean_n, log_s, bits)
-    lo, delta, width = plan_windows(w, mu, s, bits, low)
+    if exact:
+        from . import exact as ex
+
+        units, windows, masses = ex.symbol_units, ex.plan_windows, ex.bin_masses
+    else:
+        units, windows, masses = symbol_units, plan_windows, _bin_masses
+    w, mu, s = units(logits, mean_n, log_s, bits)
+    lo, delta, width = windows(w, mu, s, bits, low)
 
     # stage 1: bin index or ESCAPE, bucketed by window width
     if encoding:
@@ -186,8 +196,8 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     for wb, cnt in zip(widths.tolist(), counts.tolist()):
         sl = slice(start, start + cnt)
         start += cnt
-        probs = _bin_masses(lo_o[sl], delta_o[sl], wb, bits, w_o[sl], mu_o[sl], s_o[sl], escape=True, low=low)
-        probs = floor_tables(probs) if floored else probs
+        probs = masses(lo_o[sl], delta_o[sl], wb, bits, w_o[sl], mu_o[sl], s_o[sl], escape=True, low=low)
+        probs = floor_tables(probs, exact) if floored else probs
         if encoding:
             coder.encode(coarse_o[sl].to(torch.int32).numpy(), categorical(), probs)
         else:
@@ -202,8 +212,8 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     fine = (~escaped) & (delta > 1)
     for db in torch.unique(delta[fine]).tolist():
         idx = torch.nonzero(fine & (delta == db)).squeeze(1)
-        probs = _bin_masses(bin_lo[idx], 1, db, bits, w[idx], mu[idx], s[idx], escape=False)
-        probs = floor_tables(probs) if floored else probs
+        probs = masses(bin_lo[idx], 1, db, bits, w[idx], mu[idx], s[idx], escape=False)
+        probs = floor_tables(probs, exact) if floored else probs
         if encoding:
             coder.encode(offset[idx].to(torch.int32).numpy(), categorical(), probs)
         else:

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from . import adapt, afc, container, valuemap, zeroflags
+from . import exact as ex
 from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
+from .exact import ExactStepper
 from .distribution import conditioned_means, normalise, split_params
 from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
@@ -88,7 +90,7 @@ def _last_group(valid: torch.Tensor) -> int:
 
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
                stream: np.ndarray | None = None, naive: bool = False, floored: bool = False,
-               zero_flags: bool = False):
+               zero_flags: bool = False, exact: bool = False):
     """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
 
     Args:
@@ -100,6 +102,8 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         floored: floored AFC tables (format version 5, :func:`hpac.afc.floor_tables`).
         zero_flags: code a "symbol is 0" flag ahead of each subpixel of this 1-channel
             plane (format version 6, :mod:`hpac.zeroflags`).
+        exact: portable arithmetic (format version 7, :mod:`hpac.exact`): the same tables
+            on every machine.
     Returns:
         encode: (n,) uint32 words; decode: (B, P, P, c) int64 symbols.
     """
@@ -113,7 +117,10 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         sym = sym.to(torch.int64)
     coder = constriction.stream.queue.RangeEncoder() if encoding else constriction.stream.queue.RangeDecoder(stream)
     out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
-    stepper = (NaiveStepper if naive else CSIStepper)(model.net, b)
+    if exact and naive:
+        raise ValueError("the naive reference decoder has no portable arithmetic")
+    stepper = (ExactStepper if exact else NaiveStepper if naive else CSIStepper)(model.net, b)
+    squash, norm = (ex.tanh, ex.normalise) if exact else (torch.tanh, normalise)
     sched = stepper.sched
     if zero_flags and ch != 1:
         raise FormatError("zero flags are defined for 1-channel planes only")
@@ -121,23 +128,23 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
         r, c = sched.rows[g], sched.cols[g]
         n = r.numel()
-        mix = split_params(stepper.params(g).reshape(b * n, -1), ch, k)
+        mix = split_params(stepper.params(g).reshape(b * n, -1), ch, k, squash)
         vi = torch.nonzero(valid[:, r, c].reshape(-1)).squeeze(1)
         if vi.numel() == b * n:  # no padding in this group: views instead of gathers
             vi = slice(None)
         known = out[:, r, c, :].reshape(b * n, ch) if encoding else None
         got = torch.zeros(b * n, ch, dtype=torch.int64)
-        xn = torch.zeros(b * n, ch)
+        xn = torch.zeros(b * n, ch, dtype=torch.float64 if exact else torch.float32)
         for cc in range(ch):
             mean = conditioned_means(mix, xn, cc)
             if flags is None:
                 s = afc.code_symbols(coder, mix.logits[vi, cc], mean[vi], mix.log_scales[vi, cc], bits,
-                                     known[vi, cc] if encoding else None, floored)
+                                     known[vi, cc] if encoding else None, floored, exact=exact)
             else:
                 s = _code_flagged(coder, flags, out, valid, r, c, vi, mix.logits[vi, 0], mean[vi],
-                                  mix.log_scales[vi, 0], bits, known[vi, 0] if encoding else None, floored)
+                                  mix.log_scales[vi, 0], bits, known[vi, 0] if encoding else None, floored, exact)
             got[vi, cc] = s
-            xn[vi, cc] = normalise(s, bits)
+            xn[vi, cc] = norm(s, bits)
         if not encoding:
             out[:, r, c, :] = got.reshape(b, n, ch)
         stepper.write_pixels(g, xn.reshape(b, n, ch))
@@ -150,17 +157,20 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
 
 def _code_flagged(coder, flags: zeroflags.ZeroFlags, out: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,
                   cols: torch.Tensor, vi, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor,
-                  bits: int, sym: torch.Tensor | None, floored: bool) -> torch.Tensor:
+                  bits: int, sym: torch.Tensor | None, floored: bool, exact: bool = False) -> torch.Tensor:
     """Code one group's subpixels of a zero-flagged gray plane: the flags, then the nonzero
     values with :func:`hpac.afc.code_symbols` at ``low = 1``; ``vi`` selects the real pixels
     among the group's (B * n) positions. Returns the (M,) int64 symbols."""
-    p0 = afc.mass_below(1, *afc.symbol_units(logits, mean_n, log_s, bits))
+    if exact:
+        p0 = ex.mass_below(1, *ex.symbol_units(logits, mean_n, log_s, bits)).to(torch.float32)
+    else:
+        p0 = afc.mass_below(1, *afc.symbol_units(logits, mean_n, log_s, bits))
     ctx = flags.contexts(flags.neighbour_pairs(out, valid, rows, cols)[vi], p0)
-    is0 = flags.code(coder, ctx, (sym == 0).numpy().astype(np.int32) if sym is not None else None, floored)
+    is0 = flags.code(coder, ctx, (sym == 0).numpy().astype(np.int32) if sym is not None else None, floored, exact)
     nz = torch.from_numpy(is0 == 0)
     got = torch.zeros(nz.shape[0], dtype=torch.int64)
     got[nz] = afc.code_symbols(coder, logits[nz], mean_n[nz], log_s[nz], bits,
-                               sym[nz] if sym is not None else None, floored, low=1)
+                               sym[nz] if sym is not None else None, floored, low=1, exact=exact)
     return got
 
 

@@ -95,10 +95,11 @@ def skew_kernel(weight: torch.Tensor, strict: bool) -> torch.Tensor:
 class _Band:
     """Ring buffer of the last ``rows`` skewed rows of one cache: (B, C, 2*rows, P + 2p)."""
 
-    def __init__(self, batch: int, channels: int, rows: int, patch: int, pad: int):
+    def __init__(self, batch: int, channels: int, rows: int, patch: int, pad: int,
+                 dtype: torch.dtype = torch.float32, memory_format: torch.memory_format = torch.channels_last):
         self.rows, self.pad = rows, pad
-        self.buf = torch.zeros(batch, channels, 2 * rows, patch + 2 * pad).contiguous(
-            memory_format=torch.channels_last)
+        self.buf = torch.zeros(batch, channels, 2 * rows, patch + 2 * pad, dtype=dtype).contiguous(
+            memory_format=memory_format)
 
     def write(self, g: int, first_row: int, values: torch.Tensor) -> None:
         """Row g := values (B, n, C) at u = first_row.., zeros elsewhere."""

@@ -30,15 +30,16 @@ class Mixture(NamedTuple):
     coefs: torch.Tensor
 
 
-def split_params(raw: torch.Tensor, channels: int, mixtures: int) -> Mixture:
-    """Split raw head output (..., n_params) into a :class:`Mixture`."""
+def split_params(raw: torch.Tensor, channels: int, mixtures: int, tanh=torch.tanh) -> Mixture:
+    """Split raw head output (..., n_params) into a :class:`Mixture` (``tanh`` squashes the
+    channel coefficients: :func:`hpac.exact.tanh` in portable arithmetic)."""
     c, k = channels, mixtures
     lead = raw.shape[:-1]
     n = c * k
     logits = raw[..., :n].reshape(*lead, c, k)
     means = raw[..., n : 2 * n].reshape(*lead, c, k)
     log_scales = raw[..., 2 * n : 3 * n].reshape(*lead, c, k).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-    coefs = torch.tanh(raw[..., 3 * n :].reshape(*lead, k, c * (c - 1) // 2))
+    coefs = tanh(raw[..., 3 * n :].reshape(*lead, k, c * (c - 1) // 2))
     return Mixture(logits, means, log_scales, coefs)
 
 
