@@ -31,8 +31,9 @@ from hpac.imageio import Image, as_image  # noqa: E402
 OUT = ROOT / "tests" / "conformance"
 
 
-EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2, "tiny_zero_flags_adapted": 2}  # per-image adapters
-FLOORED = {"tiny_rgb_floored", "tiny_zero_flags_floored"}  # floored tables (the encoder's fallback, version 5 or 6)
+EFFORT = {"tiny_rgb_adapted": 2, "tiny_rgb_table_adapted": 2, "tiny_zero_flags_adapted": 2,
+          "portable_tiny_zero_flags_adapted": 2}  # per-image adapters
+FLOORED = {"tiny_rgb_floored", "tiny_zero_flags_floored", "portable_tiny_rgb_floored"}  # floored tables (the encoder's fallback)
 PINNED = {"shipped_gray_u16": "hpac-gray", "shipped_gray16_p64": "hpac-gray16"}  # shipped cases coded with a model other than today's default
 PATCH = {"shipped_gray16_p64": 64}  # coded with another P than the catalog's (files before session 6 have P = 64)
 
@@ -62,6 +63,13 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "tiny_zero_flags_floored": (scan_like(20, 21, np.uint8, floor=0), "tiny"),  # and floored tables
         "tiny_zero_flags_adapted": (scan_like(40, 36, np.int16, floor=-1024), "tiny"),  # and adapters
         "shipped_gray16_zero_flags": (scan_like(40, 36), "shipped"),
+        # portable arithmetic (version 7): these decode, bit for bit, on every machine
+        "portable_tiny_rgb_odd": (smooth_image(11, 17, 3), "tiny"),
+        "portable_tiny_rgba_shards": (smooth_image(40, 30, 4), "tiny"),
+        "portable_tiny_rgb_floored": (smooth_image(21, 18, 3), "tiny"),
+        "portable_tiny_zero_flags_adapted": (scan_like(40, 36, np.int16, floor=-1024), "tiny"),
+        "portable_shipped_rgb": (sample[:48, :80], "shipped"),
+        "portable_shipped_gray16_zero_flags": (scan_like(40, 36), "shipped"),
     }
 
 
@@ -76,7 +84,9 @@ def main() -> None:
         models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
         if name in PATCH:
             models = {c: m.with_patch(PATCH[name]) for c, m in models.items()}
-        data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0), floored=name in FLOORED)
+        portable = name.startswith("portable_")
+        data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0), floored=name in FLOORED,
+                            portable=portable)
         (OUT / f"{name}.hpac").write_bytes(data)
         header, _ = container.read(data)
         manifest[name] = {
@@ -89,7 +99,8 @@ def main() -> None:
             "effort": EFFORT.get(name, 0),
             "floored": name in FLOORED,
             "weights": [f"{p.model_name}:{p.weights_id}" for p in header.planes],
-            "arithmetic": fingerprint(),  # the writer's: payloads decode where it matches
+            # float32 files decode where the writer's fingerprint matches; portable ones everywhere
+            "arithmetic": "portable" if portable else fingerprint(),
         }
         print(f"{name}: {len(data)} bytes")
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

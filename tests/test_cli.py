@@ -49,6 +49,18 @@ def test_encode_decode_roundtrip_files(tmp_path, tiny_weights):
     assert info.returncode == 0 and b"19" in info.stdout and b"tiny3" in info.stdout
 
 
+def test_portable_encode(tmp_path, tiny_weights):
+    img = smooth_image(12, 15, 1, dtype=np.uint16)[:, :, 0]
+    src = tmp_path / "in.png"
+    src.write_bytes(imagecodecs.png_encode(img))
+    r = run("encode", src, "--portable", "-e", "0", *_model_args(tiny_weights))
+    assert r.returncode == 0, r.stderr
+    info = run("info", tmp_path / "in.hpac")
+    assert b"format version 7" in info.stdout and b"arithmetic: portable" in info.stdout
+    r = run("decode", tmp_path / "in.hpac", tmp_path / "out.png", *_model_args(tiny_weights))
+    assert r.returncode == 0 and np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), img)
+
+
 def test_stdin_stdout_and_16_bit_png(tmp_path, tiny_weights):
     img = smooth_image(12, 7, 1, np.uint16)[:, :, 0]
     r = run("encode", "-", "-", *_model_args(tiny_weights), stdin=imagecodecs.png_encode(img))

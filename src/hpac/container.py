@@ -9,7 +9,8 @@
       height u32, width u32, channels u8, dtype u8 (DTYPE_CODES), bits u8, n_planes u8
       pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
       payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
-      (version >= 6) coding_options u8  bit 0: floored AFC tables; other bits 0
+      (version >= 6) coding_options u8  bit 0: floored AFC tables; bit 1 (version 7): portable
+                     arithmetic (hpac.exact); other bits 0
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards,
@@ -37,13 +38,15 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 6  # 6: zero flags; 5: floored AFC tables; 4: value maps; 3: adapter sections; 2: weight-aware AFC, payload CRC
-READABLE_VERSIONS = (2, 3, 4, 5, 6)
+FORMAT_VERSION = 7  # 7: portable arithmetic; 6: zero flags; 5: floored AFC tables; 4: value maps; 3: adapter sections; 2: weight-aware AFC, payload CRC
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
 ADAPTER_VERSION = 3  # files are written in the oldest version that holds what they use
 VALUE_MAP_VERSION = 4
 FLOORED_VERSION = 5
 OPTIONS_VERSION = 6
+PORTABLE_VERSION = 7
 FLOORED_BIT = 1  # coding_options
+PORTABLE_BIT = 2  # coding_options, version 7
 ZERO_FLAGS_BIT = 1  # plane_options
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
@@ -86,6 +89,7 @@ class Header:
     metadata_kind: int = 0
     metadata: bytes = b""
     floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables): version 5, or 6's option
+    portable: bool = False  # coded in portable arithmetic (hpac.exact): version 7
 
     @property
     def payload_len(self) -> int:
@@ -106,6 +110,8 @@ def n_patches(height: int, width: int, patch: int) -> int:
 def version_for(header: Header) -> int:
     """The oldest format version that can hold ``header``: readers of version 2 keep reading
     every file made without adapters or value maps (as ZIP's "version needed to extract")."""
+    if header.portable:
+        return PORTABLE_VERSION
     if any(p.zero_flags for p in header.planes):
         return OPTIONS_VERSION
     if header.floored_tables:
@@ -123,7 +129,7 @@ def write(header: Header, streams: list[bytes]) -> bytes:
     body += header.pixel_sha256
     body += struct.pack("<I", zlib.crc32(b"".join(streams)))
     if version >= OPTIONS_VERSION:
-        body += struct.pack("<B", FLOORED_BIT if header.floored_tables else 0)
+        body += struct.pack("<B", (FLOORED_BIT if header.floored_tables else 0) | (PORTABLE_BIT if header.portable else 0))
     for p in header.planes:
         name = p.model_name.encode()
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
@@ -199,11 +205,14 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     digest = r.take(32)
     (payload_crc,) = r.unpack("<I")
     floored = version == FLOORED_VERSION
+    portable = False
     if version >= OPTIONS_VERSION:
         (options,) = r.unpack("<B")
-        if options & ~FLOORED_BIT:
+        known = FLOORED_BIT | (PORTABLE_BIT if version >= PORTABLE_VERSION else 0)
+        if options & ~known or (version >= PORTABLE_VERSION and not options & PORTABLE_BIT):
             raise FormatError("unknown coding options in header")
         floored = bool(options & FLOORED_BIT)
+        portable = bool(options & PORTABLE_BIT)
     planes = []
     next_channel = 0
     for _ in range(n_planes):
@@ -236,7 +245,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     metadata = r.take(meta_len)
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")
-    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored)
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored, portable)
     payload = memoryview(data)[body_end + 4 :]
     if len(payload) != header.payload_len:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")

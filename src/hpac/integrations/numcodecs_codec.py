@@ -39,22 +39,25 @@ class HpacCodec(Codec):
             which suits many small chunks; higher levels fine-tune per chunk (slower, smaller).
         threads: hpac worker threads per chunk; 1 by default because zarr and dask already
             code chunks in parallel. The bytes never depend on it.
+        portable: portable arithmetic (format version 7): chunks decode on every machine, at
+            about twice the coding time (docs/determinism.md).
     """
 
     codec_id = "hpac"
 
-    def __init__(self, effort: int = 0, threads: int = 1) -> None:
+    def __init__(self, effort: int = 0, threads: int = 1, portable: bool = False) -> None:
         self.effort = effort
         self.threads = threads
+        self.portable = portable
 
     def encode(self, buf) -> bytes:
         """(H, W) / (H, W, C<=4) / (Z, Y, X) integer chunk -> bytes."""
         arr = ensure_ndarray(buf)
         if arr.ndim == 2 or (arr.ndim == 3 and 1 <= arr.shape[2] <= 4):
-            return api.encode(arr, effort=self.effort, threads=self.threads)
+            return api.encode(arr, effort=self.effort, threads=self.threads, portable=self.portable)
         if arr.ndim != 3 or arr.shape[0] == 0:
             raise UnsupportedImageError(f"hpac codes 2-D or 3-D chunks, got shape {arr.shape}")
-        files = [api.encode(plane, effort=self.effort, threads=self.threads) for plane in arr]
+        files = [api.encode(plane, effort=self.effort, threads=self.threads, portable=self.portable) for plane in arr]
         return STACK_MAGIC + struct.pack(f"<{1 + len(files)}I", len(files), *map(len, files)) + b"".join(files)
 
     def decode(self, buf, out=None) -> np.ndarray:
