@@ -52,7 +52,7 @@ train() {
     local minutes=${1:?minutes}
     local out=${OUT:-/tmp/hpac-out}
     local py
-    py=$(command -v python3 || command -v python)
+    py=${HPAC_PYTHON:-$(command -v python3 || command -v python)}
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     $py -c "import safetensors, tqdm" 2>/dev/null || $py -m pip install --no-index --find-links "$GPU/wheels" safetensors tqdm -q
@@ -61,9 +61,9 @@ train() {
     data=$(ls -d /tmp/npy/*)
     # float32 and torch.compile: at equal GPU time as good as bfloat16 and better per step (session 9);
     # alone on the GPU: about 36 steps of 64 crops a second on an H100 (loading and compiling included)
-    PYTHONPATH=src $py -m hpac.cli train --data $data --out "$out/natural.safetensors" --device cuda \
+    PYTHONPATH=src $py -m hpac.cli train --data $data --out "$out/natural.safetensors" --device "${HPAC_DEVICE:-cuda}" \
         --init src/hpac/weights/hpac-natural.safetensors --dim 64 --blocks 3 --mixtures 5 --patch 128 \
-        --crop 64 --batch 64 --lr "${HPAC_LR:-5e-5}" --seed "${HPAC_SEED:-141}" --compile \
+        --crop 64 --batch "${HPAC_BATCH:-64}" --lr "${HPAC_LR:-5e-5}" --seed "${HPAC_SEED:-141}" ${HPAC_COMPILE---compile} \
         --minutes "$minutes" --val-every 2000 --no-progress 2>&1 | tee "$out/natural.log"
 }
 
