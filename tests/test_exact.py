@@ -178,3 +178,18 @@ def test_portable_files_do_not_depend_on_the_cpu_kernels(tmp_path):
         assert run.returncode == 0, f"{extra}: {run.stderr[-2000:]}"
         digests.add(run.stdout.strip())
     assert len(digests) == 1
+
+
+def test_portable_adapter_integers():
+    """Portable files code adapter integers with a Laplace table from hpac.exact.exp (not
+    constriction's QuantizedLaplace, whose exp is the platform's libm): same cost, round trip."""
+    from hpac import adapt
+
+    rng = np.random.default_rng(0)
+    net = make_model(3, dim=32).net  # the integer counts only need a matching shape
+    shapes = adapt.adapter_shapes(net)
+    ints = [rng.laplace(0, 3, (o, 2)).round().astype(np.int64) for o, _ in shapes]
+    plain, port = adapt.encode_ints(2, 1, ints), adapt.encode_ints(2, 1, ints, portable=True)
+    assert abs(len(port) - len(plain)) <= 8
+    rank, qstep, back = adapt.decode_ints(net, port, portable=True)
+    assert rank == 2 and qstep == adapt.QSTEPS[1] and all(np.array_equal(a, b) for a, b in zip(back, ints))

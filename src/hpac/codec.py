@@ -258,6 +258,8 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
         if use_adapters and fitted is not None:
             model = CodecModel(model.name, fitted.merged(model.net), model.weights_id, model.info)
             blob = fitted.blob
+            if portable:  # the same integers under a Laplace table every machine computes alike
+                blob = adapt.encode_ints(fitted.rank, adapt.QSTEPS.index(fitted.qstep), fitted.ints, portable=True)
         p = model.config.patch
         pps = patches_per_shard(patches.shape[0], p)
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
@@ -331,7 +333,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             raise FormatError(f"plane geometry does not match model {model.name}")
         model = model.with_patch(ph.patch)  # files of any P decode (earlier releases wrote P = 64)
         if ph.adapter:
-            rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter)
+            rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter, portable=header.portable)
             model = CodecModel(model.name, adapt.merge(model.net, rank, qstep, ints), model.weights_id, model.info)
         valid = valid_mask(header.height, header.width, ph.patch)
         for i, ln in enumerate(ph.shard_lengths):

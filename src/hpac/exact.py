@@ -35,7 +35,7 @@ from .csi import _Band, group_schedule, skew_kernel
 from .model import HPACNet, add_skip
 
 ACT_BITS = 16  # fraction bits of matrix-product inputs
-ACT_LIMIT = 2.0**11  # their magnitude bound (clamped)
+ACT_LIMIT = 2048.0  # their magnitude bound (clamped)
 RES_BITS = 24  # fraction bits of the residual stream (LayerNorm input)
 PIX_BITS = 20  # fraction bits of normalised pixels (distinct for every 16-bit symbol)
 WEIGHT_BITS = 15  # significant bits of each weight tensor (relative to its largest entry)
@@ -48,11 +48,12 @@ F64 = torch.float64
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact for |k| < 2^11
 _LN2_LO = 1.90821492927058770002e-10
 _LOG2E = 1.4426950408889634
-# Taylor coefficients of 2^f = e^(f ln 2), highest power first (Horner)
-_EXP2_F64 = tuple(math.log(2.0) ** n / math.factorial(n) for n in range(11, -1, -1))
-_EXP2_F32 = tuple(math.log(2.0) ** n / math.factorial(n) for n in range(6, -1, -1))
+# Taylor coefficients (ln 2)^n / n! of 2^f = e^(f ln 2), highest power first (Horner). Written
+# out: they are part of the format, and libm's log and pow may round differently elsewhere.
+_EXP2_F64 = (4.44553827187081e-10, 7.054911620801121e-09, 1.0178086009239696e-07, 1.3215486790144305e-06, 1.5252733804059838e-05, 0.00015403530393381606, 0.0013333558146428441, 0.009618129107628477, 0.055504108664821576, 0.2402265069591007, 0.6931471805599453, 1.0)
+_EXP2_F32 = (0.00015403530393381606, 0.0013333558146428441, 0.009618129107628477, 0.055504108664821576, 0.2402265069591007, 0.6931471805599453, 1.0)
 # AFC's logistic CDFs: 4e-5 relative is far below what a table entry's error costs in bits
-_EXP2_TABLES = tuple(math.log(2.0) ** n / math.factorial(n) for n in range(4, -1, -1))
+_EXP2_TABLES = (0.009618129107628477, 0.055504108664821576, 0.2402265069591007, 0.6931471805599453, 1.0)
 
 
 # ---- elementwise functions from correctly rounded operations only ---------------------------
@@ -129,10 +130,15 @@ def softmax(logits: torch.Tensor) -> torch.Tensor:
     return e / total[..., None]
 
 
+def _pow2(n: int) -> float:
+    """2^n, exactly (ldexp, not pow: no libm approximation involved)."""
+    return math.ldexp(1.0, n)
+
+
 def fixed(x: torch.Tensor, frac_bits: int, limit: float | None = None) -> torch.Tensor:
     """x rounded to a multiple of 2^-frac_bits (half to even), clamped to +-limit first."""
     y = x.clamp(-limit, limit) if limit is not None else x.clone()
-    return y.mul_(2.0**frac_bits).round_().mul_(2.0**-frac_bits)
+    return y.mul_(_pow2(frac_bits)).round_().mul_(_pow2(-frac_bits))
 
 
 def act(x: torch.Tensor) -> torch.Tensor:
@@ -165,8 +171,8 @@ def layer_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torc
     d = x.shape[-1]
     mean = x.sum(-1, keepdim=True) / d  # the sum is exact
     c = x - mean
-    q = fixed(c, VAR_BITS)
-    var = (q * q).sum(-1, keepdim=True) * (1.0 / d)  # exact sum of squares of integers * 2^-24
+    q = torch.round(c * _pow2(VAR_BITS)).to(torch.int64)  # |q| <= 2^24: int64 sums its squares exactly
+    var = (q * q).sum(-1, keepdim=True).to(F64) * (_pow2(-2 * VAR_BITS) / d)
     return c / torch.sqrt(var + LN_EPS) * gamma + beta
 
 
@@ -186,19 +192,19 @@ def _depthwise(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, 
     w = weight.detach().to(F64)
     top = w.abs().flatten(1).amax(1)
     e = torch.tensor([DW_BITS - math.frexp(float(t))[1] if t > 0 else 0 for t in top], dtype=torch.int64)
-    ints = torch.round(w * torch.pow(2.0, e.to(F64))[:, None, None, None])
-    scale = torch.pow(2.0, -(e + ACT_BITS).to(F64))  # exact powers of two
+    ints = torch.round(w * torch.tensor([_pow2(int(k)) for k in e], dtype=F64)[:, None, None, None])
+    scale = torch.tensor([_pow2(-int(k) - ACT_BITS) for k in e], dtype=F64)
     return skew_kernel(ints.to(torch.float32), strict=False), scale[None, :, None], bias.detach().to(F64)[None, :, None]
 
 
 def _pieces(a: torch.Tensor) -> torch.Tensor:
     """(M, D) values on the activation grid -> (3, M, D) float32 integers hi, mid, lo of
     PIECE_BITS bits with a 2^ACT_BITS = hi 2^18 + mid 2^9 + lo."""
-    q = a * 2.0**ACT_BITS
-    hi = torch.floor(q * 2.0**(-2 * PIECE_BITS))
-    rest = q - hi * 2.0**(2 * PIECE_BITS)
-    mid = torch.floor(rest * 2.0**-PIECE_BITS)
-    lo = rest - mid * 2.0**PIECE_BITS
+    q = a * _pow2(ACT_BITS)
+    hi = torch.floor(q * _pow2(-2 * PIECE_BITS))
+    rest = q - hi * _pow2(2 * PIECE_BITS)
+    mid = torch.floor(rest * _pow2(-PIECE_BITS))
+    lo = rest - mid * _pow2(PIECE_BITS)
     return torch.stack([hi, mid, lo]).to(torch.float32)
 
 
@@ -252,7 +258,7 @@ class ExactStepper:
             w, scale, bias = blk["dw"]
             part = F.conv2d(cache.band(g, reach + 1, r0, n), w, groups=d).to(F64)  # (3B, D, 1, n), exact
             hi, mid, lo = part.reshape(3, b, d, n).unbind(0)
-            a = ((hi * 2.0**(2 * PIECE_BITS) + mid * 2.0**PIECE_BITS) + lo) * scale + bias
+            a = ((hi * _pow2(2 * PIECE_BITS) + mid * _pow2(PIECE_BITS)) + lo) * scale + bias
             a = a.permute(0, 2, 1).reshape(b * n, d)
             # the gates in float32: IEEE operations are deterministic in any precision, and the
             # trained float32 network is what these values approximate
