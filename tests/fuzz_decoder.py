@@ -48,6 +48,9 @@ def seed_files() -> list[bytes]:
     padded = smooth_image(20, 18, 1)
     padded[:, :5] = padded[:3] = 0  # a zero-flagged plane (version 6), also with floored tables
     out += [codec.encode(padded, _BY_CH, threads=1, floored=f) for f in (False, True)]
+    # portable arithmetic (version 7): RGB, and a flagged plane with an adapter section
+    out.append(codec.encode(smooth_image(9, 11, 3), _BY_CH, threads=1, portable=True))
+    out.append(codec.encode(padded, _BY_CH, threads=1, portable=True, effort=2))
     return out
 
 

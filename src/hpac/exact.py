@@ -213,6 +213,7 @@ class ExactStepper:
     interface; the raw mixture parameters come back as float64."""
 
     def __init__(self, net: HPACNet, batch: int):
+        torch.set_flush_denormal(False)  # IEEE subnormals (the default), whatever the caller set
         cfg = net.cfg
         self.cfg, self.batch = cfg, batch
         self.sched = group_schedule(cfg.patch, cfg.kernel)
