@@ -15,7 +15,7 @@ HARNESS = Path(__file__).parent / "fuzz_decoder.py"
 
 def test_seeds_decode():
     seeds = fuzz_decoder.seed_files()
-    assert {s[8:10] for s in seeds} == {b"\x02\x00", b"\x03\x00", b"\x04\x00", b"\x05\x00", b"\x06\x00"}  # every format version is fuzzed
+    assert {s[8:10] for s in seeds} == {b"\x02\x00", b"\x03\x00", b"\x04\x00", b"\x05\x00", b"\x06\x00", b"\x07\x00"}  # every format version is fuzzed
     for data in seeds:
         fuzz_decoder.one_input(b"\x00" + data)  # must decode cleanly
         fuzz_decoder.one_input(b"\x01" + data)  # CRC recomputation of an intact file is a no-op

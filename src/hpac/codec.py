@@ -305,6 +305,11 @@ def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = N
     return model
 
 
+_FINGERPRINT_HINT = (", or this machine computes different model probabilities than the encoder did (a float32 "
+                     "file: compare the arithmetic fingerprint `hpac models` prints on both machines; files "
+                     "written with --portable decode everywhere; docs/determinism.md)")
+
+
 def decode(data: bytes, models: list[CodecModel] | None = None, threads: int | None = None) -> np.ndarray:
     """Decode .hpac bytes to the original (H, W, C) array (2-D arrays come back as (H, W, 1))."""
     return decode_image(data, models, threads).pixels
@@ -349,7 +354,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # constriction rejects garbage streams (a Rust panic is a BaseException)
-        raise ChecksumError(f"payload is corrupt ({type(exc).__name__}: {exc})") from None
+        why = "" if header.portable else _FINGERPRINT_HINT
+        raise ChecksumError(f"payload is corrupt{why} ({type(exc).__name__}: {exc})") from None
     dtype = np.dtype(header.dtype)
     offset = (1 << (header.bits - 1)) if dtype == np.int16 else 0
     pixels = np.empty((header.height, header.width, header.channels), dtype=dtype)
@@ -358,11 +364,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     if container.pixel_digest(pixels) != header.pixel_sha256:
         if header.portable:  # computed alike on every machine: only the bytes can be wrong
             raise ChecksumError("decoded pixels do not match the stored hash: the file is corrupt")
-        raise ChecksumError(
-            "decoded pixels do not match the stored hash: the file is corrupt, or this machine computes "
-            "different model probabilities than the encoder did (compare the arithmetic fingerprint "
-            "`hpac models` prints on both machines; docs/determinism.md)"
-        )
+        raise ChecksumError(f"decoded pixels do not match the stored hash: the file is corrupt{_FINGERPRINT_HINT}")
     return Image(pixels, header.bits, header.metadata_kind, header.metadata)
 
 
