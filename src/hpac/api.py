@@ -41,7 +41,7 @@ def encode(pixels, *, model=None, threads: int | None = None, effort: int | None
         progress: show a progress bar while fine-tuning.
         portable: code in portable arithmetic (:mod:`hpac.exact`, format version 7): the
             file decodes on every machine, not only where the float kernels agree with this
-            one's (docs/determinism.md); coding takes about 2.5x as long.
+            one's (docs/determinism.md); coding takes 2.5-4.7x as long.
     Returns:
         the .hpac file as bytes.
     """

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"default {DEFAULT_EFFORT})")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p.add_argument("--portable", action="store_true",
-                   help="portable arithmetic: the file decodes on every machine (format 7; about 2.5x the time)")
+                   help="portable arithmetic: the file decodes on every machine (format 7; 2.5-4.7x the time)")
     p = sub.add_parser("decode", parents=[common], help="decompress to PNG, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, - for stdin, or a folder with -r")
     p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "

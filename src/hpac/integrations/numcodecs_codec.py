@@ -40,7 +40,7 @@ class HpacCodec(Codec):
         threads: hpac worker threads per chunk; 1 by default because zarr and dask already
             code chunks in parallel. The bytes never depend on it.
         portable: portable arithmetic (format version 7): chunks decode on every machine, at
-            about twice the coding time (docs/determinism.md).
+            2.5-4.7x the coding time (docs/determinism.md).
     """
 
     codec_id = "hpac"
