@@ -76,22 +76,25 @@ def _next_pow2(x: torch.Tensor) -> torch.Tensor:
     return torch.pow(2, torch.ceil(torch.log2(x.to(torch.float64))).to(torch.int64))
 
 
-def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int, low: int = 0):
+def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int, low: int = 0,
+                 component_sum=lambda t: t.sum(-1), log=torch.log, next_pow2=_next_pow2):
     """Focus windows of M subpixels inside the alphabet [low, 2^bits).
 
     Args:
         w, mu, s: (M, K) float32 mixture weights, means and scales in symbol units.
         low: smallest symbol (0, or 1 after a clear zero flag).
+        component_sum, log, next_pow2: the sum over components, ln and next power of two;
+            portable arithmetic (:func:`hpac.exact.plan_windows`) passes its own.
     Returns:
         lo, delta, width: (M,) int64 window start, bin size, number of bins.
     """
     top = (1 << bits) - 1
-    centre = (w * mu).sum(-1).clamp(low, top)
-    tail = torch.log(w * (1.0 / ESCAPE_MASS))
+    centre = component_sum(w * mu).clamp(low, top)
+    tail = log(w * (1.0 / ESCAPE_MASS))
     reach = torch.where(tail > 0, (mu - centre[:, None]).abs() + tail * s, torch.zeros_like(s)).amax(-1)
     need = torch.ceil(2 * reach + 1).clamp(1, 1 << bits).to(torch.int64)
-    delta = _next_pow2(torch.div(need + MAX_BINS - 1, MAX_BINS, rounding_mode="floor"))
-    width = _next_pow2(torch.div(need + delta - 1, delta, rounding_mode="floor")).clamp(MIN_BINS, MAX_BINS)
+    delta = next_pow2(torch.div(need + MAX_BINS - 1, MAX_BINS, rounding_mode="floor"))
+    width = next_pow2(torch.div(need + delta - 1, delta, rounding_mode="floor")).clamp(MIN_BINS, MAX_BINS)
     width = torch.minimum(width, ((1 << bits) - low) // delta)
     start = torch.div(centre.to(torch.int64), delta, rounding_mode="floor") - width // 2
     lo = (start * delta).clamp(min=low)

@@ -21,7 +21,6 @@ from . import adapt, afc, container, valuemap, zeroflags
 from . import exact as ex
 from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, NaiveStepper
-from .exact import ExactStepper
 from .distribution import conditioned_means, normalise, split_params
 from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
@@ -119,7 +118,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     out = sym if encoding else torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
     if exact and naive:
         raise ValueError("the naive reference decoder has no portable arithmetic")
-    stepper = (ExactStepper if exact else NaiveStepper if naive else CSIStepper)(model.net, b)
+    stepper = (ex.ExactStepper if exact else NaiveStepper if naive else CSIStepper)(model.net, b)
     squash, norm = (ex.tanh, ex.normalise) if exact else (torch.tanh, normalise)
     sched = stepper.sched
     if zero_flags and ch != 1:
@@ -161,10 +160,8 @@ def _code_flagged(coder, flags: zeroflags.ZeroFlags, out: torch.Tensor, valid: t
     """Code one group's subpixels of a zero-flagged gray plane: the flags, then the nonzero
     values with :func:`hpac.afc.code_symbols` at ``low = 1``; ``vi`` selects the real pixels
     among the group's (B * n) positions. Returns the (M,) int64 symbols."""
-    if exact:
-        p0 = ex.mass_below(1, *ex.symbol_units(logits, mean_n, log_s, bits)).to(torch.float32)
-    else:
-        p0 = afc.mass_below(1, *afc.symbol_units(logits, mean_n, log_s, bits))
+    arith = ex if exact else afc  # the flag contexts take float32 P(0) either way
+    p0 = arith.mass_below(1, *arith.symbol_units(logits, mean_n, log_s, bits)).to(torch.float32)
     ctx = flags.contexts(flags.neighbour_pairs(out, valid, rows, cols)[vi], p0)
     is0 = flags.code(coder, ctx, (sym == 0).numpy().astype(np.int32) if sym is not None else None, floored, exact)
     nz = torch.from_numpy(is0 == 0)

@@ -298,21 +298,10 @@ def next_pow2(x: torch.Tensor) -> torch.Tensor:
 
 
 def plan_windows(w, mu, s, bits: int, low: int = 0):
-    """:func:`hpac.afc.plan_windows` with deterministic sums and logarithms."""
-    from .afc import ESCAPE_MASS, MAX_BINS, MIN_BINS
+    """:func:`hpac.afc.plan_windows` with deterministic sums, logarithms and powers of two."""
+    from . import afc
 
-    top = (1 << bits) - 1
-    centre = _ksum(w * mu, -1).clamp(low, top)
-    tail = log(w * (1.0 / ESCAPE_MASS))
-    reach = torch.where(tail > 0, (mu - centre[:, None]).abs() + tail * s, torch.zeros_like(s)).amax(-1)
-    need = torch.ceil(2 * reach + 1).clamp(1, 1 << bits).to(torch.int64)
-    delta = next_pow2(torch.div(need + MAX_BINS - 1, MAX_BINS, rounding_mode="floor"))
-    width = next_pow2(torch.div(need + delta - 1, delta, rounding_mode="floor")).clamp(MIN_BINS, MAX_BINS)
-    width = torch.minimum(width, ((1 << bits) - low) // delta)
-    start = torch.div(centre.to(torch.int64), delta, rounding_mode="floor") - width // 2
-    lo = (start * delta).clamp(min=low)
-    lo = torch.minimum(lo, (1 << bits) - width * delta)
-    return lo, delta, width
+    return afc.plan_windows(w, mu, s, bits, low, lambda t: _ksum(t, -1), log, next_pow2)
 
 
 def mass_below(low: int, w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
