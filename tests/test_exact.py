@@ -123,14 +123,14 @@ def hashed_model(channels: int):
     """A small model whose weights come from integer hashing, not from torch's random
     generator (whose normal samples differ between kernel choices too)."""
     from hpac.catalog import CodecModel
-    from hpac.determinism import _uniform
+    from hpac.determinism import hashed_uniform
     from hpac.model import HPACNet, ModelConfig
     from hpac.weights import tensors_hash
 
     net = HPACNet(ModelConfig(channels=channels, dim=16, blocks=2, mixtures=3, patch=8)).eval()
     with torch.no_grad():
         for i, p in enumerate(net.parameters()):
-            p.copy_(torch.from_numpy(_uniform(channels * 1000 + i, p.numel()).reshape(p.shape)) * 0.3)
+            p.copy_(torch.from_numpy(hashed_uniform(channels * 1000 + i, p.numel()).reshape(p.shape)) * 0.3)
     return CodecModel(f"hashed{channels}", net, tensors_hash(net.state_dict()), {})
 
 

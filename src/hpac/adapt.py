@@ -33,6 +33,7 @@ import torch
 
 from .distribution import nll_bits, normalise, zero_flagged_bits
 from .effort import DEFAULT_EFFORT, EFFORTS, Effort, effort_of  # noqa: F401 (re-exported)
+from .determinism import splitmix64
 from .errors import FormatError
 from .model import HPACNet
 from .parallel import Workers
@@ -57,19 +58,11 @@ REGION_START, REGION_HOLD = 0.2, 0.1  # F(t) starts at 20% of the patches; the l
 
 
 # ----------------------------------------------------------------------------- adapters
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
-    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)).astype(np.uint64)
-    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)).astype(np.uint64)
-    return x ^ (x >> np.uint64(31))
-
-
 def projection(layer: int, rank: int, fan_in: int) -> np.ndarray:
     """The fixed A (rank, fan_in) of adapter ``layer``: +-1 signs from integer hashing (float64;
     scaled by 1/sqrt(fan_in) where used)."""
     idx = np.arange(rank * fan_in, dtype=np.uint64) + np.uint64((layer * 64 + rank) << 32)
-    with np.errstate(over="ignore"):
-        signs = (_splitmix(idx) >> np.uint64(63)).astype(np.float64) * 2.0 - 1.0
+    signs = (splitmix64(idx) >> np.uint64(63)).astype(np.float64) * 2.0 - 1.0
     return signs.reshape(rank, fan_in)
 
 

@@ -24,6 +24,7 @@ class CatalogEntry:
     file: str  # inside hpac/weights/
     description: str
     training: str  # data, steps and validation bpsp of the shipped weights
+    adapted_patch: int | None = None  # P of planes coded with SARP-FT adapters (None: config.patch)
 
 
 CATALOG: dict[str, CatalogEntry] = {
@@ -34,6 +35,10 @@ CATALOG: dict[str, CatalogEntry] = {
             config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
             file="hpac-natural.safetensors",
             description="RGB planes (natural photos; default for 3-channel images)",
+            # P = 256 once adapted: held-out tiles 0.53% smaller at effort 2 than at P = 128, for
+            # about a fifth more of effort 2's time; effort 0 keeps P = 128 for its speed
+            # (docs/sarp-ft.md, session 14)
+            adapted_patch=256,
             training="hpac train on ../shared/data/train + scripts/fetch_training_data.py output: 7000 "
                      "steps x 16 crops 64x64 on 2 CPU cores, then on one H200 GPU (docs/training.md) "
                      "11100 steps x 64 crops (session 5), then on 238 train / 34 val files (session 6): "
@@ -88,6 +93,7 @@ class CodecModel:
     net: HPACNet
     weights_id: str
     info: dict
+    adapted_patch: int | None = None  # P the encoder codes with once adapters are merged (None: config.patch)
 
     @property
     def config(self) -> ModelConfig:
@@ -97,7 +103,15 @@ class CodecModel:
         """This model coding P x P patches (same weights and id; files record their P)."""
         if patch == self.config.patch:
             return self
-        return CodecModel(self.name, self.net.with_patch(patch), self.weights_id, self.info)
+        return replace(self, net=self.net.with_patch(patch))
+
+    def adapted(self, net: HPACNet) -> "CodecModel":
+        """This model with ``net`` (its weights with adapters merged) coding at the adapted P.
+
+        Adapted models gain more from the context that bigger patches keep, and effort >= 1
+        already spends several times effort 0's time, so a catalog row may code adapted planes
+        with bigger patches than effort 0 uses (files record their P)."""
+        return replace(self, net=net.with_patch(self.adapted_patch or self.config.patch))
 
 
 def get_entry(name: str) -> CatalogEntry:
@@ -123,7 +137,7 @@ def load_catalog_model(name: str) -> CodecModel:
     net, info = load_weights(path)
     if replace(net.cfg, patch=entry.config.patch) != entry.config:
         raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
-    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info)
+    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info, entry.adapted_patch)
 
 
 def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:

@@ -12,6 +12,7 @@ exactly (same code, same shapes). Memory is bounded by the shards in flight.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +39,8 @@ class _Plane(NamedTuple):
     first: int  # first channel
     nch: int  # channels
     model: CodecModel
-    patches: torch.Tensor  # (N, P, P, nch) coded symbols
+    coded: np.ndarray  # (H, W, nch) coded symbols
+    patches: torch.Tensor  # (N, P, P, nch) coded symbols in the model's effort-0 patches
     valid: torch.Tensor  # (N, P, P) bool
     fitted: adapt.Fit | None  # SARP-FT adapters, if any
     vmap: valuemap.ValueMap
@@ -227,7 +229,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
                 fitted = adapt.fit(model.net, tiles.to(torch.int64), tvalid, vmap.coding_bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress, zero_flags=flagged,
                                    coding=coding)
-        planes.append(_Plane(first, nch, model, patches, valid, fitted, vmap, flagged))
+        planes.append(_Plane(first, nch, model, coded, patches, valid, fitted, vmap, flagged))
     if all(p.fitted is None for p in planes):
         return _encode_planes(img, planes, workers, False, floored, portable)[0]
     data, plane_bytes = _encode_planes(img, planes, workers, True, floored, portable)
@@ -250,10 +252,12 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
 
     Returns the file and, per plane, the bytes of its streams and adapters."""
     jobs, layout = [], []
-    for first, nch, model, patches, valid, fitted, vmap, flagged in planes:
+    for first, nch, model, coded, patches, valid, fitted, vmap, flagged in planes:
         blob = b""
         if use_adapters and fitted is not None:
-            model = CodecModel(model.name, fitted.merged(model.net), model.weights_id, model.info)
+            model = model.adapted(fitted.merged(model.net))
+            if model.config.patch != patches.shape[1]:
+                patches, valid = to_patches(coded, model.config.patch)
             blob = fitted.blob
             if portable:  # the same integers under a Laplace table every machine computes alike
                 blob = adapt.encode_ints(fitted.rank, adapt.QSTEPS.index(fitted.qstep), fitted.ints, portable=True)
@@ -336,7 +340,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
         model = model.with_patch(ph.patch)  # files of any P decode (earlier releases wrote P = 64)
         if ph.adapter:
             rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter, portable=header.portable)
-            model = CodecModel(model.name, adapt.merge(model.net, rank, qstep, ints), model.weights_id, model.info)
+            model = replace(model, net=adapt.merge(model.net, rank, qstep, ints))
         valid = valid_mask(header.height, header.width, ph.patch)
         for i, ln in enumerate(ph.shard_lengths):
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)

@@ -14,13 +14,21 @@ from functools import lru_cache
 import numpy as np
 
 
-def _uniform(seed: int, n: int) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 (wrapping): integer hashing that gives the same
+    numbers on every machine, for the adapters' fixed projections and the probes below."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)).astype(np.uint64)
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)).astype(np.uint64)
+    return x ^ (x >> np.uint64(31))
+
+
+def hashed_uniform(seed: int, n: int) -> np.ndarray:
     """(n,) float32 in [-1, 1) from integer hashing: the same numbers on every machine and
     with every numpy (no random generator's version-dependent stream)."""
-    from .adapt import _splitmix
-
     with np.errstate(over="ignore"):
-        h = _splitmix(np.arange(n, dtype=np.uint64) + np.uint64(seed << 32))
+        h = splitmix64(np.arange(n, dtype=np.uint64) + np.uint64(seed << 32))
     return ((h >> np.uint64(40)).astype(np.float64) / 2.0**23 - 1.0).astype(np.float32)
 
 
@@ -44,15 +52,15 @@ def fingerprint() -> str:
                                   patch=16)).eval()
         with torch.no_grad():
             for i, p in enumerate(net.parameters()):
-                p.copy_(torch.from_numpy(_uniform(seed * 1000 + i, p.numel()).reshape(p.shape)) * 0.3)
+                p.copy_(torch.from_numpy(hashed_uniform(seed * 1000 + i, p.numel()).reshape(p.shape)) * 0.3)
         model = CodecModel(f"probe{channels}", net, f"{seed:016x}", {})
         y, x = np.mgrid[0:21, 0:19]
-        smooth = np.sin(x / 3.0) + np.cos(y / 4.0) + 0.25 * _uniform(seed, x.size).reshape(x.shape)
+        smooth = np.sin(x / 3.0) + np.cos(y / 4.0) + 0.25 * hashed_uniform(seed, x.size).reshape(x.shape)
         if channels == 3:
             pixels = np.stack([smooth + k for k in range(3)], -1) * 40 + 100
             pixels = pixels.clip(0, 255).astype(np.uint8)
         else:
             pixels = (smooth * 800 + 2048).clip(0, 4095).astype(np.uint16)
-            pixels[_uniform(seed + 7, x.size).reshape(x.shape) < -0.6] = 0
+            pixels[hashed_uniform(seed + 7, x.size).reshape(x.shape) < -0.6] = 0
         files.append(codec.encode(pixels, {channels: model}, threads=1))
     return hashlib.sha256(b"".join(files)).hexdigest()[:16]
