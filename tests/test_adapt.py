@@ -42,17 +42,20 @@ def test_adapters_fitted_on_tiles_smaller_than_the_coding_patch_round_trip(tiny_
     assert np.array_equal(codec.decode(data, list(tiny_models.values()), threads=2), img)
 
 
-@pytest.mark.parametrize("margin", [-10.0, 0.999])
-def test_adapted_planes_are_coded_at_the_adapted_patch_and_effort_zero_at_its_own(margin, tiny_models, monkeypatch):
+@pytest.mark.parametrize("margin,portable", [(-10.0, False), (0.999, False), (-10.0, True)])
+def test_adapted_planes_are_coded_at_the_adapted_patch_and_effort_zero_at_its_own(margin, portable, tiny_models,
+                                                                                  monkeypatch):
     # hpac-natural codes adapted planes at P = 256 and effort 0 at P = 128: here 16 and 8
     from dataclasses import replace
 
     models = {c: replace(m, adapted_patch=16) for c, m in tiny_models.items()}
     img = smooth_image(37, 45, 3)
-    plain = codec.encode(img, models, threads=1, effort=0)
-    assert container.read(plain)[0].planes[0].patch == 8 and plain == codec.encode(img, tiny_models, threads=1)
+    plain = codec.encode(img, models, threads=1, effort=0, portable=portable)
+    assert container.read(plain)[0].planes[0].patch == 8
+    assert plain == codec.encode(img, tiny_models, threads=1, portable=portable)
     monkeypatch.setattr(codec, "PLAIN_MARGIN", margin)  # -10: the adapted file is kept; 0.999: both are coded
-    data, header = _adapted_file(img, models, effort=2)
+    data = codec.encode(img, models, threads=1, effort=2, portable=portable)
+    header, _ = container.read(data)
     if header.planes[0].adapter:
         assert header.planes[0].patch == 16
     else:  # the effort-0 file won: it is exactly the effort-0 file

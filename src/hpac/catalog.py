@@ -55,6 +55,8 @@ CATALOG: dict[str, CatalogEntry] = {
             config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
             file="hpac-gray.safetensors",
             description="single-channel planes (gray images, alpha, extra channels)",
+            # held-out gray tiles 0.30% smaller at effort 2 than at P = 128 (docs/sarp-ft.md, session 14)
+            adapted_patch=256,
             training="hpac train --gray --amp (luma) on the same data (229 train / 25 val files) from "
                      "scratch: 9919 steps x 64 crops 64x64, lr 1e-3, 8.2 min on one H200 GPU shared by 4 "
                      "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545)",
