@@ -114,6 +114,10 @@ def test_the_effort_zero_estimate_is_below_its_real_size(shape, dtype, noise, ti
     assert len(fits) == len(plain.planes) >= 1
     for f, ph in zip(fits, plain.planes):
         assert 0 < f.effort0_floor / 8 <= sum(ph.shard_lengths)
+    if tile:  # the coding patches' floor is summed by the fit's workers: the same with two
+        codec.encode(img, tiny_models, threads=2, effort=1)
+        n = len(plain.planes)
+        assert [f.effort0_floor for f in fits[n:]] == [f.effort0_floor for f in fits[:n]]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -282,6 +282,7 @@ class _FitState:
     bits: int
     rank: int
     zero_flags: bool = False
+    coding: tuple[torch.Tensor, torch.Tensor] | None = None  # the coding patches where P is not the tile
     merged: tuple[int, HPACNet] | None = None
 
     @property
@@ -299,6 +300,13 @@ def _chunk_bits(st: _FitState, task: tuple[object, np.ndarray]) -> torch.Tensor:
         net = st.merged[1]
     with torch.no_grad():
         return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits, capped=key is None, zero_flags=st.zero_flags)
+
+
+def _coding_floor(st: _FitState, ix: np.ndarray) -> torch.Tensor:
+    """(len(ix),) capped bits of the coding patches ``ix`` under the frozen net."""
+    sym, valid = st.coding
+    with torch.no_grad():
+        return _patch_bits(st.net, sym[ix], valid[ix], st.bits, capped=True, zero_flags=st.zero_flags)[:, 1]
 
 
 def _chunk_grad(st: _FitState, task: tuple[list[torch.Tensor], np.ndarray, float]) -> list[torch.Tensor]:
@@ -341,13 +349,12 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
         setattr(owner, attr, _LoRAFA(lin, projection(j, effort.rank, lin.in_features), b))
         params.append(b)
     work.train()
-    state = _FitState(net, work, params, sym, valid, bits, effort.rank, zero_flags)
+    state = _FitState(net, work, params, sym, valid, bits, effort.rank, zero_flags, coding)
     with Workers(state, workers) as pool:
         fitted = _fit(pool, params, n, grid, effort, seed, progress)
-    if fitted is not None and coding is not None:
-        with torch.no_grad():
-            fitted.effort0_floor = float(sum(_patch_bits(net, s[None], v[None], bits, capped=True,
-                                                         zero_flags=zero_flags)[0, 1] for s, v in zip(*coding)))
+        if fitted is not None and coding is not None:  # one patch a job (P > FIT_PATCH here)
+            floors = pool.map(_coding_floor, [np.array([i]) for i in range(coding[0].shape[0])])
+            fitted.effort0_floor = float(torch.cat(floors).double().sum())
     return fitted
 
 
