@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -46,8 +47,6 @@ def test_adapters_fitted_on_tiles_smaller_than_the_coding_patch_round_trip(tiny_
 def test_adapted_planes_are_coded_at_the_adapted_patch_and_effort_zero_at_its_own(margin, portable, tiny_models,
                                                                                   monkeypatch):
     # hpac-natural codes adapted planes at P = 256 and effort 0 at P = 128: here 16 and 8
-    from dataclasses import replace
-
     models = {c: replace(m, adapted_patch=16) for c, m in tiny_models.items()}
     img = smooth_image(37, 45, 3)
     plain = codec.encode(img, models, threads=1, effort=0, portable=portable)

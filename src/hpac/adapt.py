@@ -352,8 +352,8 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
     state = _FitState(net, work, params, sym, valid, bits, effort.rank, zero_flags, coding)
     with Workers(state, workers) as pool:
         fitted = _fit(pool, params, n, grid, effort, seed, progress)
-        if fitted is not None and coding is not None:  # one patch a job (P > FIT_PATCH here)
-            floors = pool.map(_coding_floor, [np.array([i]) for i in range(coding[0].shape[0])])
+        if fitted is not None and coding is not None:
+            floors = pool.map(_coding_floor, _chunks(np.arange(coding[0].shape[0]), coding[0].shape[1]))
             fitted.effort0_floor = float(torch.cat(floors).double().sum())
     return fitted
 

@@ -27,8 +27,7 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
 def hashed_uniform(seed: int, n: int) -> np.ndarray:
     """(n,) float32 in [-1, 1) from integer hashing: the same numbers on every machine and
     with every numpy (no random generator's version-dependent stream)."""
-    with np.errstate(over="ignore"):
-        h = splitmix64(np.arange(n, dtype=np.uint64) + np.uint64(seed << 32))
+    h = splitmix64(np.arange(n, dtype=np.uint64) + np.uint64(seed << 32))
     return ((h >> np.uint64(40)).astype(np.float64) / 2.0**23 - 1.0).astype(np.float32)
 
 
