@@ -104,6 +104,42 @@ def test_afc_escape_and_fine_stages_roundtrip():
         assert torch.equal(out, sym)
 
 
+@pytest.mark.parametrize("bits,low", [(8, 0), (8, 1), (12, 0), (16, 1)])
+def test_afc_numpy_path_is_the_torch_arithmetic_bit_for_bit(bits, low):
+    """The float32 path runs its exactly rounded steps in numpy (afc._units, _windows, _masses);
+    every value must equal the all-torch originals (symbol_units, plan_windows, _bin_masses)
+    that wrote the files of earlier releases, on strided inputs as the coder passes them,
+    over every bucket of both table stages and the escape column."""
+    torch.manual_seed(bits + low)
+    m, k = 300, 5
+    half = ((1 << bits) - 1) / 2
+    scale = torch.exp(torch.randn(m, k) * 1.2) * (3.0 if bits == 8 else 40.0)  # symbols
+    raw = torch.randn(m, 3, 3 * k)  # (rows, channels, params): one channel's slices are strided
+    raw[:, 1, k : 2 * k] = (torch.rand(m, 1) * 2 - 1) + torch.randn(m, k) * scale / half
+    raw[:, 1, 2 * k :] = torch.log(scale / half)
+    logits, mean, log_s = raw[:, 1, :k] * 2, raw[:, 1, k : 2 * k], raw[:, 1, 2 * k :]
+    units = afc._units(logits, mean, log_s, bits)
+    units_t = afc.symbol_units(logits, mean, log_s, bits)
+    for a, b in zip(units, units_t):
+        np.testing.assert_array_equal(a, b.numpy())
+    lo, delta, width = afc._windows(*units, bits, low)
+    for a, b in zip((lo, delta, width), afc.plan_windows(*units_t, bits, low)):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert len(np.unique(width)) >= 3 if bits == 8 else len(np.unique(delta)) >= 3
+
+    def same_tables(sel, start, step, n_bins, escape):
+        table = afc._masses(start, step, n_bins, bits, *(u[sel] for u in units), escape=escape, low=low)
+        rows = [u[torch.from_numpy(sel)] for u in units_t]
+        step_t = step if isinstance(step, int) else torch.from_numpy(step)
+        np.testing.assert_array_equal(table, afc._bin_masses(torch.from_numpy(start), step_t, n_bins, bits, *rows,
+                                                             escape=escape, low=low))
+
+    for wb in np.unique(width).tolist():  # stage 1
+        same_tables(np.flatnonzero(width == wb), lo[width == wb], delta[width == wb], wb, True)
+    for db in np.unique(delta[delta > 1]).tolist():  # stage 2: the symbols of the window's first bin
+        same_tables(np.flatnonzero(delta == db), lo[delta == db], 1, db, False)
+
+
 def test_afc_window_never_needs_full_alphabet_for_16_bit():
     w = torch.full((4, 1), 1.0)
     mu = torch.tensor([[100.0], [30000.0], [65000.0], [5.0]])

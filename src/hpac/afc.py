@@ -26,10 +26,19 @@ stage-1 buckets by ascending width, stage-2 buckets by ascending delta, then esc
 Encoder and decoder call :func:`code_symbols` with identical float inputs, so every table is
 identical on both sides; constriction turns each table into exact fixed-point frequencies,
 giving every entry a nonzero probability.
+
+The float32 path computes every exactly rounded step (+, -, *, /, comparisons, integers) in
+numpy and only the rest in torch (softmax, exp, log, the sums over components and rows, the
+logistic CDF), each torch call on a tensor of the same shape and layout as when all of it
+ran in torch: same values, bit for bit, for a fraction of the per-call overhead (about a
+hundred small torch calls a call before, a fixed ~1.2 ms that dominated a group step at one
+or a few patches a shard). Portable files (:mod:`hpac.exact`) keep their torch arithmetic;
+the bookkeeping around the tables (buckets, stream order) is integer work, shared by both.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -155,6 +164,113 @@ def _edges(n_bins: int) -> torch.Tensor:
     return torch.arange(n_bins + 1, dtype=torch.float32)[None, None, :]
 
 
+# ---- float32 arithmetic, numpy where rounding is exact (same values as the torch originals) ----
+
+def _units(logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int):
+    """:func:`symbol_units` as (M, K) float32 numpy arrays, bit for bit."""
+    half = np.float32(((1 << bits) - 1) / 2.0)  # exact in float32 for bits <= 16
+    return (torch.softmax(logits, dim=-1).numpy(), (mean_n.numpy() + np.float32(1.0)) * half,
+            torch.exp(log_s).numpy() * half)
+
+
+def _next_pow2_np(x: np.ndarray) -> np.ndarray:
+    """Smallest power of two >= x for int64 x >= 1 (from the float's exponent: exact)."""
+    _, e = np.frexp((x - 1).astype(np.float64))
+    return np.where(x <= 1, 1, np.left_shift(1, e.astype(np.int64)))
+
+
+def _windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 0):
+    """:func:`plan_windows` on numpy float32 rows, bit for bit; numpy int64 lo, delta, width."""
+    top = (1 << bits) - 1
+    centre = np.clip(torch.from_numpy(w * mu).sum(-1).numpy(), np.float32(low), np.float32(top))
+    tail = torch.log(torch.from_numpy(w * np.float32(1.0 / ESCAPE_MASS))).numpy()
+    reach = np.where(tail > 0, np.abs(mu - centre[:, None]) + tail * s, np.float32(0.0)).max(-1)
+    need = np.clip(np.ceil(2 * reach + 1), 1, 1 << bits).astype(np.int64)
+    delta = _next_pow2_np((need + MAX_BINS - 1) // MAX_BINS)
+    width = np.clip(_next_pow2_np((need + delta - 1) // delta), MIN_BINS, MAX_BINS)
+    width = np.minimum(width, ((1 << bits) - low) // delta)
+    start = centre.astype(np.int64) // delta - width // 2
+    lo = np.minimum(np.maximum(start * delta, low), (1 << bits) - width * delta)
+    return lo, delta, width
+
+
+def _masses(start: np.ndarray, step: np.ndarray | int, n_bins: int, bits: int, w: np.ndarray,
+            mu: np.ndarray, s: np.ndarray, escape: bool, low: int = 0) -> np.ndarray:
+    """Mixture mass of ``n_bins`` bins [start + j*step, start + (j+1)*step) per row.
+
+    Args:
+        start: (n,) int64 first symbol; step: (n,) int64 bin sizes, or 1 for all rows;
+        w, mu, s: (n, K) float32 mixture in symbol units.
+        escape: append a column with all mass outside the bins.
+        low: smallest symbol; with low = 1 the mass below symbol 1 belongs to no entry.
+    Returns:
+        (n, n_bins [+1]) float32 table. The first/last bin take the tail below 0 / above
+        2^bits - 1 when they touch the alphabet ends (the first bin only where low = 0).
+        float32 keeps lower-tail masses exact; upper-tail masses below ~1e-7 round to 0 and
+        get constriction's minimum probability.
+    """
+    inv = np.float32(1.0) / s
+    a = (start.astype(np.float32)[:, None] - np.float32(0.5) - mu) * inv  # z at the first edge, (n, K)
+    b = inv if isinstance(step, int) else step.astype(np.float32)[:, None] * inv  # z increment per bin
+    # (n, K, E) layout: the mixture sum runs over a non-inner axis and vectorises over edges
+    cdf = torch.addcmul(torch.from_numpy(a)[:, :, None], _edges(n_bins), torch.from_numpy(b)[:, :, None])
+    big = cdf.sigmoid_().mul_(torch.from_numpy(w)[:, :, None]).sum(1).numpy()  # mixture CDF at the edges
+    if low == 0:
+        big[start <= 0, 0] = 0.0
+    big[start + n_bins * step >= (1 << bits), -1] = 1.0
+    out = np.empty((big.shape[0], n_bins + int(escape)), np.float32)
+    np.subtract(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
+    if escape:
+        below = big[:, 0]
+        if low != 0:
+            below = below - mass_below(low, *map(torch.from_numpy, (w, mu, s))).numpy()
+        out[:, n_bins] = below + (np.float32(1.0) - big[:, -1])
+    # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
+    np.maximum(out, np.float32(1e-30), out=out)
+    if low != 0:  # rows hold 1 - P(x < low), which can be tiny; constriction refused such rows
+        out /= torch.from_numpy(out).sum(1, keepdim=True).numpy()  # that it takes once they sum to 1
+    return out
+
+
+def _tables(start: np.ndarray, step: np.ndarray | int, n_bins: np.ndarray, bits: int, w: np.ndarray,
+            mu: np.ndarray, s: np.ndarray, escape: bool, low: int = 0):
+    """Yield (first, end, table) per run of equal ``n_bins`` (ascending) of float32 rows: one
+    :func:`_masses` call per run, on exactly the bucket tensors the stream's tables come from."""
+    for first, end in _runs(n_bins):
+        yield first, end, _masses(start[first:end], step if isinstance(step, int) else step[first:end],
+                                  int(n_bins[first]), bits, w[first:end], mu[first:end], s[first:end], escape, low)
+
+
+class Arithmetic(NamedTuple):
+    """How AFC's windows and tables are computed. ``units`` and ``windows`` take (M, K) rows in
+    the arithmetic's own array type (windows come back as numpy int64); ``take`` gathers rows;
+    ``tables`` yields (first, end, float32 table) per run of equal bin counts, like
+    :func:`_tables`; ``exact``: row sums in index order when flooring."""
+
+    units: Callable
+    windows: Callable
+    tables: Callable
+    take: Callable
+    exact: bool
+
+
+@lru_cache(maxsize=2)
+def arithmetic(exact: bool = False) -> Arithmetic:
+    """float32 (numpy and torch), or portable (``exact``, format version 7, :mod:`hpac.exact`)."""
+    if exact:
+        from . import exact as ex
+
+        return Arithmetic(ex.symbol_units, lambda *args: tuple(t.numpy() for t in ex.plan_windows(*args)),
+                          ex.tables, lambda t, idx: t[torch.from_numpy(idx)], True)
+    return Arithmetic(_units, _windows, _tables, lambda a, idx: a[idx], False)
+
+
+def _runs(keys: np.ndarray):
+    """(first, end) of each run of equal values in ``keys``."""
+    cuts = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
+    return zip([0] + cuts, cuts + [keys.size])
+
+
 def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
                  sym: torch.Tensor | None = None, floored: bool = False, low: int = 0,
                  exact: bool = False) -> torch.Tensor:
@@ -175,64 +291,61 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     encoding = sym is not None
     if m == 0:
         return sym if encoding else torch.zeros(0, dtype=torch.int64)
-    if exact:
-        from . import exact as ex
+    ar = arithmetic(exact)
+    w, mu, s = ar.units(logits, mean_n, log_s, bits)
+    lo, delta, width = ar.windows(w, mu, s, bits, low)
+    sy = sym.numpy() if encoding else None
 
-        units, windows, masses = ex.symbol_units, ex.plan_windows, ex.bin_masses
-    else:
-        units, windows, masses = symbol_units, plan_windows, _bin_masses
-    w, mu, s = units(logits, mean_n, log_s, bits)
-    lo, delta, width = windows(w, mu, s, bits, low)
-
-    # stage 1: bin index or ESCAPE, bucketed by window width
+    # stage 1: bin index or ESCAPE, bucketed by window width; one stable sort makes every
+    # bucket a run (rows keep their index order inside it)
+    order = np.argsort(width, kind="stable")
     if encoding:
-        inside = (sym >= lo) & (sym < lo + width * delta)
-        coarse = torch.where(inside, torch.div(sym - lo, delta, rounding_mode="floor"), width)
+        coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
+        coarse_o = coarse[order].astype(np.int32)
     else:
-        coarse = torch.empty(m, dtype=torch.int64)
-    # one stable sort makes every bucket a slice (rows keep their index order inside it)
-    order = torch.argsort(width, stable=True)
-    widths, counts = torch.unique_consecutive(width[order], return_counts=True)
-    lo_o, delta_o, w_o, mu_o, s_o = lo[order], delta[order], w[order], mu[order], s[order]
-    coarse_o = coarse[order] if encoding else torch.empty(m, dtype=torch.int64)
-    start = 0
-    for wb, cnt in zip(widths.tolist(), counts.tolist()):
-        sl = slice(start, start + cnt)
-        start += cnt
-        probs = masses(lo_o[sl], delta_o[sl], wb, bits, w_o[sl], mu_o[sl], s_o[sl], escape=True, low=low)
-        probs = floor_tables(probs, exact) if floored else probs
+        coarse_o = np.empty(m, np.int32)
+    tables = ar.tables(lo[order], delta[order], width[order], bits, ar.take(w, order), ar.take(mu, order),
+                       ar.take(s, order), escape=True, low=low)
+    for a, b, probs in tables:
+        probs = floor_tables(probs, ar.exact) if floored else probs
         if encoding:
-            coder.encode(coarse_o[sl].to(torch.int32).numpy(), categorical(), probs)
+            coder.encode(coarse_o[a:b], categorical(), probs)
         else:
-            coarse_o[sl] = torch.from_numpy(coder.decode(categorical(), probs).astype(np.int64))
+            coarse_o[a:b] = coder.decode(categorical(), probs)
     if not encoding:
+        coarse = np.empty(m, np.int64)
         coarse[order] = coarse_o
     escaped = coarse == width
     bin_lo = lo + coarse * delta
 
     # stage 2: offset inside the bin, exact conditional, bucketed by bin size
-    offset = (sym - bin_lo) if encoding else torch.zeros(m, dtype=torch.int64)
-    fine = (~escaped) & (delta > 1)
-    for db in torch.unique(delta[fine]).tolist():
-        idx = torch.nonzero(fine & (delta == db)).squeeze(1)
-        probs = masses(bin_lo[idx], 1, db, bits, w[idx], mu[idx], s[idx], escape=False)
-        probs = floor_tables(probs, exact) if floored else probs
-        if encoding:
-            coder.encode(offset[idx].to(torch.int32).numpy(), categorical(), probs)
-        else:
-            offset[idx] = torch.from_numpy(coder.decode(categorical(), probs).astype(np.int64))
+    offset = (sy - bin_lo) if encoding else np.zeros(m, np.int64)
+    fine = np.flatnonzero((~escaped) & (delta > 1))
+    if fine.size:
+        fine = fine[np.argsort(delta[fine], kind="stable")]
+        off = offset[fine].astype(np.int32) if encoding else np.empty(fine.size, np.int32)
+        tables = ar.tables(bin_lo[fine], 1, delta[fine], bits, ar.take(w, fine), ar.take(mu, fine),
+                           ar.take(s, fine), escape=False)
+        for a, b, probs in tables:
+            probs = floor_tables(probs, ar.exact) if floored else probs
+            if encoding:
+                coder.encode(off[a:b], categorical(), probs)
+            else:
+                off[a:b] = coder.decode(categorical(), probs)
+        if not encoding:
+            offset[fine] = off
 
     # escapes: uniform over the whole alphabet
-    esc = torch.nonzero(escaped).squeeze(1)
-    if esc.numel():
-        sizes = np.full(esc.numel(), 1 << bits, dtype=np.int32)
+    esc = np.flatnonzero(escaped)
+    if esc.size:
+        sizes = np.full(esc.size, 1 << bits, dtype=np.int32)
         if encoding:
-            coder.encode(sym[esc].to(torch.int32).numpy(), _uniform(), sizes)
+            coder.encode(sy[esc].astype(np.int32), _uniform(), sizes)
         else:
-            vals = torch.from_numpy(coder.decode(_uniform(), sizes).astype(np.int64))
+            vals = coder.decode(_uniform(), sizes)
     if encoding:
         return sym
     out = bin_lo + offset
-    if esc.numel():
+    if esc.size:
         out[esc] = vals
-    return out
+    return torch.from_numpy(out)

@@ -103,14 +103,10 @@ class _Band:
 
     def write(self, g: int, first_row: int, values: torch.Tensor) -> None:
         """Row g := values (B, n, C) at u = first_row.., zeros elsewhere."""
-        n = values.shape[1]
-        vals = values.permute(0, 2, 1)
-        a, b = first_row + self.pad, first_row + self.pad + n
-        for i in (g % self.rows, g % self.rows + self.rows):
-            row = self.buf[:, :, i, :]
-            row[:, :, :a].zero_()  # outside the group: padding, must read as zero
-            row[:, :, a:b] = vals
-            row[:, :, b:].zero_()
+        a = first_row + self.pad
+        rows = self.buf[:, :, g % self.rows :: self.rows, :]  # ring row i and its copy i + rows
+        rows.zero_()  # outside the group: padding, must read as zero
+        rows[:, :, :, a : a + values.shape[1]] = values.permute(0, 2, 1)[:, :, None, :]
 
     def band(self, g: int, height: int, first_row: int, n: int) -> torch.Tensor:
         """Rows g-height+1 .. g (oldest first), u-window of the n positions plus the kernel reach."""

@@ -26,8 +26,8 @@ both use this path, so it costs compression only through that change.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -314,31 +314,46 @@ def row_sums(t: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(t, dim=1)[:, -1]  # a scan: one order on every machine
 
 
-@lru_cache(maxsize=64)
-def _edges(n_bins: int) -> torch.Tensor:
-    return torch.arange(n_bins + 1, dtype=torch.float32)[None, None, :]
+def tables(start, step, n_bins, bits: int, w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor,
+           escape: bool, low: int = 0):
+    """:func:`hpac.afc._masses` in portable arithmetic, all buckets of one call in one pass.
 
-
-def bin_masses(start: torch.Tensor, step: torch.Tensor | int, n_bins: int, bits: int, w: torch.Tensor,
-               mu: torch.Tensor, s: torch.Tensor, escape: bool, low: int = 0):
-    """:func:`hpac.afc._bin_masses` in float64 with deterministic sigmoid and sums; returns
-    the float32 table (n, n_bins [+1]) for the range coder."""
+    Args:
+        start: (n,) numpy int64 first symbols; step: (n,) numpy int64 bin sizes, or 1;
+        n_bins: (n,) numpy int64 bins per row, ascending (rows of a bucket are a run);
+        w, mu, s: (n, K) float64 mixture in symbol units.
+    Yields:
+        (first, end, table) per run of equal ``n_bins``: the float32 table (end - first,
+        n_bins [+1]) of those rows. Every entry is computed elementwise (float32 logistic
+        CDFs from :func:`exp`, sums over components in index order), so it does not depend
+        on which rows share the pass.
+    """
+    f32 = torch.float32
     inv = 1.0 / s
-    a = ((mu + 0.5) - start.to(F64)[:, None]) * inv  # -z at the first edge, (n, K)
-    b = -inv if isinstance(step, int) else step.to(F64)[:, None] * -inv  # -z increment per bin
-    # the logistic CDF in float32, as the float path computes it: tables are float32
-    neg_z = (_edges(n_bins) * b.to(torch.float32)[:, :, None]).add_(a.to(torch.float32)[:, :, None])
-    cdf = exp(neg_z, _EXP2_TABLES).add_(1.0).reciprocal_().mul_(w.to(torch.float32)[:, :, None])
-    big = _ksum(cdf, 1)  # (n, E) mixture CDF at the edges
+    a = (((mu + 0.5) - torch.from_numpy(start).to(F64)[:, None]) * inv).to(f32)  # -z at the first edge
+    b = (-inv if isinstance(step, int) else torch.from_numpy(step).to(F64)[:, None] * -inv).to(f32)
+    ends = np.cumsum(n_bins + 1)
+    begins = ends - (n_bins + 1)
+    row = torch.from_numpy(np.repeat(np.arange(n_bins.size), n_bins + 1))
+    j = torch.from_numpy((np.arange(int(ends[-1])) - np.repeat(begins, n_bins + 1)).astype(np.float32))
+    neg_z = (j[:, None] * b[row]).add_(a[row])  # (edges of all rows, K)
+    cdf = exp(neg_z, _EXP2_TABLES).add_(1.0).reciprocal_().mul_(w.to(f32)[row])
+    big = _ksum(cdf, 1).numpy()  # the mixture CDF at every edge
     if low == 0:
-        big[:, 0].masked_fill_(start <= 0, 0.0)
-    big[:, -1].masked_fill_(start + n_bins * step >= (1 << bits), 1.0)
-    out = torch.empty(big.shape[0], n_bins + int(escape))
-    torch.sub(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
-    if escape:
-        below = big[:, 0] if low == 0 else big[:, 0] - mass_below(low, w, mu, s).to(torch.float32)
-        out[:, n_bins] = below + (1.0 - big[:, -1])
-    out.clamp_(min=1e-30)
-    if low != 0:
-        out = out / row_sums(out)[:, None]
-    return out.numpy()
+        big[begins[start <= 0]] = 0.0
+    big[ends[start + n_bins * step >= (1 << bits)] - 1] = 1.0
+    if escape and low != 0:
+        below_low = mass_below(low, w, mu, s).to(f32).numpy()
+    cuts = (np.flatnonzero(n_bins[1:] != n_bins[:-1]) + 1).tolist()
+    for first, end in zip([0] + cuts, cuts + [n_bins.size]):
+        n = int(n_bins[first])
+        edges = big[begins[first] : ends[end - 1]].reshape(end - first, n + 1)
+        out = np.empty((end - first, n + int(escape)), np.float32)
+        np.subtract(edges[:, 1:], edges[:, :-1], out=out[:, :n])
+        if escape:
+            below = edges[:, 0] if low == 0 else edges[:, 0] - below_low[first:end]
+            out[:, n] = below + (np.float32(1.0) - edges[:, -1])
+        np.maximum(out, np.float32(1e-30), out=out)
+        if low != 0:
+            out = out / row_sums(torch.from_numpy(out)).numpy()[:, None]
+        yield first, end, out
