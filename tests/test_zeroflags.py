@@ -87,9 +87,9 @@ def test_afc_low_one_codes_the_mixture_without_zero():
     w, mu, s = afc.symbol_units(logits, mean, log_s, bits)
     lo, delta, width = afc.plan_windows(w, mu, s, bits, low=1)
     assert int(lo.min()) >= 1 and bool(((lo + width * delta) <= (1 << bits)).all())
-    one = torch.ones(m, dtype=torch.int64)
-    table = afc._bin_masses(one, 1, 8, bits, w, mu, s, escape=True, low=1)
-    full = afc._bin_masses(one, 1, 8, bits, w, mu, s, escape=True, low=0)  # start 1: same bins, escape holds x = 0
+    one, rows = np.ones(m, dtype=np.int64), (w.numpy(), mu.numpy(), s.numpy())
+    table = afc._masses(one, 1, 8, bits, *rows, escape=True, low=1)
+    full = afc._masses(one, 1, 8, bits, *rows, escape=True, low=0)  # start 1: same bins, escape holds x = 0
     below = afc.mass_below(1, w, mu, s).numpy()
     np.testing.assert_allclose(table.sum(1), 1.0, rtol=1e-5)
     keep = below < 0.99  # rows with some mass above 0 (else both are floors)

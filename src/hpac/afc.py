@@ -111,43 +111,6 @@ def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int, 
     return lo, delta, width
 
 
-def _bin_masses(start: torch.Tensor, step: torch.Tensor | int, n_bins: int, bits: int, w: torch.Tensor,
-                mu: torch.Tensor, s: torch.Tensor, escape: bool, low: int = 0) -> np.ndarray:
-    """Mixture mass of ``n_bins`` bins [start + j*step, start + (j+1)*step) per row.
-
-    Args:
-        start: (n,) int64 first symbol; step: (n,) int64 bin sizes, or 1 for all rows;
-        w, mu, s: (n, K) mixture.
-        escape: append a column with all mass outside the bins.
-        low: smallest symbol; with low = 1 the mass below symbol 1 belongs to no entry.
-    Returns:
-        (n, n_bins [+1]) float32 table. The first/last bin take the tail below 0 / above
-        2^bits - 1 when they touch the alphabet ends (the first bin only where low = 0).
-        float32 keeps lower-tail masses exact; upper-tail masses below ~1e-7 round to 0 and
-        get constriction's minimum probability.
-    """
-    unit_step = isinstance(step, int)
-    inv = s.reciprocal()
-    a = (start.to(torch.float32)[:, None] - 0.5 - mu).mul_(inv)  # z at the first edge, (n, K)
-    b = inv if unit_step else step.to(torch.float32)[:, None] * inv  # z increment per bin
-    # (n, K, E) layout: the mixture sum runs over a non-inner axis and vectorises over edges
-    cdf = torch.addcmul(a[:, :, None], _edges(n_bins), b[:, :, None]).sigmoid_().mul_(w[:, :, None])
-    big = cdf.sum(1)  # mixture CDF at the edges, (n, E)
-    if low == 0:
-        big[:, 0].masked_fill_(start <= 0, 0.0)
-    big[:, -1].masked_fill_(start + n_bins * step >= (1 << bits), 1.0)
-    out = torch.empty(big.shape[0], n_bins + int(escape))
-    torch.sub(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
-    if escape:
-        below = big[:, 0] if low == 0 else big[:, 0] - mass_below(low, w, mu, s)
-        out[:, n_bins] = below + (1.0 - big[:, -1])
-    # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
-    out.clamp_(min=1e-30)
-    if low != 0:  # rows hold 1 - P(x < low), which can be tiny; constriction refused such rows
-        out.div_(out.sum(1, keepdim=True))  # that it takes once they sum to 1
-    return out.numpy()
-
-
 def mass_below(low: int, w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """(n,) float32 mixture mass below symbol ``low`` (the CDF at low - 1/2); w, mu, s (n, K) in symbol units."""
     return ((low - 0.5 - mu) * s.reciprocal()).sigmoid_().mul_(w).sum(1)
@@ -197,6 +160,9 @@ def _windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int =
 def _masses(start: np.ndarray, step: np.ndarray | int, n_bins: int, bits: int, w: np.ndarray,
             mu: np.ndarray, s: np.ndarray, escape: bool, low: int = 0) -> np.ndarray:
     """Mixture mass of ``n_bins`` bins [start + j*step, start + (j+1)*step) per row.
+
+    The values of every release's all-torch original (tests/test_determinism.py keeps it as
+    the oracle and compares them bit for bit).
 
     Args:
         start: (n,) int64 first symbol; step: (n,) int64 bin sizes, or 1 for all rows;
@@ -271,6 +237,17 @@ def _runs(keys: np.ndarray):
     return zip([0] + cuts, cuts + [keys.size])
 
 
+def _code_runs(coder, tables, values: np.ndarray, encoding: bool, floored: bool, exact: bool) -> None:
+    """Range-code (n,) int32 ``values`` run by run under the (first, end, table) runs of
+    ``tables``; decoding writes them into ``values``."""
+    for first, end, probs in tables:
+        probs = floor_tables(probs, exact) if floored else probs
+        if encoding:
+            coder.encode(values[first:end], categorical(), probs)
+        else:
+            values[first:end] = coder.decode(categorical(), probs)
+
+
 def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
                  sym: torch.Tensor | None = None, floored: bool = False, low: int = 0,
                  exact: bool = False) -> torch.Tensor:
@@ -306,12 +283,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         coarse_o = np.empty(m, np.int32)
     tables = ar.tables(lo[order], delta[order], width[order], bits, ar.take(w, order), ar.take(mu, order),
                        ar.take(s, order), escape=True, low=low)
-    for a, b, probs in tables:
-        probs = floor_tables(probs, ar.exact) if floored else probs
-        if encoding:
-            coder.encode(coarse_o[a:b], categorical(), probs)
-        else:
-            coarse_o[a:b] = coder.decode(categorical(), probs)
+    _code_runs(coder, tables, coarse_o, encoding, floored, ar.exact)
     if not encoding:
         coarse = np.empty(m, np.int64)
         coarse[order] = coarse_o
@@ -326,12 +298,7 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         off = offset[fine].astype(np.int32) if encoding else np.empty(fine.size, np.int32)
         tables = ar.tables(bin_lo[fine], 1, delta[fine], bits, ar.take(w, fine), ar.take(mu, fine),
                            ar.take(s, fine), escape=False)
-        for a, b, probs in tables:
-            probs = floor_tables(probs, ar.exact) if floored else probs
-            if encoding:
-                coder.encode(off[a:b], categorical(), probs)
-            else:
-                off[a:b] = coder.decode(categorical(), probs)
+        _code_runs(coder, tables, off, encoding, floored, ar.exact)
         if not encoding:
             offset[fine] = off
 

@@ -344,8 +344,9 @@ def tables(start, step, n_bins, bits: int, w: torch.Tensor, mu: torch.Tensor, s:
     big[ends[start + n_bins * step >= (1 << bits)] - 1] = 1.0
     if escape and low != 0:
         below_low = mass_below(low, w, mu, s).to(f32).numpy()
-    cuts = (np.flatnonzero(n_bins[1:] != n_bins[:-1]) + 1).tolist()
-    for first, end in zip([0] + cuts, cuts + [n_bins.size]):
+    from .afc import _runs
+
+    for first, end in _runs(n_bins):
         n = int(n_bins[first])
         edges = big[begins[first] : ends[end - 1]].reshape(end - first, n + 1)
         out = np.empty((end - first, n + int(escape)), np.float32)
