@@ -184,17 +184,25 @@ def _masses(start: np.ndarray, step: np.ndarray | int, n_bins: int, bits: int, w
     if low == 0:
         big[start <= 0, 0] = 0.0
     big[start + n_bins * step >= (1 << bits), -1] = 1.0
+    below_low = mass_below(low, *map(torch.from_numpy, (w, mu, s))).numpy() if escape and low != 0 else None
+    return cdf_to_table(big, escape, low, below_low, lambda t: t.sum(1))
+
+
+def cdf_to_table(big: np.ndarray, escape: bool, low: int, below_low: np.ndarray | None, row_sums) -> np.ndarray:
+    """(n, E) float32 mixture CDF at the bin edges (ends already pinned) -> (n, E - 1 [+1])
+    float32 table: the bins' masses, then the escape column (the mass outside them, less
+    ``below_low``, the mass below ``low``, where low = 1). ``row_sums``: (n, E) tensor -> (n,)
+    in the arithmetic's own order, for the rows of the low = 1 alphabet."""
+    n_bins = big.shape[1] - 1
     out = np.empty((big.shape[0], n_bins + int(escape)), np.float32)
     np.subtract(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
     if escape:
-        below = big[:, 0]
-        if low != 0:
-            below = below - mass_below(low, *map(torch.from_numpy, (w, mu, s))).numpy()
+        below = big[:, 0] if below_low is None else big[:, 0] - below_low
         out[:, n_bins] = below + (np.float32(1.0) - big[:, -1])
     # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
     np.maximum(out, np.float32(1e-30), out=out)
     if low != 0:  # rows hold 1 - P(x < low), which can be tiny; constriction refused such rows
-        out /= torch.from_numpy(out).sum(1, keepdim=True).numpy()  # that it takes once they sum to 1
+        out /= row_sums(torch.from_numpy(out)).numpy()[:, None]  # that it takes once they sum to 1
     return out
 
 

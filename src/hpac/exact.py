@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import afc
 from .csi import _Band, group_schedule, skew_kernel
 from .model import HPACNet, add_skip
 
@@ -299,8 +300,6 @@ def next_pow2(x: torch.Tensor) -> torch.Tensor:
 
 def plan_windows(w, mu, s, bits: int, low: int = 0):
     """:func:`hpac.afc.plan_windows` with deterministic sums, logarithms and powers of two."""
-    from . import afc
-
     return afc.plan_windows(w, mu, s, bits, low, lambda t: _ksum(t, -1), log, next_pow2)
 
 
@@ -342,19 +341,8 @@ def tables(start, step, n_bins, bits: int, w: torch.Tensor, mu: torch.Tensor, s:
     if low == 0:
         big[begins[start <= 0]] = 0.0
     big[ends[start + n_bins * step >= (1 << bits)] - 1] = 1.0
-    if escape and low != 0:
-        below_low = mass_below(low, w, mu, s).to(f32).numpy()
-    from .afc import _runs
-
-    for first, end in _runs(n_bins):
-        n = int(n_bins[first])
-        edges = big[begins[first] : ends[end - 1]].reshape(end - first, n + 1)
-        out = np.empty((end - first, n + int(escape)), np.float32)
-        np.subtract(edges[:, 1:], edges[:, :-1], out=out[:, :n])
-        if escape:
-            below = edges[:, 0] if low == 0 else edges[:, 0] - below_low[first:end]
-            out[:, n] = below + (np.float32(1.0) - edges[:, -1])
-        np.maximum(out, np.float32(1e-30), out=out)
-        if low != 0:
-            out = out / row_sums(torch.from_numpy(out)).numpy()[:, None]
-        yield first, end, out
+    below_low = mass_below(low, w, mu, s).to(f32).numpy() if escape and low != 0 else None
+    for first, end in afc._runs(n_bins):
+        edges = big[begins[first] : ends[end - 1]].reshape(end - first, int(n_bins[first]) + 1)
+        yield first, end, afc.cdf_to_table(edges, escape, low, None if below_low is None else below_low[first:end],
+                                           row_sums)
