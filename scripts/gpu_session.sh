@@ -4,7 +4,10 @@
 # Here, once (20 minutes on 2 cores; .gpu/ is git-ignored):
 #   bash scripts/gpu_session.sh prepare
 # Then one device call (the `run` tool), carrying .gpu:
-#   bash scripts/gpu_session.sh train MINUTES      (e.g. 9; the weights and logs come back in $OUT)
+#   bash scripts/gpu_session.sh train MINUTES      (e.g. 8; the weights and logs come back in $OUT)
+# and, at once on the warm machine, a second, lower-rate cosine from the first one's weights
+# (copied here into .gpu/n1.safetensors; session 16 took another 0.17% off this way):
+#   HPAC_INIT=.gpu/n1.safetensors HPAC_LR=2e-5 bash scripts/gpu_session.sh train 4
 # Back here: judge the weights on the held-out files, then on dev ("A GPU session" in
 # docs/training.md). $OUT/natural.safetensors.ckpt resumes the run here with `--resume`.
 #
@@ -56,13 +59,13 @@ train() {
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     $py -c "import safetensors, tqdm" 2>/dev/null || $py -m pip install --no-index --find-links "$GPU/wheels" safetensors tqdm -q
-    $py scripts/webp_tiles.py unpack "$GPU/natural" /tmp/npy
+    [ -d /tmp/npy ] || $py scripts/webp_tiles.py unpack "$GPU/natural" /tmp/npy  # a warm machine keeps them
     local data
     data=$(ls -d /tmp/npy/*)
     # float32 and torch.compile: at equal GPU time as good as bfloat16 and better per step (session 9);
-    # alone on the GPU: about 36 steps of 64 crops a second on an H100 (loading and compiling included)
+    # alone on the GPU: about 36 steps of 64 crops a second on an H100, 39-40 on an H200 (loading and compiling included)
     PYTHONPATH=src $py -m hpac.cli train --data $data --out "$out/natural.safetensors" --device "${HPAC_DEVICE:-cuda}" \
-        --init src/hpac/weights/hpac-natural.safetensors --dim 64 --blocks 3 --mixtures 5 --patch 128 \
+        --init "${HPAC_INIT:-src/hpac/weights/hpac-natural.safetensors}" --dim 64 --blocks 3 --mixtures 5 --patch 128 \
         --crop 64 --batch "${HPAC_BATCH:-64}" --lr "${HPAC_LR:-5e-5}" --seed "${HPAC_SEED:-141}" ${HPAC_COMPILE---compile} \
         --minutes "$minutes" --val-every 2000 --no-progress 2>&1 | tee "$out/natural.log"
 }
@@ -70,5 +73,5 @@ train() {
 case "${1:-}" in
     prepare) prepare ;;
     train) shift; train "$@" ;;
-    *) sed -n 2,14p "$0"; exit 2 ;;
+    *) sed -n 2,17p "$0"; exit 2 ;;
 esac
