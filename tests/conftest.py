@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random-weight models (mechanics tests) and synthetic images."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,8 @@ import torch
 from hpac.catalog import CodecModel
 from hpac.model import HPACNet, ModelConfig
 from hpac.weights import tensors_hash
+
+SAMPLE = Path(__file__).parent.parent / "samples" / "ihc_crop.png"  # the bundled sample
 
 
 def make_model(channels: int, patch: int = 8, dim: int = 8, blocks: int = 1, mixtures: int = 2,

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from hpac.weights import save_weights
-from conftest import smooth_image
-
-SAMPLE = Path(__file__).parent.parent / "samples" / "ihc_crop.png"
+from conftest import SAMPLE, smooth_image
 
 
 def run(*args, stdin: bytes | None = None, cwd=None):

@@ -17,9 +17,7 @@ from hpac.catalog import load_catalog_model
 from hpac.csi import CSIStepper
 from hpac.distribution import nll_bits, normalise
 
-from conftest import make_model, scan_like, smooth_image
-
-SAMPLE = Path(__file__).parent.parent / "samples" / "ihc_crop.png"
+from conftest import SAMPLE, make_model, scan_like, smooth_image
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 5e-6)])

@@ -104,7 +104,8 @@ class _Band:
 
     def write(self, g: int, first_row: int, values: torch.Tensor) -> None:
         """Row g := values (B, n, C) at u = first_row.., zeros elsewhere."""
-        a, e = first_row + self.pad, first_row + self.pad + values.shape[1]
+        a = first_row + self.pad
+        e = a + values.shape[1]
         slot = g % self.rows
         rows = self.buf[:, :, slot :: self.rows, :]  # ring row i and its copy i + rows
         # outside the group is padding and must read as zero: clear only what the row's last

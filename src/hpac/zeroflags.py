@@ -21,7 +21,7 @@ import torch
 from .afc import categorical, floor_tables
 
 NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))  # (dy, dx): W, N, NW, NE, in groups before c + 2r
-_DY, _DX = (np.array([[d[i]] for d in NEIGHBOURS]) for i in (0, 1))  # (4, 1) each
+_DY, _DX = np.array(NEIGHBOURS).T[:, :, None]  # (4, 1) each
 P0_EDGES = torch.tensor([1e-3, 1e-2, 0.1, 0.5, 0.9, 0.99])  # buckets of the mixture's P(x = 0)
 N_PAIRS = 15  # (k, n) with 0 <= k <= n <= 4
 N_CONTEXTS = N_PAIRS * (len(P0_EDGES) + 1)
