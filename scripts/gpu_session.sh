@@ -59,7 +59,11 @@ train() {
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     $py -c "import safetensors, tqdm" 2>/dev/null || $py -m pip install --no-index --find-links "$GPU/wheels" safetensors tqdm -q
-    [ -d /tmp/npy ] || $py scripts/webp_tiles.py unpack "$GPU/natural" /tmp/npy  # a warm machine keeps them
+    if [ ! -d /tmp/npy ]; then  # a warm machine keeps them; a call killed mid-unpack leaves only /tmp/npy.part
+        rm -rf /tmp/npy.part
+        $py scripts/webp_tiles.py unpack "$GPU/natural" /tmp/npy.part
+        mv /tmp/npy.part /tmp/npy
+    fi
     local data
     data=$(ls -d /tmp/npy/*)
     # float32 and torch.compile: at equal GPU time as good as bfloat16 and better per step (session 9);
