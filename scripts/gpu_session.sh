@@ -8,7 +8,7 @@
 # and, at once on the warm machine, a second, lower-rate cosine from the first one's weights
 # (copied here into .gpu/n1.safetensors; session 16 took another 0.17% off this way):
 #   HPAC_INIT=.gpu/n1.safetensors HPAC_LR=2e-5 bash scripts/gpu_session.sh train 4
-# Back here: judge the weights on the held-out files, then on dev ("A GPU session" in
+# Back here: judge the weights on the held-out files (scripts/heldout_nll.py), then on dev ("A GPU session" in
 # docs/training.md). $OUT/natural.safetensors.ckpt resumes the run here with `--resume`.
 #
 # The device machine has PyTorch with CUDA but no network and not all of hpac's dependencies:
