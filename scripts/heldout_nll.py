@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from hpac.adapt import _patch_bits
 from hpac.codec import to_patches
-from hpac.distribution import nll_bits, normalise
 from hpac.train import _load_images, split_train_val
 from hpac.weights import load_weights
 
@@ -26,18 +26,15 @@ BATCH_PIXELS = 8 * 128 * 128  # pixels per forward pass
 
 
 def heldout_nll(net: torch.nn.Module, images: list, patch: int) -> list[float]:
-    """bpsp of each (name, (H, W, C) symbols, bits) image, coded in ``patch`` x ``patch`` patches."""
+    """bpsp of each (name, (H, W, C) symbols, bits) image, coded in ``patch`` x ``patch`` patches
+    (padding enters the network as the codec gives it: zero)."""
     out = []
     with torch.no_grad():
         for _, arr, bits in images:
             pt, valid = to_patches(arr, patch)
             step = max(1, BATCH_PIXELS // (patch * patch))
-            total = 0.0
-            for i in range(0, pt.shape[0], step):
-                sym = pt[i : i + step].long()
-                raw = net(normalise(sym, bits).permute(0, 3, 1, 2))
-                b = nll_bits(raw, sym, bits, net.cfg.channels, net.cfg.mixtures)
-                total += float((b * valid[i : i + step, ..., None]).sum())
+            total = sum(float(_patch_bits(net, pt[i : i + step].long(), valid[i : i + step], bits).sum())
+                        for i in range(0, pt.shape[0], step))
             out.append(total / arr.size)
     return out
 
