@@ -176,6 +176,26 @@ def test_adapter_integers_round_trip_and_merge_is_exact():
     assert sum(changed) == len(ints)  # exactly the adapted weights moved
 
 
+def test_the_fitting_view_of_an_adapter_is_the_low_rank_sum_and_its_gradient():
+    """The fused training layer computes lin(x) + (x A^T) B^T and the same gradients (float64)."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5).double()
+    for p in lin.parameters():
+        p.requires_grad_(False)
+    b = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    layer = adapt._LoRAFA(lin, adapt.projection(0, 2, 6), b)
+    layer.a = layer.a.double()
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    want = lin(x) + (x @ layer.a.t()) @ b.t()
+    assert torch.allclose(layer(x), want, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(3, 4, 5, dtype=torch.float64)
+    got = torch.autograd.grad(layer(x), (x, b), gy)
+    ref = torch.autograd.grad(want, (x, b), gy)
+    assert all(torch.allclose(g, r, rtol=1e-10, atol=1e-12) for g, r in zip(got, ref))
+    assert torch.autograd.gradcheck(lambda x, b: adapt._LoRAFALinear.apply(x, lin.weight, lin.bias, layer.a, b),
+                                    (x, b))
+
+
 def test_corrupt_adapter_section_is_refused(tiny_models):
     net = tiny_models[3].net
     ints = [np.ones((o, 2), np.int64) for o, _ in adapt.adapter_shapes(net)]
