@@ -108,15 +108,16 @@ class _LoRAFALinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, a: torch.Tensor,
                 b: torch.Tensor) -> torch.Tensor:
         w = torch.addmm(weight, b, a)
-        ctx.save_for_backward(x, w, a)
-        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), w.t()).reshape(*x.shape[:-1], w.shape[0])
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        ctx.save_for_backward(x2, w, a)
+        return torch.addmm(bias, x2, w.t()).reshape(*x.shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
-        x, w, a = ctx.saved_tensors
-        g = gy.reshape(-1, gy.shape[-1])
-        gx = (g @ w).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        return gx, None, None, None, g.t() @ (x.reshape(-1, x.shape[-1]) @ a.t())
+        x2, w, a = ctx.saved_tensors
+        g = gy.reshape(-1, gy.shape[-1])  # (N, out)
+        gx = (g @ w).reshape(*gy.shape[:-1], w.shape[1]) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None, g.t() @ (x2 @ a.t())
 
 
 class _LoRAFA(torch.nn.Module):
