@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from dataclasses import replace
@@ -12,6 +13,7 @@ import torch
 
 import hpac
 from hpac import adapt, codec, container
+from hpac.model import ModelConfig
 
 from conftest import make_model, smooth_image
 
@@ -87,6 +89,49 @@ def test_effort_zero_is_coded_only_when_the_gain_is_unclear(margin, tiny_models,
     assert len(data) < len(plain) and container.read(data)[0].planes[0].adapter
     assert np.array_equal(codec.decode(data, list(tiny_models.values())), img)
 
+
+
+@pytest.mark.parametrize("patch,blocks,h,w,tile", [(128, 3, 64, 64, 80), (128, 3, 37, 29, 56), (128, 1, 1, 1, 8),
+                                                   (128, 3, 300, 40, 128), (256, 3, 100, 90, 112), (256, 3, 900, 700, 128),
+                                                   (8, 1, 48, 40, 8)])
+def test_fit_tiles_shrink_to_a_plane_and_the_reach_of_the_network(patch, blocks, h, w, tile):
+    assert adapt.fit_tile(ModelConfig(channels=3, blocks=blocks, kernel=7, patch=patch), h, w) == tile
+
+
+def test_a_plane_smaller_than_a_tile_is_fitted_on_its_own_size_and_round_trips(monkeypatch):
+    model = make_model(3, patch=64)  # a 20 x 30 plane (+ the reach of 1 block: 6): one 40 x 40 tile, not 64 x 64
+    sides = []
+    real_fit = adapt.fit
+    monkeypatch.setattr(adapt, "fit", lambda *a, **k: sides.append(a[1].shape[1:3]) or real_fit(*a, **k))
+    img = smooth_image(20, 30, 3)
+    data, header = _adapted_file(img, {3: model}, effort=2)
+    assert sides == [(40, 40)] and header.planes[0].adapter
+    assert np.array_equal(codec.decode(data, [model], threads=1), img)
+
+
+def test_the_fit_steps_as_torch_adam_bit_for_bit():
+    torch.manual_seed(0)
+    ours = [torch.randn(7, 2, requires_grad=True), torch.randn(3, 2, requires_grad=True)]
+    theirs = [t.detach().clone().requires_grad_(True) for t in ours]
+    opt, ref = adapt._Adam(ours, 2e-3), torch.optim.Adam(theirs, lr=2e-3)
+    for _ in range(6):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_an_adapted_encode_does_not_import_torch_dynamo():
+    # constructing a torch.optim optimizer imports torch._dynamo: 1.7 s of every CLI encode at effort >= 1
+    code = ("import sys; sys.path.insert(0, 'tests'); from conftest import make_model, smooth_image; "
+            "from hpac import codec; codec.encode(smooth_image(24, 20, 3), {3: make_model(3)}, threads=1, effort=1); "
+            "print('torch._dynamo' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
 
 @pytest.mark.parametrize("shape,dtype,noise", [((48, 40, 3), np.uint8, False), ((24, 20, 3), np.uint8, True),
                                                ((33, 41, 1), np.uint16, False), ((30, 26, 1), np.uint16, True)])

@@ -218,7 +218,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         patches, valid = to_patches(coded, model.config.patch)
         fitted = None
         if plan is not None:
-            tile = min(model.config.patch, adapt.FIT_PATCH)
+            tile = adapt.fit_tile(model.config, h, w)
             if tile == model.config.patch:
                 tiles, tvalid, coding = patches, valid, None
             else:  # fit on tiles; the effort-0 estimate still comes from the coding patches
