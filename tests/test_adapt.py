@@ -90,7 +90,6 @@ def test_effort_zero_is_coded_only_when_the_gain_is_unclear(margin, tiny_models,
     assert np.array_equal(codec.decode(data, list(tiny_models.values())), img)
 
 
-
 @pytest.mark.parametrize("patch,blocks,h,w,tile", [(128, 3, 64, 64, 80), (128, 3, 37, 29, 56), (128, 1, 1, 1, 8),
                                                    (128, 3, 300, 40, 128), (256, 3, 100, 90, 112), (256, 3, 900, 700, 128),
                                                    (8, 1, 48, 40, 8)])
@@ -132,6 +131,7 @@ def test_an_adapted_encode_does_not_import_torch_dynamo():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
 
 @pytest.mark.parametrize("shape,dtype,noise", [((48, 40, 3), np.uint8, False), ((24, 20, 3), np.uint8, True),
                                                ((33, 41, 1), np.uint16, False), ((30, 26, 1), np.uint16, True)])

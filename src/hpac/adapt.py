@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch.optim.adam import adam  # the function form: no torch._dynamo import (see _Adam)
 
 from .distribution import nll_bits, normalise, zero_flagged_bits
 from .effort import DEFAULT_EFFORT, EFFORTS, Effort, effort_of  # noqa: F401 (re-exported)
@@ -380,8 +381,6 @@ class _Adam:
 
     @torch.no_grad()
     def step(self) -> None:
-        from torch.optim.adam import adam
-
         adam(self.params, [p.grad for p in self.params], self.exp_avgs, self.exp_avg_sqs, [], self.steps,
              foreach=None, capturable=False, differentiable=False, fused=None, grad_scale=None, found_inf=None,
              has_complex=False, decoupled_weight_decay=False, amsgrad=False, beta1=0.9, beta2=0.999,
