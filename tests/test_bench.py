@@ -27,3 +27,12 @@ def test_bench_runs_levels_and_baselines(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["summary"] == json.loads(json.dumps(out["summary"]))
     md = (tmp_path / "r.md").read_text()
     assert "hpac_e1 / jxl_e9" in md and "natural (8-bit)" in md
+
+
+def test_bench_of_the_current_folder_names_its_domain(tmp_path, monkeypatch):
+    d = tmp_path / "kodak"
+    d.mkdir()
+    Image.fromarray(smooth_image(9, 11, 3)).save(d / "a.png")
+    monkeypatch.chdir(d)  # `hpac bench .`: the relative paths have no parent name
+    out = run_bench([d.relative_to(d)], threads=1, codecs=["png"])
+    assert list(out["summary"]) == ["kodak (8-bit)"]

@@ -150,7 +150,9 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
         img = read_image(path)
         arr = img.pixels
         h, w, c = arr.shape
-        row = {"image": str(path), "domain": path.parent.name, "shape": [h, w, c], "bits": img.bits, "codecs": {}}
+        # absolute: `hpac bench .` names its rows after the current folder, not ""
+        row = {"image": str(path), "domain": path.absolute().parent.name, "shape": [h, w, c], "bits": img.bits,
+               "codecs": {}}
         for name in names:
             row["codecs"][name] = _measure(CODECS[name], arr, threads)
         rows.append(row)
