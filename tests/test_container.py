@@ -93,6 +93,48 @@ def test_huge_sizes_refused_before_allocation(tiny_models):
             _decode(_forge(h, w, 4), tiny_models)
 
 
+def _with_patches_per_shard(data: bytes, pps: int) -> bytes:
+    """``data`` (one plane) with another patches_per_shard and a header CRC to match."""
+    version = int.from_bytes(data[8:10], "little")
+    at = len(container.MAGIC) + 6 + 12 + 32 + 4 + (1 if version >= container.OPTIONS_VERSION else 0) + 4
+    (body_len,) = struct.unpack_from("<I", data, len(container.MAGIC) + 2)
+    end = len(container.MAGIC) + 6 + body_len
+    out = bytearray(data)
+    out[at : at + 4] = struct.pack("<I", pps)
+    out[end : end + 4] = struct.pack("<I", zlib.crc32(bytes(out[:end])))
+    return bytes(out)
+
+
+def test_oversized_shards_refused_before_allocation(tiny_models):
+    """A shard codes all its patches at once, so its size is bounded in the header: a fuzzed
+    file of 116 bytes once made the decoder allocate 8 GB for one shard of 426,000 patches."""
+    data = hpac.encode(np.zeros((16, 16), np.uint8), model=tiny_models[1])
+    assert container.read(data)[0].planes[0].patches_per_shard == 2
+    assert _decode(_with_patches_per_shard(data, 2), tiny_models).shape == (16, 16)
+    assert container.max_patches_per_shard(64) * 64 * 64 == container.MAX_SHARD_PIXELS
+    for pps in (container.max_patches_per_shard(8) + 1, (1 << 32) - 1):
+        with pytest.raises(hpac.FormatError, match="patches per shard"):
+            _decode(_with_patches_per_shard(data, pps), tiny_models)
+
+
+def test_shard_caches_are_bounded_on_both_sides(tiny_models, monkeypatch):
+    """The encoder splits shards so that the CSI caches of one stay under
+    codec.MAX_SHARD_CACHE_BYTES, and the decoder refuses a file whose shards would not."""
+    from hpac import codec, csi
+
+    img = smooth_image(30, 35, 3)
+    models = list(tiny_models.values())
+    data = hpac.encode(img, model=models)  # 20 patches of 8 x 8: two shards of 10
+    per_patch = csi.cache_bytes(tiny_models[3].config, 1)
+    assert csi.cache_bytes(tiny_models[3].config, 20) == 20 * per_patch
+    monkeypatch.setattr(codec, "MAX_SHARD_CACHE_BYTES", 6 * per_patch)
+    with pytest.raises(hpac.FormatError, match="MiB of decoder caches"):
+        _decode(data, tiny_models)
+    small = hpac.encode(img, model=models)
+    assert container.read(small)[0].planes[0].patches_per_shard <= 6
+    assert np.array_equal(_decode(small, tiny_models), img)
+
+
 def test_unknown_model_is_named(small_file):
     _, data = small_file
     with pytest.raises(hpac.ModelMismatchError, match="tiny3"):

@@ -1,6 +1,7 @@
 """Bounded fuzz runs of the decoder (the long run is documented in tests/fuzz_decoder.py)."""
 from __future__ import annotations
 
+import base64
 import importlib.util
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import fuzz_decoder
+from hpac import container
+from hpac.errors import FormatError
 
 HARNESS = Path(__file__).parent / "fuzz_decoder.py"
 
@@ -31,3 +34,14 @@ def test_atheris_fuzz(tmp_path):
                        timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert b"Done 300 runs" in r.stderr
+
+
+def test_the_fuzzers_out_of_memory_input_is_refused_in_the_header():
+    """An atheris find: 116 bytes declaring 4,294,901,761 patches per shard made the decoder
+    allocate 8 GB before shards were bounded in the header."""
+    data = base64.b64decode(
+        "AUhQQUMNChoKBgBdAAAAAdAAAAACAAABAAgBbjQLnAFKepicpUTmu3gKLHiQHT+zN3Y4owYRhRevoB08XPzMAAABCAABAP//"
+        "BXRpbnkxw5z6InVEJKgBAAAABAAAAAAAAAAAAAAAAQAAAAAARR/ZqwAAAIA=")
+    with pytest.raises(FormatError, match="patches per shard"):
+        container.read(fuzz_decoder.fix_crcs(data[1:]))
+    fuzz_decoder.one_input(data)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hpac
-from hpac import codec
+from hpac import container
 from conftest import smooth_image
 
 CASES = [
@@ -41,7 +41,7 @@ def test_roundtrip_tiny_model(name, make, tiny_models):
 
 def test_many_shards_and_threads(tiny_models, monkeypatch):
     """Several shards (4 patches each), coded by 2 worker threads, decode with 1 and 3."""
-    monkeypatch.setattr(codec, "SHARD_PIXELS", 4 * 8 * 8)
+    monkeypatch.setattr(container, "MAX_SHARD_PIXELS", 4 * 8 * 8)
     img = smooth_image(33, 41, 3)
     models = list(tiny_models.values())
     data = hpac.encode(img, model=models, threads=2)

@@ -28,7 +28,7 @@ CASES = [
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_flagged_planes_roundtrip(name, make, tiny_models, monkeypatch):
     """Bit-exact through several shards and thread counts; the file says version 6."""
-    monkeypatch.setattr(codec, "SHARD_PIXELS", 4 * 8 * 8)
+    monkeypatch.setattr(container, "MAX_SHARD_PIXELS", 4 * 8 * 8)
     img = make()
     models = list(tiny_models.values())
     data = codec.encode(img, tiny_models, threads=2)

@@ -21,13 +21,13 @@ import torch
 from . import adapt, afc, container, valuemap, zeroflags
 from . import exact as ex
 from .catalog import CodecModel, default_model_name, load_catalog_model
-from .csi import CSIStepper, NaiveStepper
+from .csi import CSIStepper, NaiveStepper, cache_bytes
 from .distribution import conditioned_means, normalise, split_params
 from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .imageio import Image, as_image
 from .parallel import default_threads, run_jobs, single_threaded_torch
 
-SHARD_PIXELS = 1 << 19  # most pixels of one shard (bounds memory; stored per plane in the header)
+MAX_SHARD_CACHE_BYTES = 512 << 20  # CSI caches of one shard: the most a decoder allocates per worker
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
 PLAIN_MARGIN = 0.005  # an adapted file this much below the effort-0 floor skips coding effort 0
@@ -47,11 +47,15 @@ class _Plane(NamedTuple):
     zero_flags: bool  # zeros flagged (hpac.zeroflags)
 
 
-def patches_per_shard(n_patches: int, patch: int) -> int:
-    """Patches per shard for a plane of ``n_patches``: a function of the image only (never of
-    the thread count, so the bytes do not depend on it), at most SHARD_PIXELS pixels a shard,
-    and a shard count that is a multiple of SHARD_MULTIPLE where there are enough patches."""
-    most = max(1, SHARD_PIXELS // (patch * patch))
+def patches_per_shard(n_patches: int, patch: int, patch_cache_bytes: int = 0) -> int:
+    """Patches per shard for a plane of ``n_patches``: a function of the image and the model
+    only (never of the thread count, so the bytes do not depend on it), at most
+    container.MAX_SHARD_PIXELS pixels and MAX_SHARD_CACHE_BYTES of CSI caches a shard
+    (``patch_cache_bytes``: a patch's, :func:`hpac.csi.cache_bytes`), and a shard count that
+    is a multiple of SHARD_MULTIPLE where there are enough patches."""
+    most = container.max_patches_per_shard(patch)
+    if patch_cache_bytes:  # binds only for a wide model on small patches, never for the catalog's
+        most = max(1, min(most, MAX_SHARD_CACHE_BYTES // patch_cache_bytes))
     shards = -(-n_patches // most)
     shards = min(n_patches, -(-shards // SHARD_MULTIPLE) * SHARD_MULTIPLE)
     return max(1, -(-n_patches // max(1, shards)))
@@ -262,7 +266,7 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
             if portable:  # the same integers under a Laplace table every machine computes alike
                 blob = adapt.encode_ints(fitted.rank, adapt.QSTEPS.index(fitted.qstep), fitted.ints, portable=True)
         p = model.config.patch
-        pps = patches_per_shard(patches.shape[0], p)
+        pps = patches_per_shard(patches.shape[0], p, cache_bytes(model.config, 1, portable))
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
         layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits), flagged))
         jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits, z=flagged:
@@ -338,6 +342,11 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
         if model.config.channels != ph.n_channels:
             raise FormatError(f"plane geometry does not match model {model.name}")
         model = model.with_patch(ph.patch)  # files of any P decode (earlier releases wrote P = 64)
+        need = cache_bytes(model.config, ph.patches_per_shard, header.portable)
+        if need > MAX_SHARD_CACHE_BYTES:  # a small file must not make the decoder allocate gigabytes
+            raise FormatError(f"a shard of {ph.patches_per_shard} patches of {ph.patch} x {ph.patch} would take "
+                              f"{need >> 20} MiB of decoder caches with model {model.name}, above the "
+                              f"{MAX_SHARD_CACHE_BYTES >> 20} MiB any encoder writes")
         if ph.adapter:
             rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter, portable=header.portable)
             model = replace(model, net=adapt.merge(model.net, rank, qstep, ints))

@@ -53,6 +53,7 @@ DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # 268 Mpx: refuse bigger headers before allocating anything
 MAX_PATCH = 1024
+MAX_SHARD_PIXELS = 1 << 19  # a shard holds at most this many pixels, or one patch where P x P is more
 METADATA_KINDS = {0: "none", 1: "DICOM header"}
 MAX_METADATA = 1 << 26
 MAX_ADAPTER = 1 << 22
@@ -105,6 +106,11 @@ def pixel_digest(pixels: np.ndarray) -> bytes:
 
 def n_patches(height: int, width: int, patch: int) -> int:
     return -(-height // patch) * -(-width // patch)
+
+
+def max_patches_per_shard(patch: int) -> int:
+    """Most P x P patches one shard may hold: MAX_SHARD_PIXELS pixels, and at least one."""
+    return max(1, MAX_SHARD_PIXELS // (patch * patch))
 
 
 def version_for(header: Header) -> int:
@@ -223,6 +229,8 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         (n_shards,) = r.unpack("<I")
         if first != next_channel or not 1 <= nch <= c - first or not 8 <= patch <= MAX_PATCH or pps < 1:
             raise FormatError("invalid plane description in header")
+        if pps > max_patches_per_shard(patch):  # the decoder codes a shard's patches at once: bound its memory
+            raise FormatError(f"{pps} patches per shard of {patch} x {patch} pixels is above the format's limit")
         if n_shards != -(-n_patches(h, w, patch) // pps):
             raise FormatError("shard count does not match the image size")
         lengths = r.unpack(f"<{n_shards}I")

@@ -33,7 +33,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .model import HPACNet, add_skip
+from .model import HPACNet, ModelConfig, add_skip
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,18 @@ def group_schedule(patch: int, kernel: int) -> GroupSchedule:
         cols.append(g - 2 * r)
         first.append(int(r[0]))
     return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(first))
+
+
+def cache_bytes(cfg: ModelConfig, batch: int, portable: bool = False) -> int:
+    """Bytes of the caches a stepper holds to code ``batch`` patches of cfg.patch: the pixel
+    ring (float32; float64 in portable arithmetic) and one ring per block (portable: three
+    float32 pieces of each value). The CSI caches are most of a shard's memory, so the
+    decoder bounds them before it allocates anything (hpac.codec.MAX_SHARD_CACHE_BYTES)."""
+    reach, pad = 3 * (cfg.kernel // 2), cfg.kernel // 2
+    width = cfg.patch + 2 * pad
+    pix = batch * cfg.channels * 2 * reach * width * (8 if portable else 4)
+    blocks = cfg.blocks * (3 if portable else 1) * batch * cfg.dim * 2 * (reach + 1) * width * 4
+    return pix + blocks
 
 
 def skew_kernel(weight: torch.Tensor, strict: bool) -> torch.Tensor:
