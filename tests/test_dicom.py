@@ -118,6 +118,17 @@ def test_unsupported_dicom_is_refused():
         read_image(bytes(raw[:200]))  # truncated: DICM magic, no dataset
 
 
+def test_dicom_too_big_for_the_format_is_refused_before_its_pixels():
+    """Rows and Columns are checked before pydicom decodes anything: compressed pixel data
+    can declare any size."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(_ct(4, 5), 12, True)))
+    ds.Rows = ds.Columns = (1 << 14) + 1
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    with pytest.raises(hpac.UnsupportedImageError, match="exceeds the format limit"):
+        read_image(buf.getvalue())
+
+
 def _write(path, data):
     path.write_bytes(data)
     return path

@@ -77,3 +77,57 @@ def test_rejects_unsupported_arrays():
         hpac.encode(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(hpac.UnsupportedImageError):
         hpac.encode(np.zeros((0, 4), np.uint8))
+
+
+def _png_of_zeros(height: int, width: int, rows: int | None = None) -> bytes:
+    """An 8-bit gray PNG of zeros declaring height x width; ``rows``: write only that many
+    rows of data (a header for the size alone). 40000 x 40000 in full takes 1.6 MB."""
+    import struct
+    import zlib
+
+    z = zlib.compressobj(1)
+    row = b"\0" * (width + 1)
+    idat = b"".join(z.compress(row) for _ in range(height if rows is None else rows)) + z.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_images_too_big_for_the_format_are_refused_before_decoding(tmp_path):
+    """A small file can declare a huge image: its size is checked from the header, so no
+    pixel is decoded (a 1.6 MB PNG of 40000 x 40000 zeros used to take 1.8 GB first)."""
+    import io
+    import struct
+    import subprocess
+    import sys
+
+    from PIL import Image as PILImage
+
+    from hpac.imageio import read_image
+
+    side = (1 << 14) + 1  # 16385 x 16385 is just above the format's 2^28 pixels
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "|u1", "fortran_order": False, "shape": (side, side)})
+    ppm = io.BytesIO()
+    PILImage.new("L", (1, 1)).save(ppm, "PPM")
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8), (277, 3, 1),
+            (278, 4, side), (279, 4, side * side)]  # a gray TIFF header with no pixel data
+    tiff = b"II*\0" + struct.pack("<IH", 8, len(tags)) + b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags)
+    for data in (_png_of_zeros(side, side, rows=1), npy.getvalue(), tiff + b"\0\0\0\0",
+                 ppm.getvalue().replace(b"1 1", f"{side} {side}".encode())):
+        with pytest.raises(hpac.UnsupportedImageError, match="exceeds the format limit"):
+            read_image(data)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_of_zeros(40000, 40000))
+    # VmHWM, the peak of this process alone (ru_maxrss would include the pytest process's,
+    # which Linux carries over to a child through fork and exec)
+    code = ("import sys\nfrom hpac.cli import main\nrc = main(['encode', sys.argv[1], sys.argv[2]])\n"
+            "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])\n"
+            "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(bomb), str(tmp_path / "b.hpac")], capture_output=True)
+    assert r.returncode != 0 and b"exceeds the format limit" in r.stderr, r.stderr[-500:]
+    assert int(r.stdout.split()[-1]) < 600_000  # KiB: far below the 1.6 GB of pixels
+    assert not (tmp_path / "b.hpac").exists()

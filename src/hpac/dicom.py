@@ -59,6 +59,9 @@ def read_dicom(data: bytes) -> tuple[np.ndarray, bytes]:
         raise UnsupportedImageError(f"multi-frame DICOM ({frames} frames) is not supported")
     if spp not in (1, 3) or alloc not in (8, 16):
         raise UnsupportedImageError(f"DICOM with {spp} samples per pixel and {alloc} allocated bits is not supported")
+    from .imageio import check_size
+
+    check_size(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))  # compressed data can declare anything
     syntax = ds.file_meta.TransferSyntaxUID
     try:
         arr = ds.pixel_array
