@@ -68,6 +68,30 @@ def test_codec_refusals():
         HpacCodec().decode(STACK_MAGIC + b"\0\0\0\0")
 
 
+def test_hostile_chunks_are_refused_from_their_headers():
+    """The headers are read before any pixel is decoded: a stack may not declare more values
+    than one chunk may hold, and a chunk must declare the size of the buffer it fills."""
+    import struct
+
+    from hpac import container
+
+    one = HpacCodec().encode(np.zeros((2, 3), np.uint8))  # 6 values, one small file
+    with pytest.raises(FormatError, match="array expects 7"):
+        HpacCodec().decode(one, out=np.zeros(7, np.uint8))
+    side, p = 1 << 14, 128  # 2^28 values, the most one file holds; a header only, never decoded
+    shards = container.n_patches(side, side, p) // container.max_patches_per_shard(p)
+    plane = container.PlaneHeader(0, 1, p, container.max_patches_per_shard(p), "hpac-gray16", "00" * 8,
+                                  (4,) * shards)
+    huge = container.write(container.Header(side, side, 1, "uint8", 8, b"\0" * 32, (plane,)), [b"\0" * 4] * shards)
+    assert container.read(huge)[0].height == side
+    n = 3
+    stack = STACK_MAGIC + struct.pack(f"<{1 + n}I", n, *[len(huge)] * n) + huge * n
+    with pytest.raises(FormatError, match="chunk stack declares"):
+        HpacCodec().decode(stack)
+    with pytest.raises(UnsupportedImageError, match="at most"):
+        HpacCodec().encode(np.broadcast_to(np.zeros(1, np.uint8), (2, 1 << 14, 1 << 14)))
+
+
 def test_zarr3_arrays(tmp_path):
     vol = volume(np.uint16)  # (3, 20, 30) in (2, 16, 30) chunks: the edge chunks are padded by zarr
     path = tmp_path / "v.zarr"

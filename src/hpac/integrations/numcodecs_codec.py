@@ -57,19 +57,25 @@ class HpacCodec(Codec):
             return api.encode(arr, effort=self.effort, threads=self.threads, portable=self.portable)
         if arr.ndim != 3 or arr.shape[0] == 0:
             raise UnsupportedImageError(f"hpac codes 2-D or 3-D chunks, got shape {arr.shape}")
+        if arr.size > container.MAX_PIXELS:  # what decode accepts of a stack
+            raise UnsupportedImageError(f"a 3-D chunk holds at most {container.MAX_PIXELS} values, got shape {arr.shape}")
         files = [api.encode(plane, effort=self.effort, threads=self.threads, portable=self.portable) for plane in arr]
         return STACK_MAGIC + struct.pack(f"<{1 + len(files)}I", len(files), *map(len, files)) + b"".join(files)
 
     def decode(self, buf, out=None) -> np.ndarray:
         """bytes -> the chunk's pixels (written into ``out`` when given)."""
         data = ensure_bytes(buf)
+        files = _stack_files(data) if data[: len(STACK_MAGIC)] == STACK_MAGIC else [data]
+        # every header first: a few hostile bytes could otherwise declare stacks of huge images
+        values = sum(h.height * h.width * h.channels for h in (container.read(f)[0] for f in files))
+        if len(files) > 1 and values > container.MAX_PIXELS:
+            raise FormatError(f"hpac chunk stack declares {values} values, above the {container.MAX_PIXELS} a "
+                              "chunk may hold")
+        if out is not None and values != ensure_ndarray(out).size:
+            raise FormatError(f"hpac chunk declares {values} values where the array expects {ensure_ndarray(out).size}")
         # a chunk's size was fixed by whoever wrote the array: refuse only what the format refuses
-        limit = container.MAX_PIXELS
-        if data[: len(STACK_MAGIC)] == STACK_MAGIC:
-            arr = np.stack([api.decode(f, threads=self.threads, max_pixels=limit) for f in _stack_files(data)])
-        else:
-            arr = api.decode(data, threads=self.threads, max_pixels=limit)
-        return ndarray_copy(arr, out)
+        arrs = [api.decode(f, threads=self.threads, max_pixels=container.MAX_PIXELS) for f in files]
+        return ndarray_copy(np.stack(arrs) if data[: len(STACK_MAGIC)] == STACK_MAGIC else arrs[0], out)
 
 
 def _stack_files(data: bytes) -> list[bytes]:
