@@ -204,7 +204,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     img = pixels if isinstance(pixels, Image) else as_image(pixels)
     arr = img.pixels
     h, w, c = arr.shape
-    if h * w > container.MAX_PIXELS or max(h, w) > container.MAX_SIDE:
+    if container.too_big(h, w):
         raise FormatError(f"image {h}x{w} exceeds the format limit of {container.MAX_PIXELS} pixels")
     plan = adapt.effort_of(effort)
     workers = threads or default_threads()

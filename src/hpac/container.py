@@ -108,6 +108,11 @@ def n_patches(height: int, width: int, patch: int) -> int:
     return -(-height // patch) * -(-width // patch)
 
 
+def too_big(height: int, width: int) -> bool:
+    """Whether a height x width image is beyond what the format holds (MAX_PIXELS, MAX_SIDE)."""
+    return height * width > MAX_PIXELS or max(height, width) > MAX_SIDE
+
+
 def max_patches_per_shard(patch: int) -> int:
     """Most P x P patches one shard may hold: MAX_SHARD_PIXELS pixels, and at least one."""
     return max(1, MAX_SHARD_PIXELS // (patch * patch))
@@ -202,7 +207,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         raise ChecksumError("header CRC mismatch: the file is corrupt")
     r = _Reader(data, body_start, body_end)
     h, w, c, dcode, bits, n_planes = r.unpack(_FIXED)
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE) or h * w > MAX_PIXELS:
+    if h < 1 or w < 1 or too_big(h, w):
         raise FormatError(f"image size {h}x{w} is outside the supported range")
     if not 1 <= c <= 4 or dcode not in DTYPE_NAMES or not 8 <= bits <= 16 or not 1 <= n_planes <= c:
         raise FormatError("invalid image description in header")

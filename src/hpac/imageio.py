@@ -80,7 +80,6 @@ def read_image(src: str | Path | bytes) -> Image:
         img = as_image(arr)
         return Image(img.pixels, img.bits, dicom.METADATA_KIND, header)
     try:
-        check_size(*_declared_size(data))
         arr = _decode(data)
     except UnsupportedImageError:
         raise
@@ -93,38 +92,44 @@ def check_size(height: int, width: int) -> None:
     """Refuse an image the format cannot hold, from its declared size: a small file can
     declare a huge image (a PNG of 40000 x 40000 zeros is 1.5 MB), so this runs before any
     pixel is decoded. (0, 0) means the size is not known before decoding."""
-    if height * width > container.MAX_PIXELS or max(height, width) > container.MAX_SIDE:
+    if container.too_big(height, width):
         raise UnsupportedImageError(f"image {height}x{width} exceeds the format limit of {container.MAX_PIXELS} "
                                     "pixels")
 
 
-def _declared_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from the file's header without decoding pixels; (0, 0) where unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return height, width
-    if data[:6] == b"\x93NUMPY":
-        from numpy.lib import format as npy
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from a PNG's IHDR; (0, 0) where it has none."""
+    if data[12:16] != b"IHDR":
+        return 0, 0
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
 
-        f = io.BytesIO(data)
-        try:
-            read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[npy.read_magic(f)]
-            shape = read(f)[0]
-        except Exception:  # another version, or a bad header: np.load reports it
-            return 0, 0
-        return (shape[0], shape[1]) if len(shape) >= 2 else (0, 0)
-    if data[:4] in (b"II*\x00", b"MM\x00*") or data[:2] in (b"P5", b"P6", b"P2", b"P3"):
-        from PIL import PpmImagePlugin, TiffImagePlugin
 
-        # Pillow's parsers read the header only; called directly, not through Image.open,
-        # whose decompression-bomb guard (179 Mpx) would refuse images the format holds
-        parser = TiffImagePlugin.TiffImageFile if data[:1] in (b"I", b"M") else PpmImagePlugin.PpmImageFile
-        try:
-            with parser(io.BytesIO(data)) as im:
-                return im.size[1], im.size[0]
-        except Exception:  # a TIFF Pillow cannot parse may still decode with imagecodecs
-            return 0, 0
-    return 0, 0
+def _npy_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from an NPY header; (0, 0) where unknown (np.load then reports it)."""
+    from numpy.lib import format as npy
+
+    f = io.BytesIO(data)
+    try:
+        read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[npy.read_magic(f)]
+        shape = read(f)[0]
+    except Exception:  # another version, or a bad header
+        return 0, 0
+    return (shape[0], shape[1]) if len(shape) >= 2 else (0, 0)
+
+
+def _pillow_size(parser_name: str, data: bytes) -> tuple[int, int]:
+    """(height, width) from Pillow's header parser (``TiffImageFile``, ``PpmImageFile``),
+    called directly, not through Image.open, whose decompression-bomb guard (179 Mpx)
+    would refuse images the format holds; (0, 0) where it cannot parse the header."""
+    from PIL import PpmImagePlugin, TiffImagePlugin
+
+    parser = {"tiff": TiffImagePlugin.TiffImageFile, "pnm": PpmImagePlugin.PpmImageFile}[parser_name]
+    try:
+        with parser(io.BytesIO(data)) as im:
+            return im.size[1], im.size[0]
+    except Exception:  # a TIFF Pillow cannot parse may still decode with imagecodecs
+        return 0, 0
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -135,17 +140,22 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _decode(data: bytes) -> np.ndarray:
+    """Pixels of a PNG, TIFF, NPY or PNM file, its declared size checked before decoding."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         import imagecodecs
 
+        check_size(*_png_size(data))
         arr = imagecodecs.png_decode(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         import imagecodecs
 
+        check_size(*_pillow_size("tiff", data))
         arr = imagecodecs.tiff_decode(data)
     elif data[:6] == b"\x93NUMPY":
+        check_size(*_npy_size(data))
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     elif data[:2] in (b"P5", b"P6", b"P2", b"P3"):
+        check_size(*_pillow_size("pnm", data))
         arr = _decode_pnm(data)
     elif data[:4] == b"HPAC":
         raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")

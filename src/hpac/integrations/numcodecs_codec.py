@@ -65,17 +65,19 @@ class HpacCodec(Codec):
     def decode(self, buf, out=None) -> np.ndarray:
         """bytes -> the chunk's pixels (written into ``out`` when given)."""
         data = ensure_bytes(buf)
-        files = _stack_files(data) if data[: len(STACK_MAGIC)] == STACK_MAGIC else [data]
+        stacked = data[: len(STACK_MAGIC)] == STACK_MAGIC
+        files = _stack_files(data) if stacked else [data]
         # every header first: a few hostile bytes could otherwise declare stacks of huge images
         values = sum(h.height * h.width * h.channels for h in (container.read(f)[0] for f in files))
         if len(files) > 1 and values > container.MAX_PIXELS:
             raise FormatError(f"hpac chunk stack declares {values} values, above the {container.MAX_PIXELS} a "
                               "chunk may hold")
-        if out is not None and values != ensure_ndarray(out).size:
-            raise FormatError(f"hpac chunk declares {values} values where the array expects {ensure_ndarray(out).size}")
+        expected = None if out is None else ensure_ndarray(out).size
+        if expected is not None and values != expected:
+            raise FormatError(f"hpac chunk declares {values} values where the array expects {expected}")
         # a chunk's size was fixed by whoever wrote the array: refuse only what the format refuses
         arrs = [api.decode(f, threads=self.threads, max_pixels=container.MAX_PIXELS) for f in files]
-        return ndarray_copy(np.stack(arrs) if data[: len(STACK_MAGIC)] == STACK_MAGIC else arrs[0], out)
+        return ndarray_copy(np.stack(arrs) if stacked else arrs[0], out)
 
 
 def _stack_files(data: bytes) -> list[bytes]:
