@@ -108,24 +108,31 @@ def mutate(seed: bytes, rng: np.random.Generator) -> bytes:
 
 
 def run_plain(runs: int, seed: int, time_limit: float) -> int:
-    """Seeded mutation fuzzing without atheris; returns the number of inputs run."""
+    """Seeded mutation fuzzing of the decoder without atheris; returns the number of inputs run."""
+    return plain_loop(seed_files(), lambda s, rng: bytes([int(rng.integers(256))]) + mutate(s, rng), one_input,
+                      runs, seed, time_limit, Path("fuzz-crash.hpac"))
+
+
+def plain_loop(seeds: list[bytes], make_input, target, runs: int, seed: int, time_limit: float,
+               crash: Path) -> int:
+    """Run ``target`` on ``make_input(seed file, rng)`` inputs until ``runs`` or ``time_limit``
+    seconds; the first input that raises or hangs 20 s is saved to ``crash``."""
     rng = np.random.default_rng(seed)
-    seeds = seed_files()
 
     def _hang(*_):
-        raise TimeoutError("decoder hung on a fuzz input")
+        raise TimeoutError("hung on a fuzz input")
 
     signal.signal(signal.SIGALRM, _hang)
     t0 = time.time()
     done = 0
     for done in range(1, runs + 1):
-        data = bytes([int(rng.integers(256))]) + mutate(seeds[int(rng.integers(len(seeds)))], rng)
+        data = make_input(seeds[int(rng.integers(len(seeds)))], rng)
         signal.alarm(20)
         try:
-            one_input(data)
+            target(data)
         except BaseException:
-            Path("fuzz-crash.hpac").write_bytes(data)
-            print(f"crash on input {done} (saved to fuzz-crash.hpac)", file=sys.stderr)
+            crash.write_bytes(data)
+            print(f"crash on input {done} (saved to {crash})", file=sys.stderr)
             raise
         finally:
             signal.alarm(0)
@@ -134,7 +141,8 @@ def run_plain(runs: int, seed: int, time_limit: float) -> int:
     return done
 
 
-def main() -> None:
+def fuzz_main(run_plain, seeds: list[bytes], target, modules: tuple | None, corpus: Path) -> None:
+    """Command line of a harness: ``--plain`` mutations, or atheris with the seeds written to ``corpus``."""
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--plain", action="store_true")
     ap.add_argument("--runs", type=int, default=1000)
@@ -147,18 +155,20 @@ def main() -> None:
         return
     import atheris
 
-    corpus = Path(__file__).parent / "fuzz-corpus"
     corpus.mkdir(exist_ok=True)
-    for i, s in enumerate(seed_files()):
-        (corpus / f"seed{i}.hpac").write_bytes(b"\x01" + s)
-    for mod in (codec, container, sys.modules["hpac.afc"]):  # coverage feedback on our own code only
+    for i, s in enumerate(seeds):
+        (corpus / f"seed{i}").write_bytes(s)
+    if modules is None:  # coverage feedback on everything loaded, the libraries' Python code included
+        atheris.instrument_all()
+    for mod in modules or ():  # coverage feedback on these modules' functions only
         for name in dir(mod):
             fn = getattr(mod, name)
             if callable(fn) and getattr(fn, "__module__", None) == mod.__name__ and hasattr(fn, "__code__"):
                 setattr(mod, name, atheris.instrument_func(fn))
-    atheris.Setup([sys.argv[0], *rest, str(corpus)], one_input)
+    atheris.Setup([sys.argv[0], *rest, str(corpus)], target)
     atheris.Fuzz()
 
 
 if __name__ == "__main__":
-    main()
+    fuzz_main(run_plain, [b"\x01" + s for s in seed_files()], one_input, (codec, container, sys.modules["hpac.afc"]),
+              Path(__file__).parent / "fuzz-corpus")

@@ -132,3 +132,83 @@ def test_dicom_too_big_for_the_format_is_refused_before_its_pixels():
 def _write(path, data):
     path.write_bytes(data)
     return path
+
+
+def _encapsulated(frame: bytes, syntax, rows: int, columns: int, samples: int = 1) -> bytes:
+    """A single-frame DICOM file holding one compressed frame, its size taken from the caller."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((rows, columns), np.uint16), 8, False)))
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel = 8, 8, 7, samples
+    if samples == 3:
+        ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_compressed_frames_declaring_another_size_are_refused_before_decoding():
+    """The decoder behind pydicom allocates what the codestream declares, and pydicom compares
+    it with Rows and Columns only afterwards: a 1.2 KB DICOM of 8 x 8 pixels whose JPEG 2000
+    frame declared 12000 x 12000 took 913 MB to be refused."""
+    import struct
+
+    from PIL import Image as PILImage
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+    gray = PILImage.fromarray(smooth_image(8, 8, 1)[:, :, 0])
+    for fmt, syntax, opts in (("JPEG2000", JPEG2000Lossless, {"irreversible": False, "no_jp2": True}), ("JPEG", JPEGBaseline8Bit, {})):
+        buf = io.BytesIO()
+        gray.save(buf, fmt, **opts)
+        frame = buf.getvalue()
+        assert dicom.codestream_size(frame) == (8, 8, 1)
+        if fmt == "JPEG2000":  # the same codestream in a JP2 file's jp2c box
+            jp2 = io.BytesIO()
+            gray.save(jp2, fmt, irreversible=False)
+            assert jp2.getvalue()[4:8] == b"jP  " and dicom.codestream_size(jp2.getvalue()) == (8, 8, 1)
+        assert read_image(_encapsulated(frame, syntax, 8, 8)).pixels.shape == (8, 8, 1)  # the honest file decodes
+        if fmt == "JPEG2000":  # a raw codestream; SIZ: Xsiz and Ysiz after SOC, SIZ, Lsiz and Rsiz
+            assert frame[:4] == b"\xff\x4f\xff\x51"
+            big = frame[:8] + struct.pack(">II", 12000, 12000) + frame[16:]
+        else:  # baseline start of frame: length, precision, then height and width
+            sof = frame.index(b"\xff\xc0")
+            big = frame[: sof + 5] + struct.pack(">HH", 12000, 12000) + frame[sof + 9 :]
+        assert dicom.codestream_size(big) == (12000, 12000, 1)
+        with pytest.raises(hpac.UnsupportedImageError, match="declares 12000x12000 pixels"):
+            read_image(_encapsulated(big, syntax, 8, 8))
+
+
+def test_malformed_dicom_elements_are_refused_cleanly():
+    """pydicom converts elements lazily, so malformed values raise where they are first read
+    (ValueError, TypeError, ...); each must reach the user as one clear error."""
+    from pydicom.data import get_testdata_file
+
+    bad_vr = get_testdata_file("badVR.dcm")  # NumberOfFrames "1A"
+    with pytest.raises(hpac.UnsupportedImageError, match="cannot read DICOM file"):
+        read_image(open(bad_vr, "rb").read())
+    src = make_dicom(_ct(4, 5), 12, True)
+    assert ExplicitVRLittleEndian.encode() in src
+    wrong = src.replace(ExplicitVRLittleEndian.encode(), b"1.2.840.10008.5.1.4", 1)  # a UID, not a transfer syntax
+    with pytest.raises(hpac.UnsupportedImageError, match="cannot read DICOM file"):
+        read_image(wrong)
+
+
+def test_dicom_encoded_in_another_vr_than_its_syntax_round_trips(tiny_models):
+    """pydicom's SC_rgb_jpeg.dcm declares explicit VR but is implicit: pydicom reads it with
+    a warning, and writing its header back raised TypeError (a traceback from hpac encode)."""
+    from pydicom.data import get_testdata_file
+
+    src = open(get_testdata_file("SC_rgb_jpeg.dcm"), "rb").read()
+    with pytest.warns(UserWarning, match="implicit VR"):
+        img = read_image(src)
+    data = codec.encode(img, {3: tiny_models[3]})
+    back = codec.decode_image(data, [tiny_models[3]])
+    assert np.array_equal(back.pixels, img.pixels)
+    out = pydicom.dcmread(io.BytesIO(dicom.write_dicom(back.pixels, back.metadata)))
+    with pytest.warns(UserWarning):
+        expected = pydicom.dcmread(io.BytesIO(src)).pixel_array
+    assert np.array_equal(out.pixel_array, expected)
+    assert out.ImageType == ["DERIVED", "SECONDARY", "OTHER"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import fuzz_decoder
-from hpac import container
+import fuzz_input
+from hpac import container, imageio
 from hpac.errors import FormatError
 
 HARNESS = Path(__file__).parent / "fuzz_decoder.py"
@@ -26,6 +27,20 @@ def test_seeds_decode():
 
 def test_plain_mutation_fuzz():
     assert fuzz_decoder.run_plain(runs=400, seed=1, time_limit=120) >= 1
+
+
+def test_input_seeds_read():
+    seeds = fuzz_input.seed_files()
+    magics = {b"\x89PNG", b"II*\x00", b"\x93NUM", b"P5\n", b"P6\n", b"P2\n"}
+    assert {m for m in magics for s in seeds if s.startswith(m)} == magics  # every input format is fuzzed
+    assert sum(s[128:132] == b"DICM" for s in seeds) == len(fuzz_input.DICOM_SEEDS)
+    for data in seeds:
+        fuzz_input.one_input(data)
+        assert imageio.read_image(data).pixels.size > 0  # each seed is a valid image, not an early refusal
+
+
+def test_plain_input_fuzz():
+    assert fuzz_input.run_plain(runs=600, seed=1, time_limit=120) >= 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed here")

@@ -131,3 +131,65 @@ def test_images_too_big_for_the_format_are_refused_before_decoding(tmp_path):
     assert r.returncode != 0 and b"exceeds the format limit" in r.stderr, r.stderr[-500:]
     assert int(r.stdout.split()[-1]) < 600_000  # KiB: far below the 1.6 GB of pixels
     assert not (tmp_path / "b.hpac").exists()
+
+
+def _tiff_header(width: int, height: int, samples: int = 1, photometric: int = 1, bits: int = 8) -> bytes:
+    """A TIFF with one IFD and no pixel data: what a small hostile file can declare."""
+    import struct
+
+    tags = [(256, 4, width), (257, 4, height), (258, 3, bits), (259, 3, 1), (262, 3, photometric), (273, 4, 8),
+            (277, 3, samples), (278, 4, height), (279, 4, width * height * samples)]
+    return (b"II*\0" + struct.pack("<IH", 8, len(tags))
+            + b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags) + b"\0\0\0\0")
+
+
+def test_tiff_and_npy_headers_are_checked_before_decoding():
+    """Pillow's TIFF plugin refuses photometric interpretations that libtiff decodes (here
+    LogL, 32844), so its size was unknown and libtiff allocated whatever the file declared;
+    and samples per pixel multiply the pixels: a 6 KB TIFF of 4000 x 4000 x 64 took 1 GB
+    before being refused. Sizes and channels now come from the tags themselves."""
+    import io
+
+    from hpac.imageio import read_image
+
+    side = (1 << 14) + 1
+    with pytest.raises(hpac.UnsupportedImageError, match="exceeds the format limit"):
+        read_image(_tiff_header(side, side, photometric=32844))
+    with pytest.raises(hpac.UnsupportedImageError, match="64 channels"):
+        read_image(_tiff_header(4000, 4000, samples=64))
+    with pytest.raises(hpac.UnsupportedImageError, match="32-bit"):
+        read_image(_tiff_header(4000, 4000, bits=32))
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "|u1", "fortran_order": False, "shape": (4000, 4000, 64)})
+    with pytest.raises(hpac.UnsupportedImageError, match="64 channels"):
+        read_image(npy.getvalue())
+    with pytest.raises(hpac.UnsupportedImageError, match="TIFF header"):
+        read_image(b"II*\0\xff\xff\xff\x7f")  # first IFD far past the end
+
+
+def test_broken_pngs_are_refused_before_libpng_sees_them():
+    """imagecodecs 2026.3 drops a reference to None each time libpng fails on a PNG; Python
+    3.11 aborts ("deallocating None") once the count reaches zero, so a long-running process
+    given enough broken PNGs died. Broken files are now refused by Pillow's check first."""
+    import gc
+    import struct
+    import sys
+    import zlib
+
+    from hpac.imageio import read_image, write_png
+
+    good = bytearray(write_png(smooth_image(32, 32, 3)))
+    at = good.index(b"IDAT")
+    (length,) = struct.unpack(">I", good[at - 4 : at])
+    good[at + 4 + length // 2] ^= 0x5A  # corrupt the deflate stream, then make the chunk's CRC right again
+    good[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(good[at : at + 4 + length])))
+    broken = bytes(good)
+    with pytest.raises(hpac.UnsupportedImageError, match="cannot read image"):
+        read_image(broken)
+    gc.collect()
+    before = sys.getrefcount(None)  # a constant on Python 3.12+, where None is immortal
+    for _ in range(2000):
+        with pytest.raises(hpac.UnsupportedImageError):
+            read_image(broken)
+    gc.collect()
+    assert sys.getrefcount(None) - before > -500  # was -2000: one reference per broken file

@@ -16,17 +16,22 @@ exactly but the output is written uncompressed: Transfer Syntax becomes Explicit
 Endian, and a YCbCr colour original becomes RGB with Planar Configuration 0.
 
 Needs the optional extra ``hpac[dicom]`` (pydicom); single-frame images, 1 or 3 samples per
-pixel, 8- or 16-bit allocation.
+pixel, 8- or 16-bit allocation. A compressed frame must declare in its own header the size that
+Rows and Columns give: that is checked before any pixel is decoded.
 """
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 
-from .errors import UnsupportedImageError
+from .errors import HpacError, UnsupportedImageError
 
 METADATA_KIND = 1  # container metadata kind of a DICOM dataset without Pixel Data
+# start-of-frame markers of JPEG (baseline, extended, progressive, lossless) and JPEG-LS (0xF7):
+# each is followed by its length, the sample precision, the height, the width and the components
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
 def is_dicom(data: bytes) -> bool:
@@ -45,12 +50,18 @@ def _pydicom():
 def read_dicom(data: bytes) -> tuple[np.ndarray, bytes]:
     """DICOM bytes -> stored pixels (H, W[, 3]) uint8/uint16/int16 and the header bytes."""
     pydicom = _pydicom()
+    try:
+        return _read_dicom(pydicom, data)
+    except HpacError:
+        raise
+    except Exception as exc:  # pydicom converts elements lazily and raises many types on malformed ones
+        raise UnsupportedImageError(f"cannot read DICOM file: {exc}") from None
+
+
+def _read_dicom(pydicom, data: bytes) -> tuple[np.ndarray, bytes]:
     from pydicom.uid import ExplicitVRLittleEndian
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:  # pydicom raises many types on malformed files
-        raise UnsupportedImageError(f"cannot parse DICOM file: {exc}") from None
+    ds = pydicom.dcmread(io.BytesIO(data))
     if "PixelData" not in ds:
         raise UnsupportedImageError("DICOM file has no pixel data")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -61,8 +72,13 @@ def read_dicom(data: bytes) -> tuple[np.ndarray, bytes]:
         raise UnsupportedImageError(f"DICOM with {spp} samples per pixel and {alloc} allocated bits is not supported")
     from .imageio import check_size
 
-    check_size(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))  # compressed data can declare anything
-    syntax = ds.file_meta.TransferSyntaxUID
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    check_size(rows, columns)
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None:
+        raise UnsupportedImageError("DICOM file names no transfer syntax")
+    if syntax.is_compressed:  # the codestream's own header sizes what the decoder allocates
+        _check_frame_header(ds, rows, columns)
     try:
         arr = ds.pixel_array
     except Exception as exc:
@@ -77,24 +93,97 @@ def read_dicom(data: bytes) -> tuple[np.ndarray, bytes]:
             if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
                 ds.PhotometricInterpretation = "RGB"  # pixel_array converted the colour space
             ds.PlanarConfiguration = 0
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    return arr, buf.getvalue()
+    return arr, _serialise(ds)
+
+
+def codestream_size(frame: bytes) -> tuple[int, int, int] | None:
+    """(height, width, components) that a JPEG, JPEG-LS or JPEG 2000 codestream (raw or in
+    a JP2 file) declares in its header; None for anything else (RLE)."""
+    if frame[:2] == b"\xff\xd8":  # JPEG family: the segments up to the first start of frame
+        i = 2
+        while i + 4 <= len(frame) and frame[i] == 0xFF:
+            marker = frame[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in _SOF_MARKERS and i + 10 <= len(frame):
+                height, width, components = struct.unpack_from(">HHB", frame, i + 5)
+                return height, width, components
+            i += 2 + struct.unpack_from(">H", frame, i + 2)[0]
+        return None
+    soc = 0
+    if frame[4:8] == b"jP  ":  # a JP2 file: the codestream is the contents of its jp2c box
+        while True:
+            if soc + 16 > len(frame):
+                return None
+            size, kind, large = struct.unpack_from(">I4sQ", frame, soc)
+            size, header = (large, 16) if size == 1 else (size, 8)
+            if kind == b"jp2c":
+                soc += header
+                break
+            if size < header:  # 0: the last box, and not the codestream
+                return None
+            soc += size
+    if frame[soc : soc + 4] != b"\xff\x4f\xff\x51" or soc + 42 > len(frame):  # JPEG 2000: SOC, then SIZ
+        return None
+    xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">4I", frame, soc + 8)
+    (components,) = struct.unpack_from(">H", frame, soc + 40)
+    return ysiz - yosiz, xsiz - xosiz, components
+
+
+def _check_frame_header(ds, rows: int, columns: int) -> None:
+    """Refuse a compressed frame whose codestream declares another size than the DICOM
+    header: decoders allocate what the codestream says, and pydicom compares only after."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception as exc:
+        raise UnsupportedImageError(f"cannot read the encapsulated DICOM pixel data: {exc}") from None
+    declared = codestream_size(frame)
+    if declared is None:
+        return
+    if declared[:2] != (rows, columns):
+        raise UnsupportedImageError(f"compressed DICOM frame declares {declared[0]}x{declared[1]} pixels; "
+                                    f"the DICOM header says {rows}x{columns}")
+    if declared[2] > 4:
+        raise UnsupportedImageError(f"compressed DICOM frame declares {declared[2]} components")
 
 
 def write_dicom(pixels: np.ndarray, header: bytes) -> bytes:
     """Stored pixels (H, W, C) and header bytes from :func:`read_dicom` -> DICOM file bytes."""
     pydicom = _pydicom()
     try:
-        ds = pydicom.dcmread(io.BytesIO(header), force=True)
-    except Exception as exc:
-        raise UnsupportedImageError(f"stored DICOM header is unreadable: {exc}") from None
+        return _write_dicom(pydicom, pixels, header)
+    except HpacError:
+        raise
+    except Exception as exc:  # a header that pydicom cannot turn back into a file
+        raise UnsupportedImageError(f"stored DICOM header is unusable: {exc}") from None
+
+
+def _write_dicom(pydicom, pixels: np.ndarray, header: bytes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(header), force=True)
     arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     if pixels.shape[2] == 3 and int(ds.get("PlanarConfiguration", 0)) == 1:
         arr = arr.transpose(2, 0, 1)
     raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
     ds.PixelData = raw + (b"\0" if len(raw) % 2 else b"")
     ds["PixelData"].VR = "OW" if pixels.dtype.itemsize == 2 else "OB"
+    return _serialise(ds)
+
+
+def _serialise(ds) -> bytes:
+    """A dataset as Part-10 bytes, written like the original where pydicom can."""
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf)
+        return buf.getvalue()
+    except Exception:
+        pass
+    # A dataset stored in another VR encoding than its transfer syntax says is read with a
+    # warning, and its elements keep no VR; converting them gives each its dictionary VR.
+    for tag in list(ds.keys()):
+        ds[tag]
     buf = io.BytesIO()
     ds.save_as(buf)
     return buf.getvalue()

@@ -7,7 +7,9 @@ Arrays are always (H, W, C) with C in 1..4, dtype uint8, uint16 or int16.
 from __future__ import annotations
 
 import io
+import math
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,13 +90,15 @@ def read_image(src: str | Path | bytes) -> Image:
     return as_image(arr)
 
 
-def check_size(height: int, width: int) -> None:
+def check_size(height: int, width: int, channels: int = 1) -> None:
     """Refuse an image the format cannot hold, from its declared size: a small file can
     declare a huge image (a PNG of 40000 x 40000 zeros is 1.5 MB), so this runs before any
     pixel is decoded. (0, 0) means the size is not known before decoding."""
     if container.too_big(height, width):
         raise UnsupportedImageError(f"image {height}x{width} exceeds the format limit of {container.MAX_PIXELS} "
                                     "pixels")
+    if channels > 4:
+        raise UnsupportedImageError(f"image with {channels} channels (hpac codes 1 to 4)")
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -105,8 +109,19 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return height, width
 
 
-def _npy_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from an NPY header; (0, 0) where unknown (np.load then reports it)."""
+def _check_png(data: bytes) -> None:
+    """Decode a PNG once with Pillow, which checks every chunk's CRC and the zlib stream,
+    before imagecodecs decodes it at full depth: imagecodecs 2026.3 drops a reference to
+    None each time libpng fails on a file, and Python 3.11 aborts once None's count reaches
+    zero (a fuzz find: a process that is given some thousands of broken PNGs dies)."""
+    from PIL import PngImagePlugin
+
+    with PngImagePlugin.PngImageFile(io.BytesIO(data)) as im:  # not Image.open: no 179 Mpx guard
+        im.load()
+
+
+def _npy_size(data: bytes) -> tuple[int, int, int]:
+    """(height, width, channels) from an NPY header; (0, 0, 1) where unknown (np.load then reports it)."""
     from numpy.lib import format as npy
 
     f = io.BytesIO(data)
@@ -114,21 +129,42 @@ def _npy_size(data: bytes) -> tuple[int, int]:
         read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[npy.read_magic(f)]
         shape = read(f)[0]
     except Exception:  # another version, or a bad header
-        return 0, 0
-    return (shape[0], shape[1]) if len(shape) >= 2 else (0, 0)
+        return 0, 0, 1
+    return (shape[0], shape[1], math.prod(shape[2:])) if len(shape) >= 2 else (0, 0, 1)
 
 
-def _pillow_size(parser_name: str, data: bytes) -> tuple[int, int]:
-    """(height, width) from Pillow's header parser (``TiffImageFile``, ``PpmImageFile``),
-    called directly, not through Image.open, whose decompression-bomb guard (179 Mpx)
-    would refuse images the format holds; (0, 0) where it cannot parse the header."""
-    from PIL import PpmImagePlugin, TiffImagePlugin
+def _tiff_size(data: bytes) -> tuple[int, int, int]:
+    """(height, width, samples per pixel) from the first IFD, the page imagecodecs decodes.
+    Read with Pillow's tag reader alone: its TIFF plugin refuses photometric
+    interpretations that libtiff decodes, and such a file may declare any size."""
+    from PIL import TiffImagePlugin
 
-    parser = {"tiff": TiffImagePlugin.TiffImageFile, "pnm": PpmImagePlugin.PpmImageFile}[parser_name]
+    f = io.BytesIO(data)
     try:
-        with parser(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on every malformed tag; the checks below decide
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
+            f.seek(ifd.next)
+            ifd.load(f)
+        height, width = int(ifd[257]), int(ifd[256])
+        samples, bits = int(ifd.get(277, 1)), max(ifd.get(258, (1,)))
+    except Exception as exc:
+        raise UnsupportedImageError(f"cannot read the TIFF header: {exc}") from None
+    if bits > 16 or ifd.get(339, (1,))[0] == 3 or int(ifd.get(32997, 1)) > 1:  # wide or float samples, SGI depth
+        raise UnsupportedImageError(f"TIFF with {bits}-bit, float or volume samples (hpac codes 8-16-bit integers)")
+    return height, width, samples
+
+
+def _pnm_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from Pillow's PNM header parser, called directly, not through
+    Image.open, whose decompression-bomb guard (179 Mpx) would refuse images the format
+    holds; (0, 0) where it cannot parse the header (decoding then fails the same way)."""
+    from PIL import PpmImagePlugin
+
+    try:
+        with PpmImagePlugin.PpmImageFile(io.BytesIO(data)) as im:
             return im.size[1], im.size[0]
-    except Exception:  # a TIFF Pillow cannot parse may still decode with imagecodecs
+    except Exception:
         return 0, 0
 
 
@@ -145,17 +181,18 @@ def _decode(data: bytes) -> np.ndarray:
         import imagecodecs
 
         check_size(*_png_size(data))
+        _check_png(data)
         arr = imagecodecs.png_decode(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         import imagecodecs
 
-        check_size(*_pillow_size("tiff", data))
+        check_size(*_tiff_size(data))
         arr = imagecodecs.tiff_decode(data)
     elif data[:6] == b"\x93NUMPY":
         check_size(*_npy_size(data))
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     elif data[:2] in (b"P5", b"P6", b"P2", b"P3"):
-        check_size(*_pillow_size("pnm", data))
+        check_size(*_pnm_size(data))
         arr = _decode_pnm(data)
     elif data[:4] == b"HPAC":
         raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")
