@@ -193,3 +193,23 @@ def test_broken_pngs_are_refused_before_libpng_sees_them():
             read_image(broken)
     gc.collect()
     assert sys.getrefcount(None) - before > -500  # was -2000: one reference per broken file
+
+
+def test_pillow_read_formats_hold_what_the_format_holds(monkeypatch):
+    """PPM/PGM (and the PNG check) use Pillow's plugin classes directly: Image.open warns
+    above Image.MAX_IMAGE_PIXELS (89 Mpx) and refuses twice that, below the format's 268 Mpx."""
+    import io
+    import warnings
+
+    from PIL import Image as PILImage
+
+    from hpac.imageio import read_image, write_png
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10)  # so that a 9 x 7 image stands for a huge one
+    rgb = smooth_image(9, 7, 3)
+    ppm = io.BytesIO()
+    PILImage.fromarray(rgb).save(ppm, "PPM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for data in (ppm.getvalue(), write_png(rgb)):
+            assert np.array_equal(read_image(data).pixels, rgb)
