@@ -212,3 +212,27 @@ def test_dicom_encoded_in_another_vr_than_its_syntax_round_trips(tiny_models):
         expected = pydicom.dcmread(io.BytesIO(src)).pixel_array
     assert np.array_equal(out.pixel_array, expected)
     assert out.ImageType == ["DERIVED", "SECONDARY", "OTHER"]
+
+
+def test_nested_sequences_cannot_blow_up_error_messages():
+    """An atheris find: 2.7 KB whose file meta nests sequences 15 deep around an element of
+    the wrong length. pydicom wraps the error once per level, each message holding the
+    traceback text of the one inside, so the text doubled per level: 11 s and 3.7 GB, then
+    the error. hpac now reads it in a fraction of a second with pydicom's wrapper replaced,
+    and puts pydicom's back afterwards."""
+    import base64
+    import resource
+    import zlib
+
+    import pydicom.dataset
+
+    data = zlib.decompress(base64.b64decode(
+        "eNrz9NRieMXKwYAGfjLQCbh4OvsyAengwFAfFoZzROhQoaJZIxdQIax+Dtc4Hk2To2lysMbxaBgNWff+////72i+HaH5ll5AnJGFgRHMYgLS"
+        "/suwgyHkVJxADKT9P0Q7klmQpiwAJv91fQ=="))
+    pydicoms = pydicom.dataset.tag_in_exception
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(hpac.UnsupportedImageError, match="cannot read DICOM file: Expected total bytes") as err:
+        read_image(data)
+    assert len(str(err.value)) < 400
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB; was 3.7 GB
+    assert pydicom.dataset.tag_in_exception is pydicoms
