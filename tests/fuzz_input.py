@@ -4,7 +4,8 @@
     .venv/bin/python tests/fuzz_input.py --plain --runs 100000                              # seeded mutations
 
 `hpac encode` reads what users give it, and the decoders behind it (libpng, libtiff, Pillow,
-pydicom and its pixel handlers) allocate what a header declares. Seeds are small files of
+pydicom and its pixel handlers) allocate what a header declares; `hpac decode` writes DICOM
+around a header that a .hpac file carries. Seeds are small files of
 every input format, DICOM ones from pydicom's bundled test files (native, RLE, JPEG, JPEG 2000).
 Anything escaping other than :class:`hpac.HpacError` is a bug, and so is an input that makes
 the reader hold far more memory than the image it returns (``-rss_limit_mb``).
@@ -56,9 +57,15 @@ def seed_files() -> list[bytes]:
 
 
 def one_input(data: bytes) -> None:
-    """The fuzz target: read an image; only HpacError may escape."""
+    """The fuzz target: read an image, and write DICOM with the bytes as its header (what a
+    .hpac file's metadata section gives `hpac decode`); only HpacError may escape."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom and Pillow warn on malformed files; that is not a failure
+        if dicom.is_dicom(data):
+            try:
+                dicom.write_dicom(np.zeros((2, 3, 1), np.uint16), data)
+            except HpacError:
+                pass
         try:
             img = imageio.read_image(data)
         except HpacError:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_atheris_fuzz(tmp_path):
     r = subprocess.run([sys.executable, str(HARNESS), "-runs=300", "-timeout=20"], capture_output=True,
                        timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
-    assert b"Done 300 runs" in r.stderr
+    assert re.search(rb"Done 30[01] runs", r.stderr), r.stderr[-2000:]  # libFuzzer may count one more
 
 
 def test_the_fuzzers_out_of_memory_input_is_refused_in_the_header():
