@@ -236,3 +236,31 @@ def test_nested_sequences_cannot_blow_up_error_messages():
     assert len(str(err.value)) < 400
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB; was 3.7 GB
     assert pydicom.dataset.tag_in_exception is pydicoms
+
+
+def test_stored_values_come_back_in_their_colour_space_and_byte_order(tiny_models):
+    """Native YCbCr was converted to RGB (a rounding step) and then labelled YCbCr again, and
+    big-endian pixel data was written little-endian under a big-endian header: both gave a
+    .dcm whose pixels differ from the original's."""
+    from pydicom.data import get_testdata_file
+
+    def round_trip(src: bytes) -> bytes:
+        img = read_image(src)
+        back = codec.decode_image(codec.encode(img, tiny_models), list(tiny_models.values()))
+        return dicom.write_dicom(back.pixels, back.metadata)
+
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+    ds.PhotometricInterpretation = "YBR_FULL"  # the same bytes, declared YCbCr
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    ybr = buf.getvalue()
+    stored = np.frombuffer(ds.PixelData, np.uint8)[: 3 * 3 * 3].reshape(3, 3, 3)
+    assert np.array_equal(read_image(ybr).pixels, stored)  # coded as stored, not as RGB
+    _same_dataset(ybr, round_trip(ybr))
+    for name in ("MR_small_bigendian.dcm", "SC_ybr_full_422_uncompressed.dcm"):
+        src = open(get_testdata_file(name), "rb").read()
+        out = pydicom.dcmread(io.BytesIO(round_trip(src)))
+        original = pydicom.dcmread(io.BytesIO(src))
+        assert np.array_equal(out.pixel_array, original.pixel_array), name
+        assert out.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert out.PhotometricInterpretation == "YBR_FULL"  # 4:2:2 chroma upsampled by pydicom, values kept

@@ -10,12 +10,14 @@ A DICOM file is kept as two parts:
   file size).
 
 ``hpac decode x.hpac out.dcm`` puts them back together. For an uncompressed original every
-element and every pixel comes back as it was. For a compressed original (JPEG, JPEG-LS,
-JPEG 2000, RLE; decoding needs pydicom's pixel handlers installed) the pixel values are kept
-exactly but the output is written uncompressed: Transfer Syntax becomes Explicit VR Little
-Endian, and a YCbCr colour original becomes RGB with Planar Configuration 0.
+element and every stored value comes back as it was, in its byte order, YCbCr included
+(YBR_FULL_422 comes back as YBR_FULL: pydicom gives each pair's chroma value to both pixels).
+For a compressed original (JPEG, JPEG-LS, JPEG 2000, RLE; decoding needs pydicom's pixel
+handlers installed) the decoded values are kept exactly but the output is written
+uncompressed: Transfer Syntax becomes Explicit VR Little Endian, and a YCbCr original coded
+with a JPEG codec becomes the RGB that the codec decodes, with Planar Configuration 0.
 
-Needs the optional extra ``hpac[dicom]`` (pydicom); single-frame images, 1 or 3 samples per
+Needs the optional extra ``hpac[dicom]`` (pydicom 3); single-frame images, 1 or 3 samples per
 pixel, 8- or 16-bit allocation. A compressed frame must declare in its own header the size that
 Rows and Columns give: that is checked before any pixel is decoded.
 """
@@ -108,7 +110,7 @@ def read_dicom(data: bytes) -> tuple[np.ndarray, bytes]:
 
 
 def _read_dicom(pydicom, data: bytes) -> tuple[np.ndarray, bytes]:
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
     ds = pydicom.dcmread(io.BytesIO(data))
     if "PixelData" not in ds:
@@ -126,8 +128,12 @@ def _read_dicom(pydicom, data: bytes) -> tuple[np.ndarray, bytes]:
     syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
     if syntax is None:
         raise UnsupportedImageError("DICOM file names no transfer syntax")
+    lossy_colour = syntax.is_compressed and syntax != RLELossless
     if syntax.is_compressed:  # the codestream's own header sizes what the decoder allocates
         _check_frame_header(ds, rows, columns)
+    # Stored values exactly (no YCbCr -> RGB, a rounding step) wherever they are stored as
+    # such: native and RLE data. A JPEG codec decodes colour to RGB itself.
+    ds.pixel_array_options(raw=not lossy_colour)
     try:
         arr = ds.pixel_array
     except Exception as exc:
@@ -136,11 +142,14 @@ def _read_dicom(pydicom, data: bytes) -> tuple[np.ndarray, bytes]:
         raise UnsupportedImageError("signed 8-bit DICOM pixel data is not supported")
     arr = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("=")))
     del ds.PixelData
+    colour = str(ds.get("PhotometricInterpretation", ""))
+    if colour == "YBR_FULL_422":  # pydicom upsampled the chroma: each pair's value, twice
+        ds.PhotometricInterpretation = "YBR_FULL"
     if syntax.is_compressed:  # written back uncompressed: the values are the same, the encoding is not
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         if spp == 3:
-            if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
-                ds.PhotometricInterpretation = "RGB"  # pixel_array converted the colour space
+            if lossy_colour and colour.startswith("YBR"):
+                ds.PhotometricInterpretation = "RGB"  # the JPEG codec converted the colour space
             ds.PlanarConfiguration = 0
     return arr, _serialise(ds)
 
@@ -216,7 +225,9 @@ def _write_dicom(pydicom, pixels: np.ndarray, header: bytes) -> bytes:
     arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     if pixels.shape[2] == 3 and int(ds.get("PlanarConfiguration", 0)) == 1:
         arr = arr.transpose(2, 0, 1)
-    raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    order = ">" if syntax is not None and syntax.is_transfer_syntax and not syntax.is_little_endian else "<"
+    raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder(order)).tobytes()  # the header's byte order
     ds.PixelData = raw + (b"\0" if len(raw) % 2 else b"")
     ds["PixelData"].VR = "OW" if pixels.dtype.itemsize == 2 else "OB"
     return _serialise(ds)
