@@ -213,3 +213,24 @@ def test_pillow_read_formats_hold_what_the_format_holds(monkeypatch):
         warnings.simplefilter("error")
         for data in (ppm.getvalue(), write_png(rgb)):
             assert np.array_equal(read_image(data).pixels, rgb)
+
+
+@pytest.mark.parametrize("layout", [{}, {"compression": "lzw"}, {"compression": "deflate"},
+                                    {"compression": "packbits"}, {"byteorder": ">"}, {"tile": (16, 16)},
+                                    {"rowsperstrip": 3}, {"planarconfig": "separate"}])
+def test_tiff_layouts_read_as_their_pixels(layout):
+    """Every TIFF layout libtiff writes reads back as the same (H, W, C) values; planar
+    ("separate") files decode as (C, H, W) and were refused until session 21."""
+    import imagecodecs
+
+    from hpac.imageio import read_image
+
+    for arr in (smooth_image(13, 11, 1), smooth_image(13, 11, 3), smooth_image(13, 11, 1, dtype=np.uint16),
+                smooth_image(13, 11, 1, dtype=np.int16), smooth_image(13, 11, 4).astype(np.uint16) * 257):
+        src = np.moveaxis(arr, 2, 0) if layout.get("planarconfig") == "separate" else arr
+        if src.shape[-1] == 1 or src.shape[0] == 1:
+            src = src.reshape(arr.shape[:2])
+        extra = {"photometric": "rgb"} if arr.shape[2] >= 3 else {}
+        data = imagecodecs.tiff_encode(np.ascontiguousarray(src).copy(), **layout, **extra)  # copy: ">" swaps in place
+        got = read_image(data).pixels
+        assert got.dtype == arr.dtype and np.array_equal(got, arr), (layout, arr.shape, arr.dtype)

@@ -133,8 +133,9 @@ def _npy_size(data: bytes) -> tuple[int, int, int]:
     return (shape[0], shape[1], math.prod(shape[2:])) if len(shape) >= 2 else (0, 0, 1)
 
 
-def _tiff_size(data: bytes) -> tuple[int, int, int]:
-    """(height, width, samples per pixel) from the first IFD, the page imagecodecs decodes.
+def _tiff_header(data: bytes) -> tuple[int, int, int, int]:
+    """(height, width, samples per pixel, planar configuration) from the first IFD, the page
+    imagecodecs decodes.
     Read with Pillow's tag reader alone: its TIFF plugin refuses photometric
     interpretations that libtiff decodes, and such a file may declare any size."""
     from PIL import TiffImagePlugin
@@ -147,12 +148,12 @@ def _tiff_size(data: bytes) -> tuple[int, int, int]:
             f.seek(ifd.next)
             ifd.load(f)
         height, width = int(ifd[257]), int(ifd[256])
-        samples, bits = int(ifd.get(277, 1)), max(ifd.get(258, (1,)))
+        samples, bits, planar = int(ifd.get(277, 1)), max(ifd.get(258, (1,))), int(ifd.get(284, 1))
     except Exception as exc:
         raise UnsupportedImageError(f"cannot read the TIFF header: {exc}") from None
     if bits > 16 or ifd.get(339, (1,))[0] == 3 or int(ifd.get(32997, 1)) > 1:  # wide or float samples, SGI depth
         raise UnsupportedImageError(f"TIFF with {bits}-bit, float or volume samples (hpac codes 8-16-bit integers)")
-    return height, width, samples
+    return height, width, samples, planar
 
 
 def _pnm_size(data: bytes) -> tuple[int, int]:
@@ -186,8 +187,11 @@ def _decode(data: bytes) -> np.ndarray:
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         import imagecodecs
 
-        check_size(*_tiff_size(data))
+        height, width, samples, planar = _tiff_header(data)
+        check_size(height, width, samples)
         arr = imagecodecs.tiff_decode(data)
+        if planar == 2 and samples > 1 and arr.shape[:1] == (samples,):  # one plane per sample: (S, H, W)
+            arr = np.moveaxis(arr, 0, -1)
     elif data[:6] == b"\x93NUMPY":
         check_size(*_npy_size(data))
         arr = np.load(io.BytesIO(data), allow_pickle=False)
