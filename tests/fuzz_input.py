@@ -1,6 +1,6 @@
 """Fuzz image input (PNG, TIFF, NPY, PNM, DICOM): every input must read or raise HpacError, promptly.
 
-    .venv/bin/python tests/fuzz_input.py -runs=100000 -timeout=20 -rss_limit_mb=2048 DIR   # atheris
+    .venv/bin/python tests/fuzz_input.py -runs=100000 -timeout=20 -rss_limit_mb=2048       # atheris
     .venv/bin/python tests/fuzz_input.py --plain --runs 100000                              # seeded mutations
 
 `hpac encode` reads what users give it, and the decoders behind it (libpng, libtiff, Pillow,

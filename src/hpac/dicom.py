@@ -225,7 +225,7 @@ def _write_dicom(pydicom, pixels: np.ndarray, header: bytes) -> bytes:
     arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     if pixels.shape[2] == 3 and int(ds.get("PlanarConfiguration", 0)) == 1:
         arr = arr.transpose(2, 0, 1)
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
     order = ">" if syntax is not None and syntax.is_transfer_syntax and not syntax.is_little_endian else "<"
     raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder(order)).tobytes()  # the header's byte order
     ds.PixelData = raw + (b"\0" if len(raw) % 2 else b"")

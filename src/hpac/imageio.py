@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,22 +100,16 @@ def check_size(height: int, width: int, channels: int = 1) -> None:
         raise UnsupportedImageError(f"image with {channels} channels (hpac codes 1 to 4)")
 
 
-def _png_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from a PNG's IHDR; (0, 0) where it has none."""
-    if data[12:16] != b"IHDR":
-        return 0, 0
-    width, height = struct.unpack(">II", data[16:24])
-    return height, width
-
-
 def _check_png(data: bytes) -> None:
-    """Decode a PNG once with Pillow, which checks every chunk's CRC and the zlib stream,
-    before imagecodecs decodes it at full depth: imagecodecs 2026.3 drops a reference to
-    None each time libpng fails on a file, and Python 3.11 aborts once None's count reaches
-    zero (a fuzz find: a process that is given some thousands of broken PNGs dies)."""
+    """Check a PNG's declared size from its header, then decode it once with Pillow, which
+    checks every chunk's CRC and the zlib stream, before imagecodecs decodes it at full depth:
+    imagecodecs 2026.3 drops a reference to None each time libpng fails on a file, and
+    Python 3.11 aborts once None's count reaches zero (a fuzz find: a process that is given
+    some thousands of broken PNGs dies)."""
     from PIL import PngImagePlugin
 
     with PngImagePlugin.PngImageFile(io.BytesIO(data)) as im:  # not Image.open: no 179 Mpx guard
+        check_size(im.height, im.width)  # opening reads the chunks up to the pixels, decodes none
         im.load()
 
 
@@ -156,19 +149,6 @@ def _tiff_header(data: bytes) -> tuple[int, int, int, int]:
     return height, width, samples, planar
 
 
-def _pnm_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from Pillow's PNM header parser, called directly, not through
-    Image.open, whose decompression-bomb guard (179 Mpx) would refuse images the format
-    holds; (0, 0) where it cannot parse the header (decoding then fails the same way)."""
-    from PIL import PpmImagePlugin
-
-    try:
-        with PpmImagePlugin.PpmImageFile(io.BytesIO(data)) as im:
-            return im.size[1], im.size[0]
-    except Exception:
-        return 0, 0
-
-
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -181,7 +161,6 @@ def _decode(data: bytes) -> np.ndarray:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         import imagecodecs
 
-        check_size(*_png_size(data))
         _check_png(data)
         arr = imagecodecs.png_decode(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -196,7 +175,6 @@ def _decode(data: bytes) -> np.ndarray:
         check_size(*_npy_size(data))
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     elif data[:2] in (b"P5", b"P6", b"P2", b"P3"):
-        check_size(*_pnm_size(data))
         arr = _decode_pnm(data)
     elif data[:4] == b"HPAC":
         raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")
@@ -210,7 +188,9 @@ def _decode(data: bytes) -> np.ndarray:
 def _decode_pnm(data: bytes) -> np.ndarray:
     from PIL import PpmImagePlugin
 
-    with PpmImagePlugin.PpmImageFile(io.BytesIO(data)) as im:  # not Image.open: no 179 Mpx guard
+    # not Image.open, whose decompression-bomb guard (179 Mpx) refuses images the format holds
+    with PpmImagePlugin.PpmImageFile(io.BytesIO(data)) as im:
+        check_size(im.height, im.width)  # opening parses the header only
         if im.mode in ("L", "RGB"):
             return np.asarray(im)
         if im.mode in ("I", "I;16", "I;16B"):
