@@ -45,6 +45,8 @@ def seed_files() -> list[bytes]:
         PILImage.fromarray(arr, mode).save(buf, "PPM")
         out.append(buf.getvalue())
     out.append(b"P2\n3 2\n65535\n0 1 2\n65535 4 5\n")
+    out.append(b"P3 # plain, 10-bit\n2 1\n1023\n0 1 2 # c\n1023 4 5\n")
+    out.append(b"P6\n2 1\n1000\n" + np.arange(6, dtype=">u2").tobytes())
     try:
         from pydicom.data import get_testdata_file
     except ImportError:

@@ -230,3 +230,53 @@ def test_tiff_layouts_read_as_their_pixels(layout):
         data = imagecodecs.tiff_encode(np.ascontiguousarray(src).copy(), **layout, **extra)  # copy: ">" swaps in place
         got = read_image(data).pixels
         assert got.dtype == arr.dtype and np.array_equal(got, arr), (layout, arr.shape, arr.dtype)
+
+
+def _pnm(magic: bytes, arr: np.ndarray, maxval: int, header_comment: bool = False) -> bytes:
+    """A PGM/PPM of (H, W) or (H, W, 3) samples written by the Netpbm rules."""
+    h, w = arr.shape[:2]
+    head = magic + (b"\n# made by a test\n" if header_comment else b"\n") + b"%d %d\n%d\n" % (w, h, maxval)
+    if magic in (b"P5", b"P6"):
+        return head + arr.astype(">u2" if maxval > 255 else "u1").tobytes()
+    rows = [" ".join(map(str, row.ravel())).encode() for row in arr]
+    return head + b"\n# a comment in the raster\n".join(rows) + b"\n"
+
+
+@pytest.mark.parametrize("maxval", [1, 100, 255, 1023, 4095, 65535])
+@pytest.mark.parametrize("magic", [b"P5", b"P6", b"P2", b"P3"])
+def test_pnm_reads_the_stored_samples(magic, maxval):
+    """PGM/PPM samples come back exactly as stored, whatever the maxval. Through Pillow (until
+    session 22) a maxval other than 255 or 65535 was rescaled to full range, and a 16-bit
+    PPM was read as 8-bit: values changed before a 'lossless' encode."""
+    from hpac.imageio import read_image
+
+    channels = 3 if magic in (b"P3", b"P6") else 1
+    arr = np.random.default_rng(maxval).integers(0, maxval + 1, (7, 9, channels))
+    arr[0, 0, 0] = maxval
+    img = read_image(_pnm(magic, arr if channels == 3 else arr[:, :, 0], maxval, header_comment=True))
+    assert img.pixels.dtype == (np.uint16 if maxval > 255 else np.uint8)
+    assert np.array_equal(img.pixels, arr)
+
+
+def test_bad_pnm_files_are_refused():
+    from hpac.errors import UnsupportedImageError
+    from hpac.imageio import read_image
+
+    arr = np.array([[0, 7, 9]])
+    for data, why in [(_pnm(b"P5", arr, 8), "above the file's maxval"), (_pnm(b"P2", arr, 8), "above the file's maxval"),
+                      (_pnm(b"P5", arr, 1000)[:-1], "truncated"), (_pnm(b"P3", np.dstack([arr] * 3), 9)[:-4], "truncated"),
+                      (b"P2\n3 1\n9\n1 2 x3\n", "other than decimal"), (b"P5\n3 1\n0\n\0\0\0", "maxval 0"),
+                      (b"P5\n3 1\n70000\n" + bytes(6), "maxval 70000"), (b"P5 3 1\n", "header"),
+                      (b"P2\n3 1\n9\n1 2 12345678901\n", "more than 10 digits")]:
+        with pytest.raises(UnsupportedImageError, match=why):
+            read_image(data)
+
+
+def test_16_bit_ppm_round_trips_through_the_codec(tiny_models):
+    from hpac.imageio import read_image
+
+    arr = smooth_image(11, 13, 3, np.uint16) >> 2  # 10-bit samples, maxval 1023
+    img = read_image(_pnm(b"P6", arr, 1023))
+    models = list(tiny_models.values())
+    assert img.bits == 10 and np.array_equal(hpac.decode(hpac.encode(img.pixels, model=models, threads=1),
+                                                         model=models), arr)
