@@ -39,6 +39,12 @@ def seed_files() -> list[bytes]:
     out = [imageio.write_png(a) for a in (smooth_image(9, 7, 1), rgb, smooth_image(4, 4, 4), deep)]
     out += [imagecodecs.tiff_encode(a) for a in (gray, rgb, deep[:, :, 0])]
     out += [imagecodecs.tiff_encode(rgb, compression=c) for c in ("deflate", "lzw", "packbits")]
+    out += [imagecodecs.tiff_encode(a, photometric="miniswhite") for a in (gray.copy(), gray > 128)]
+    palette = PILImage.fromarray(gray % 5, "P")
+    palette.putpalette([10, 20, 30, 200, 100, 50, 0, 255, 0, 7, 7, 7, 255, 255, 254])
+    buf = io.BytesIO()
+    palette.save(buf, "TIFF")
+    out.append(buf.getvalue())
     out += [imageio.write_npy(a) for a in (rgb, smooth_image(4, 6, 1, dtype=np.int16))]
     for mode, arr in (("L", gray), ("RGB", rgb)):
         buf = io.BytesIO()

@@ -280,3 +280,75 @@ def test_16_bit_ppm_round_trips_through_the_codec(tiny_models):
     models = list(tiny_models.values())
     assert img.bits == 10 and np.array_equal(hpac.decode(hpac.encode(img.pixels, model=models, threads=1),
                                                          model=models), arr)
+
+
+def test_tiff_reads_as_the_image_it_shows():
+    """Palette, min-is-white and bilevel TIFF read as the colours or grays they show (Pillow's
+    reading is the reference). Until session 22 a palette TIFF was coded as its indices (the
+    colours were lost) and min-is-white gray came back inverted in the PNG; CMYK and YCbCr
+    were coded as if RGB(A). Those are now refused with a clear error."""
+    import io
+
+    import imagecodecs
+    from PIL import Image as PILImage
+
+    from hpac.imageio import read_image
+
+    def shown(data: bytes, mode: str) -> np.ndarray:
+        with PILImage.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert(mode))
+        return arr.reshape(*arr.shape[:2], -1)
+
+    rng = np.random.default_rng(22)
+    palette = PILImage.fromarray(rng.integers(0, 5, (9, 7)).astype(np.uint8), "P")
+    palette.putpalette([10, 20, 30, 200, 100, 50, 0, 255, 0, 7, 7, 7, 255, 255, 254])
+    gray = rng.integers(0, 256, (9, 7)).astype(np.uint8)
+    bits = rng.integers(0, 2, (9, 7)).astype(bool)
+    cases = [(palette, "RGB"), (PILImage.fromarray(bits), "L")]
+    for im, mode in cases:
+        buf = io.BytesIO()
+        im.save(buf, "TIFF")
+        got = read_image(buf.getvalue()).pixels
+        assert got.dtype == np.uint8 and np.array_equal(got, shown(buf.getvalue(), mode)), mode
+    for arr, mode in ((gray, "L"), (bits, "L")):
+        data = imagecodecs.tiff_encode(arr.copy(), photometric="miniswhite")
+        assert np.array_equal(read_image(data).pixels, shown(data, mode))
+    deep = rng.integers(0, 65536, (9, 7)).astype(np.uint16)
+    data = imagecodecs.tiff_encode(deep.copy(), photometric="miniswhite")
+    assert np.array_equal(read_image(data).pixels[:, :, 0], 65535 - deep)
+    rgb = rng.integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    cmyk = io.BytesIO()
+    PILImage.fromarray(rgb).convert("CMYK").save(cmyk, "TIFF")
+    for data, name in ((cmyk.getvalue(), "CMYK"), (imagecodecs.tiff_encode(rgb.copy(), photometric="ycbcr"), "YCbCr")):
+        with pytest.raises(hpac.UnsupportedImageError, match=f"{name} TIFF"):
+            read_image(data)
+
+
+def _packed_gray_tiff(values: np.ndarray, bits: int, photometric: int) -> bytes:
+    """A 1-7-bit gray TIFF (rows packed MSB first), which neither Pillow nor imagecodecs writes."""
+    import struct
+
+    rows = [np.packbits(np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:].ravel()).tobytes()
+            for row in values]
+    pixels = b"".join(rows)
+    h, w = values.shape
+    tags = [(256, 4, w), (257, 4, h), (258, 3, bits), (259, 3, 1), (262, 3, photometric), (273, 4, 8 + 2 + 12 * 9 + 4),
+            (277, 3, 1), (278, 4, h), (279, 4, len(pixels))]
+    return (b"II*\0" + struct.pack("<IH", 8, len(tags))
+            + b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags) + b"\0\0\0\0" + pixels)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("photometric", [0, 1])
+def test_few_bit_gray_tiff_reads_as_pillow_shows_it(bits, photometric):
+    import io
+
+    from PIL import Image as PILImage
+
+    from hpac.imageio import read_image
+
+    values = np.random.default_rng(bits).integers(0, 1 << bits, (3, 5))
+    data = _packed_gray_tiff(values, bits, photometric)
+    with PILImage.open(io.BytesIO(data)) as im:
+        shown = np.asarray(im.convert("L"))
+    assert np.array_equal(read_image(data).pixels[:, :, 0], shown)

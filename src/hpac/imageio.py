@@ -12,6 +12,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -127,9 +128,23 @@ def _npy_size(data: bytes) -> tuple[int, int, int]:
     return (shape[0], shape[1], math.prod(shape[2:])) if len(shape) >= 2 else (0, 0, 1)
 
 
-def _tiff_header(data: bytes) -> tuple[int, int, int, int]:
-    """(height, width, samples per pixel, planar configuration) from the first IFD, the page
-    imagecodecs decodes.
+class _TiffHeader(NamedTuple):
+    height: int
+    width: int
+    samples: int  # per pixel, extra samples (alpha) included
+    planar: int  # 1: samples interleaved, 2: one plane per sample
+    photometric: int  # 0 min-is-white, 1 min-is-black, 2 RGB, 3 palette
+    bits: int  # per sample
+    colormap: tuple[int, ...]  # palette files: 3 x 2^bits 16-bit entries, all reds, then greens, then blues
+
+
+# Photometric interpretations past 3, refused: a PNG (the output) cannot say what their samples mean
+_TIFF_PHOTOMETRIC_NAMES = {4: "transparency mask", 5: "CMYK", 6: "YCbCr", 8: "CIELab", 9: "ICCLab", 10: "ITULab",
+                           32803: "CFA (raw sensor)", 32844: "LogL", 32845: "LogLuv", 34892: "LinearRaw"}
+
+
+def _tiff_header(data: bytes) -> _TiffHeader:
+    """The first IFD's facts, for the page imagecodecs decodes.
     Read with Pillow's tag reader alone: its TIFF plugin refuses photometric
     interpretations that libtiff decodes, and such a file may declare any size."""
     from PIL import TiffImagePlugin
@@ -141,13 +156,57 @@ def _tiff_header(data: bytes) -> tuple[int, int, int, int]:
             ifd = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
             f.seek(ifd.next)
             ifd.load(f)
-        height, width = int(ifd[257]), int(ifd[256])
-        samples, bits, planar = int(ifd.get(277, 1)), max(ifd.get(258, (1,))), int(ifd.get(284, 1))
+        samples, bits = int(ifd.get(277, 1)), max(ifd.get(258, (1,)))
+        header = _TiffHeader(int(ifd[257]), int(ifd[256]), samples, int(ifd.get(284, 1)),
+                             int(ifd.get(262, 2 if samples >= 3 else 1)), bits, tuple(ifd.get(320, ())))
     except Exception as exc:
         raise UnsupportedImageError(f"cannot read the TIFF header: {exc}") from None
     if bits > 16 or ifd.get(339, (1,))[0] == 3 or int(ifd.get(32997, 1)) > 1:  # wide or float samples, SGI depth
         raise UnsupportedImageError(f"TIFF with {bits}-bit, float or volume samples (hpac codes 8-16-bit integers)")
-    return height, width, samples, planar
+    return header
+
+
+def _check_tiff_photometric(tiff: _TiffHeader) -> None:
+    if tiff.photometric > 3:
+        name = _TIFF_PHOTOMETRIC_NAMES.get(tiff.photometric, f"photometric {tiff.photometric}")
+        raise UnsupportedImageError(f"{name} TIFF (hpac reads gray, RGB and palette TIFF; convert it first)")
+
+
+def _tiff_pixels(arr: np.ndarray, tiff: _TiffHeader) -> np.ndarray:
+    """What libtiff decoded, as the image it shows: palette indices through the colormap,
+    min-is-white and 1-7-bit gray turned into the min-is-black 8-bit gray a PNG holds
+    (each map is one-to-one, so nothing is lost). (H, W) or (H, W, C) in and out."""
+    if tiff.photometric == 3:
+        entries = np.asarray(tiff.colormap, np.int64)
+        if arr.ndim != 2 or entries.size == 0 or entries.size % 3 or arr.dtype.kind not in "bu":
+            raise UnsupportedImageError("palette TIFF without one index per pixel and a colormap")
+        lut = entries.reshape(3, -1).T
+        if int(arr.max()) >= len(lut):
+            raise UnsupportedImageError(f"palette TIFF index {int(arr.max())} past its {len(lut)} colours")
+        if ((lut & 0xFF) == 0).all() or ((lut & 0xFF) == (lut >> 8)).all():  # 8-bit colours as 16-bit entries
+            lut = lut >> 8
+        return lut.astype(np.uint8 if lut.max() < 256 else np.uint16)[arr.astype(np.intp)]
+    if tiff.photometric > 1:
+        return arr
+    gray = arr if arr.ndim == 2 else arr[:, :, 0]  # extra samples (alpha) stay as they are
+    if gray.dtype == np.bool_:
+        gray = (gray != (tiff.photometric == 0)).astype(np.uint8) * np.uint8(255)  # white = 255
+    elif tiff.photometric == 0:
+        if gray.dtype.kind == "i":
+            gray = ~gray  # -1 - v: one-to-one on two's complement
+        else:
+            flipped = (1 << tiff.bits) - 1 - gray.astype(np.int64)
+            if flipped.size and int(flipped.min()) < 0:
+                raise UnsupportedImageError(f"min-is-white TIFF sample above its {tiff.bits} bits")
+            gray = flipped.astype(gray.dtype)
+    if gray.dtype == np.uint8 and 1 < tiff.bits < 8:
+        top = (1 << tiff.bits) - 1
+        gray = ((gray.astype(np.uint16) * 255 + top // 2) // top).astype(np.uint8)
+    if arr.ndim == 2:
+        return gray
+    out = arr.astype(np.uint8) * np.uint8(255) if arr.dtype == np.bool_ else arr.copy()
+    out[:, :, 0] = gray
+    return out
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -167,11 +226,13 @@ def _decode(data: bytes) -> np.ndarray:
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         import imagecodecs
 
-        height, width, samples, planar = _tiff_header(data)
-        check_size(height, width, samples)
+        tiff = _tiff_header(data)
+        check_size(tiff.height, tiff.width, tiff.samples)
+        _check_tiff_photometric(tiff)
         arr = imagecodecs.tiff_decode(data)
-        if planar == 2 and samples > 1 and arr.shape[:1] == (samples,):  # one plane per sample: (S, H, W)
+        if tiff.planar == 2 and tiff.samples > 1 and arr.shape[:1] == (tiff.samples,):  # one plane per sample
             arr = np.moveaxis(arr, 0, -1)
+        arr = _tiff_pixels(arr, tiff)
     elif data[:6] == b"\x93NUMPY":
         check_size(*_npy_size(data))
         arr = np.load(io.BytesIO(data), allow_pickle=False)
