@@ -285,8 +285,9 @@ def test_16_bit_ppm_round_trips_through_the_codec(tiny_models):
 def test_tiff_reads_as_the_image_it_shows():
     """Palette, min-is-white and bilevel TIFF read as the colours or grays they show (Pillow's
     reading is the reference). Until session 22 a palette TIFF was coded as its indices (the
-    colours were lost) and min-is-white gray came back inverted in the PNG; CMYK and YCbCr
-    were coded as if RGB(A). Those are now refused with a clear error."""
+    colours were lost) and min-is-white gray came back inverted in the PNG; CMYK and
+    uncompressed YCbCr were coded as if RGB(A). Those are now refused with a clear error;
+    JPEG-compressed YCbCr, which libtiff decodes to RGB, still reads."""
     import io
 
     import imagecodecs
@@ -317,6 +318,8 @@ def test_tiff_reads_as_the_image_it_shows():
     data = imagecodecs.tiff_encode(deep.copy(), photometric="miniswhite")
     assert np.array_equal(read_image(data).pixels[:, :, 0], 65535 - deep)
     rgb = rng.integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    jpeg = imagecodecs.tiff_encode(rgb.copy(), compression="jpeg", photometric="ycbcr")  # libtiff gives RGB
+    assert np.array_equal(read_image(jpeg).pixels, shown(jpeg, "RGB"))
     cmyk = io.BytesIO()
     PILImage.fromarray(rgb).convert("CMYK").save(cmyk, "TIFF")
     for data, name in ((cmyk.getvalue(), "CMYK"), (imagecodecs.tiff_encode(rgb.copy(), photometric="ycbcr"), "YCbCr")):

@@ -136,6 +136,7 @@ class _TiffHeader(NamedTuple):
     photometric: int  # 0 min-is-white, 1 min-is-black, 2 RGB, 3 palette
     bits: int  # per sample
     colormap: tuple[int, ...]  # palette files: 3 x 2^bits 16-bit entries, all reds, then greens, then blues
+    compression: int
 
 
 # Photometric interpretations past 3, refused: a PNG (the output) cannot say what their samples mean
@@ -158,7 +159,8 @@ def _tiff_header(data: bytes) -> _TiffHeader:
             ifd.load(f)
         samples, bits = int(ifd.get(277, 1)), max(ifd.get(258, (1,)))
         header = _TiffHeader(int(ifd[257]), int(ifd[256]), samples, int(ifd.get(284, 1)),
-                             int(ifd.get(262, 2 if samples >= 3 else 1)), bits, tuple(ifd.get(320, ())))
+                             int(ifd.get(262, 2 if samples >= 3 else 1)), bits, tuple(ifd.get(320, ())),
+                             int(ifd.get(259, 1)))
     except Exception as exc:
         raise UnsupportedImageError(f"cannot read the TIFF header: {exc}") from None
     if bits > 16 or ifd.get(339, (1,))[0] == 3 or int(ifd.get(32997, 1)) > 1:  # wide or float samples, SGI depth
@@ -167,6 +169,8 @@ def _tiff_header(data: bytes) -> _TiffHeader:
 
 
 def _check_tiff_photometric(tiff: _TiffHeader) -> None:
+    if tiff.photometric == 6 and tiff.compression == 7:
+        return  # JPEG-compressed YCbCr: libtiff decodes it to RGB
     if tiff.photometric > 3:
         name = _TIFF_PHOTOMETRIC_NAMES.get(tiff.photometric, f"photometric {tiff.photometric}")
         raise UnsupportedImageError(f"{name} TIFF (hpac reads gray, RGB and palette TIFF; convert it first)")
@@ -186,7 +190,7 @@ def _tiff_pixels(arr: np.ndarray, tiff: _TiffHeader) -> np.ndarray:
         if ((lut & 0xFF) == 0).all() or ((lut & 0xFF) == (lut >> 8)).all():  # 8-bit colours as 16-bit entries
             lut = lut >> 8
         return lut.astype(np.uint8 if lut.max() < 256 else np.uint16)[arr.astype(np.intp)]
-    if tiff.photometric > 1:
+    if tiff.photometric > 1:  # RGB, or JPEG YCbCr that libtiff turned into RGB
         return arr
     gray = arr if arr.ndim == 2 else arr[:, :, 0]  # extra samples (alpha) stay as they are
     if gray.dtype == np.bool_:
