@@ -49,7 +49,8 @@ def test_atheris_fuzz(tmp_path):
     r = subprocess.run([sys.executable, str(HARNESS), "-runs=300", "-timeout=20"], capture_output=True,
                        timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
-    assert re.search(rb"Done 30[01] runs", r.stderr), r.stderr[-2000:]  # libFuzzer may count one more
+    done = re.search(rb"Done (\d+) runs", r.stderr)  # libFuzzer may count a run or two more than asked
+    assert done and int(done.group(1)) >= 300, r.stderr[-2000:]
 
 
 def test_the_fuzzers_out_of_memory_input_is_refused_in_the_header():
