@@ -84,6 +84,46 @@ def test_npy_and_pgm_inputs(tmp_path, tiny_weights):
     assert np.array_equal(imagecodecs.png_decode((tmp_path / "g.png").read_bytes()), gray)
 
 
+def test_decode_writes_the_format_its_suffix_names(tmp_path, tiny_weights):
+    """.tif, .ppm and .pgm are written as such (until session 22 every suffix but .npy and
+    .dcm got PNG bytes); a suffix hpac cannot write is refused before decoding, with no file."""
+    from PIL import Image
+
+    from hpac.imageio import read_image
+
+    rgb, deep = smooth_image(9, 14, 3), smooth_image(12, 7, 1, np.uint16)[:, :, 0]
+    for arr, name in ((rgb, "rgb"), (deep, "deep")):
+        (tmp_path / f"{name}.png").write_bytes(imagecodecs.png_encode(arr))
+        assert run("encode", tmp_path / f"{name}.png", *_model_args(tiny_weights)).returncode == 0
+        for suffix in (".tif", ".TIFF", ".ppm" if arr.ndim == 3 else ".pgm"):
+            out = tmp_path / f"{name}{suffix}"
+            r = run("decode", tmp_path / f"{name}.hpac", out, *_model_args(tiny_weights))
+            assert r.returncode == 0, r.stderr
+            if suffix.lower().startswith(".tif"):
+                with Image.open(out) as im:  # Pillow as the reference reader (it rescales PGM maxvals)
+                    assert np.array_equal(np.asarray(im), arr), out
+            else:  # the image's significant bits: 12 here
+                assert out.read_bytes().split(b"\n")[2] == (b"255" if arr.dtype == np.uint8 else b"4095")
+            assert np.array_equal(read_image(out).pixels.reshape(arr.shape), arr)
+    r = run("decode", tmp_path / "rgb.hpac", tmp_path / "rgb.jpg", *_model_args(tiny_weights))
+    assert r.returncode != 0 and b"cannot write .jpg" in r.stderr and not (tmp_path / "rgb.jpg").exists()
+    (tmp_path / "junk.hpac").write_bytes(b"not an hpac file")
+    r = run("decode", tmp_path / "junk.hpac", tmp_path / "x.webp", *_model_args(tiny_weights))
+    assert r.returncode != 0 and b"cannot write .webp" in r.stderr  # the name is checked first
+    import hpac
+
+    with pytest.raises(hpac.HpacError, match="cannot write a file without a suffix"):
+        hpac.decode_file(tmp_path / "junk.hpac", tmp_path / "noext")
+    rgba = np.dstack([rgb, rgb[:, :, :1]])
+    (tmp_path / "a.png").write_bytes(imagecodecs.png_encode(rgba))
+    assert run("encode", tmp_path / "a.png", *_model_args(tiny_weights)).returncode == 0
+    r = run("decode", tmp_path / "a.hpac", tmp_path / "a.ppm", *_model_args(tiny_weights))
+    assert r.returncode != 0 and b"PGM/PPM hold" in r.stderr and not (tmp_path / "a.ppm").exists()
+    r = run("decode", tmp_path / "a.hpac", tmp_path / "a.tif", *_model_args(tiny_weights))
+    with Image.open(tmp_path / "a.tif") as im:
+        assert r.returncode == 0 and im.mode == "RGBA" and np.array_equal(np.asarray(im), rgba)
+
+
 def test_never_overwrites_without_force(tmp_path, tiny_weights):
     src = tmp_path / "a.png"
     src.write_bytes(imagecodecs.png_encode(smooth_image(5, 5, 3)))

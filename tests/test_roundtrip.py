@@ -355,3 +355,17 @@ def test_few_bit_gray_tiff_reads_as_pillow_shows_it(bits, photometric):
     with PILImage.open(io.BytesIO(data)) as im:
         shown = np.asarray(im.convert("L"))
     assert np.array_equal(read_image(data).pixels[:, :, 0], shown)
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_written_tiff_and_pnm_read_back_the_same_pixels(name, make):
+    from hpac.imageio import as_image, read_image, write_pnm, write_tiff
+
+    img = as_image(make())
+    assert np.array_equal(read_image(write_tiff(img.pixels)).pixels, img.pixels)
+    if img.pixels.shape[2] in (1, 3) and img.pixels.dtype != np.int16:
+        back = read_image(write_pnm(img.pixels, img.bits)).pixels
+        assert back.dtype == img.pixels.dtype and np.array_equal(back, img.pixels)
+    else:
+        with pytest.raises(hpac.UnsupportedImageError, match="PGM/PPM hold"):
+            write_pnm(img.pixels, img.bits)

@@ -97,7 +97,8 @@ def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) 
 
 
 def decode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) -> np.ndarray:
-    """Decode an .hpac file to ``dst``: .npy, .dcm (files made from DICOM) or PNG otherwise."""
+    """Decode an .hpac file to ``dst``, in the format its suffix names: .png, .tif, .ppm/.pgm,
+    .npy or .dcm (files made from DICOM)."""
     from .errors import HpacError
 
     try:
@@ -106,24 +107,47 @@ def decode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) 
         raise HpacError(f"cannot read {src}: {exc.strerror or exc}") from None
     from . import codec
 
+    output_format(dst)
     img = codec.decode_image(data, _models(kw.pop("model", None)), **kw)
     atomic_write(dst, image_file_bytes(img, str(dst)), force)
     arr = img.pixels
     return arr[:, :, 0] if arr.shape[2] == 1 else arr
 
 
-def image_file_bytes(img, name: str) -> bytes:
-    """The bytes of a decoded :class:`hpac.imageio.Image` in the format ``name``'s suffix asks
-    for: .npy, .dcm (needs a stored DICOM header), else PNG (8/16-bit; signed data is refused)."""
-    from . import dicom
+# Output suffix -> what is written; one table for the CLI, decode_file and batch
+OUTPUT_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PNM", ".pgm": "PNM", ".pnm": "PNM",
+                  ".npy": "NPY", ".dcm": "DICOM", ".dicom": "DICOM"}
+
+
+def output_format(name: str | Path) -> str:
+    """The format an output file name asks for; an unknown suffix is an error (before any
+    decoding), not a PNG under another name."""
     from .errors import HpacError
-    from .imageio import write_npy, write_png
 
     suffix = Path(name).suffix.lower()
-    if suffix == ".npy":
+    if suffix not in OUTPUT_FORMATS:
+        raise HpacError(f"cannot write {suffix or 'a file without a suffix'}: name the output .png, .tif, "
+                        ".ppm/.pgm, .npy or .dcm")
+    return OUTPUT_FORMATS[suffix]
+
+
+def image_file_bytes(img, name: str) -> bytes:
+    """The bytes of a decoded :class:`hpac.imageio.Image` in the format ``name``'s suffix asks
+    for (:data:`OUTPUT_FORMATS`); .dcm needs a stored DICOM header, PNG and PGM/PPM refuse
+    signed data."""
+    from . import dicom
+    from .errors import HpacError
+    from .imageio import write_npy, write_png, write_pnm, write_tiff
+
+    fmt = output_format(name)
+    if fmt == "NPY":
         return write_npy(img.pixels)
-    if suffix in (".dcm", ".dicom"):
+    if fmt == "DICOM":
         if img.metadata_kind != dicom.METADATA_KIND:
-            raise HpacError("this file stores no DICOM header; decode to .png or .npy")
+            raise HpacError("this file stores no DICOM header; decode to .png, .tif or .npy")
         return dicom.write_dicom(img.pixels, img.metadata)
+    if fmt == "TIFF":
+        return write_tiff(img.pixels)
+    if fmt == "PNM":
+        return write_pnm(img.pixels, img.bits)
     return write_png(img.pixels)

@@ -153,6 +153,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     if (code := _cmd_batch(args)) is not None:
         return code
+    if args.output not in (None, "-"):
+        api.output_format(args.output)
     data = _read_input(args.input)
     img = codec.decode_image(data, api._models(args.model), threads=args.threads, max_pixels=args.max_pixels)
     native = ".dcm" if img.metadata_kind == dicom.METADATA_KIND else ".npy" if img.pixels.dtype.name == "int16" else ".png"
@@ -260,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p.add_argument("--portable", action="store_true",
                    help="portable arithmetic: the file decodes on every machine (format 7; 2.5-4.7x the time)")
-    p = sub.add_parser("decode", parents=[common], help="decompress to PNG, .npy or .dcm (by the output suffix)")
+    p = sub.add_parser("decode", parents=[common], help="decompress to .png, .tif, .ppm/.pgm, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, - for stdin, or a folder with -r")
     p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "
                    "signed input; - for stdout)")

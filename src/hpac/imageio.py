@@ -1,7 +1,7 @@
 """Image files <-> integer arrays, at native depth.
 
 Reads PNG and TIFF (imagecodecs), PPM/PGM (its own reader), NPY (numpy) and DICOM (pydicom, see
-:mod:`hpac.dicom`); writes PNG (8 or 16 bit) and NPY.
+:mod:`hpac.dicom`); writes PNG (8 or 16 bit), TIFF, PGM/PPM and NPY.
 Arrays are always (H, W, C) with C in 1..4, dtype uint8, uint16 or int16.
 """
 from __future__ import annotations
@@ -319,6 +319,29 @@ def write_png(pixels: np.ndarray) -> bytes:
         raise UnsupportedImageError("signed 16-bit pixels cannot be written as PNG; write .npy instead")
     arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     return imagecodecs.png_encode(arr, level=6)
+
+
+def write_tiff(pixels: np.ndarray) -> bytes:
+    """Encode (H, W, C) uint8/uint16/int16 pixels as a deflate-compressed TIFF (gray or RGB,
+    a second or fourth channel as unassociated alpha)."""
+    import imagecodecs
+
+    channels = pixels.shape[2]
+    arr = np.ascontiguousarray(pixels[:, :, 0] if channels == 1 else pixels)
+    return imagecodecs.tiff_encode(arr, photometric="rgb" if channels >= 3 else "minisblack", planarconfig="contig",
+                                   extrasample=2 if channels in (2, 4) else None, compression="deflate")
+
+
+def write_pnm(pixels: np.ndarray, bits: int) -> bytes:
+    """Encode (H, W, 1|3) uint8/uint16 pixels as binary PGM/PPM; maxval 255 for uint8, else
+    2^bits - 1 for the image's significant bits (65535 below 9)."""
+    channels = pixels.shape[2]
+    if channels not in (1, 3) or pixels.dtype == np.int16:
+        raise UnsupportedImageError(f"PGM/PPM hold unsigned gray or RGB; this image has {channels} channel(s) of "
+                                    f"{pixels.dtype}: write .png, .tif or .npy instead")
+    maxval = 255 if pixels.dtype == np.uint8 else (1 << bits) - 1 if bits > 8 else 65535
+    head = b"P%d\n%d %d\n%d\n" % (5 if channels == 1 else 6, pixels.shape[1], pixels.shape[0], maxval)
+    return head + pixels.astype(">u2" if maxval > 255 else "u1").tobytes()
 
 
 def write_npy(pixels: np.ndarray) -> bytes:
