@@ -124,6 +124,31 @@ def test_decode_writes_the_format_its_suffix_names(tmp_path, tiny_weights):
         assert r.returncode == 0 and im.mode == "RGBA" and np.array_equal(np.asarray(im), rgba)
 
 
+def test_verify_decodes_without_writing(tmp_path, tiny_weights):
+    """`hpac verify` decodes each file (its pixel hash checked), writes nothing, and with
+    --against compares with the original; a corrupt file or another original fails it."""
+    rgb = smooth_image(11, 8, 3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(imagecodecs.png_encode(rgb))
+    (tmp_path / "a" / "y.png").write_bytes(imagecodecs.png_encode(rgb[::-1]))
+    for name in ("x", "y"):
+        assert run("encode", tmp_path / "a" / f"{name}.png", *_model_args(tiny_weights)).returncode == 0
+    before = sorted(p.name for p in (tmp_path / "a").iterdir())
+    r = run("verify", tmp_path / "a", *_model_args(tiny_weights))
+    assert r.returncode == 0 and r.stdout.count(b"ok ") == 2 and b"all verify" in r.stdout, r.stderr
+    r = run("verify", tmp_path / "a" / "x.hpac", "--against", tmp_path / "a" / "x.png", *_model_args(tiny_weights))
+    assert r.returncode == 0 and b"identical to" in r.stdout, r.stderr
+    r = run("verify", tmp_path / "a" / "x.hpac", "--against", tmp_path / "a" / "y.png", *_model_args(tiny_weights))
+    assert r.returncode == 1 and b"decodes to an image other than" in r.stderr
+    data = bytearray((tmp_path / "a" / "y.hpac").read_bytes())
+    data[-20] ^= 0x10  # a payload byte
+    (tmp_path / "a" / "y.hpac").write_bytes(bytes(data))
+    r = run("verify", tmp_path / "a", *_model_args(tiny_weights))
+    assert r.returncode in (3, 4) and b"FAILED" in r.stderr and b"y.hpac" in r.stderr and b"ok " in r.stdout
+    assert b"Traceback" not in r.stderr and sorted(p.name for p in (tmp_path / "a").iterdir()) == before
+    assert run("verify", tmp_path / "empty_dir_missing").returncode != 0
+
+
 def test_never_overwrites_without_force(tmp_path, tiny_weights):
     src = tmp_path / "a.png"
     src.write_bytes(imagecodecs.png_encode(smooth_image(5, 5, 3)))

@@ -1,4 +1,4 @@
-"""Command line: ``hpac encode|decode|info|models|bench|train``.
+"""Command line: ``hpac encode|decode|verify|info|models|bench|train``.
 
 Every deliberate failure is an :class:`HpacError`: one line on stderr, non-zero exit, no
 traceback, and no partial output file (outputs are written to a temp file, then renamed).
@@ -165,6 +165,45 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Decode .hpac files without writing anything: each file's pixel hash is checked, and with
+    --against its pixels (and DICOM header) are compared with the original image. Exit code:
+    0 when all verify, else the first failure's."""
+    from . import api, codec
+    from .imageio import read_image
+
+    files: list[Path] = []
+    for name in args.files:
+        path = Path(name)
+        files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".hpac") \
+            if path.is_dir() else [path]
+    if not files:
+        raise HpacError("no .hpac files to verify")
+    if args.against is not None and len(files) != 1:
+        raise HpacError("--against compares one .hpac file with its original image")
+    models, code = api._models(args.model), 0
+    for path in files:
+        try:
+            data = _read_input(str(path))
+            img = codec.decode_image(data, models, threads=args.threads, max_pixels=args.max_pixels)
+            if args.against is not None:
+                orig = read_image(args.against)
+                if (orig.pixels.shape != img.pixels.shape or not (orig.pixels == img.pixels).all()
+                        or orig.metadata != img.metadata):
+                    raise HpacError(f"decodes to an image other than {args.against}")
+        except HpacError as exc:
+            code = code or exc.exit_code
+            print(f"FAILED {path}: {exc}", file=sys.stderr)
+            continue
+        if not args.quiet:
+            h, w, c = img.pixels.shape
+            print(f"ok     {path}: {w}x{h}x{c}, {8 * len(data) / (h * w * c):.4f} bpsp"
+                  + (f", identical to {args.against}" if args.against is not None else ""))
+    if len(files) > 1 and not args.quiet:
+        print(f"{len(files)} file(s) checked: " + ("all verify" if code == 0 else "some FAILED (listed above)"))
+    return code
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from . import container
 
@@ -240,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", action="append", default=None, metavar="WEIGHTS",
-                        help="weights file to use instead of the catalog model for its plane size (repeatable)")
+    common_model = common.add_argument("--model", action="append", default=None, metavar="WEIGHTS",
+                                       help="weights file to use instead of the catalog model for its plane size "
+                                            "(repeatable)")
     common.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     common.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     common.add_argument("-q", "--quiet", action="store_true")
@@ -268,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "signed input; - for stdout)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels (default 2^26 = 67 Mpx; guards against decompression bombs)")
+    p = sub.add_parser("verify", help="check that .hpac files decode here (pixel hash; --against an original)")
+    p.add_argument("files", nargs="+", help=".hpac files, or folders searched for them")
+    p.add_argument("--against", type=Path, default=None, metavar="IMAGE",
+                   help="also require the pixels (and DICOM header) of this original image")
+    p.add_argument("--model", action="append", default=None, metavar="WEIGHTS", help=common_model.help)
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (default 2^26)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     p = sub.add_parser("info", help="print the header of an .hpac file")
     p.add_argument("input")
     p = sub.add_parser("models", help="list the model catalog")
@@ -288,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "models": _cmd_models,
-            "bench": _cmd_bench, "train": _cmd_train}
+COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "verify": _cmd_verify, "info": _cmd_info,
+            "models": _cmd_models, "bench": _cmd_bench, "train": _cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:
