@@ -234,3 +234,32 @@ def test_arithmetic_fingerprint_is_stable_and_sees_a_one_ulp_change(monkeypatch)
     gelu = F.gelu
     monkeypatch.setattr(F, "gelu", lambda x: torch.nextafter(gelu(x), torch.tensor(float("inf"))))
     assert fingerprint.__wrapped__() != base
+
+
+def test_other_arithmetic_is_reported_as_such(tiny_models, monkeypatch):
+    """A decoder whose kernels differ from the encoder's (here GELU 0.1% off) must stop with an
+    error that names the arithmetic fingerprint, whichever check trips: the range coder, a
+    value no map produces (until session 22 that one said only "corrupt payload"), or the
+    pixel hash."""
+    import torch.nn.functional as F
+
+    from hpac import valuemap
+    from hpac.errors import ChecksumError
+
+    models = list(tiny_models.values())
+    wide = np.minimum(smooth_image(14, 11, 1, np.uint16).astype(np.int64) * 4535 // 4095 + 61000, 65535)
+    files = [codec.encode(img, {m.config.channels: m for m in models}, threads=1)
+             for img in (smooth_image(13, 10, 3), wide.astype(np.uint16))]
+    gelu = F.gelu
+    monkeypatch.setattr(F, "gelu", lambda x, **kw: gelu(x, **kw) * 1.001)
+    for data in files:
+        with pytest.raises(ChecksumError, match="arithmetic fingerprint"):
+            codec.decode(data, models, threads=1)
+    monkeypatch.setattr(F, "gelu", gelu)
+
+    def out_of_range(self, coded, bits):
+        raise ChecksumError("decoded values out of range: corrupt payload")
+
+    monkeypatch.setattr(valuemap.ValueMap, "inverse", out_of_range)
+    with pytest.raises(ChecksumError, match="out of range: corrupt payload, or this machine.*arithmetic fingerprint"):
+        codec.decode(files[1], models, threads=1)

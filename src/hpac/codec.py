@@ -369,8 +369,11 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     dtype = np.dtype(header.dtype)
     offset = (1 << (header.bits - 1)) if dtype == np.int16 else 0
     pixels = np.empty((header.height, header.width, header.channels), dtype=dtype)
-    for (ph, i, vmap), shard in zip(places, results):
-        _place_shard(pixels, vmap.inverse(shard.numpy(), header.bits), ph, i, offset)
+    try:
+        for (ph, i, vmap), shard in zip(places, results):
+            _place_shard(pixels, vmap.inverse(shard.numpy(), header.bits), ph, i, offset)
+    except ChecksumError as exc:  # values no map produces: bad bytes, or other arithmetic than the encoder's
+        raise ChecksumError(f"{exc}{'' if header.portable else _FINGERPRINT_HINT}") from None
     if container.pixel_digest(pixels) != header.pixel_sha256:
         if header.portable:  # computed alike on every machine: only the bytes can be wrong
             raise ChecksumError("decoded pixels do not match the stored hash: the file is corrupt")
