@@ -119,6 +119,14 @@ OUTPUT_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PNM",
                   ".npy": "NPY", ".dcm": "DICOM", ".dicom": "DICOM"}
 
 
+def native_suffix(metadata_kind: int, dtype: str) -> str:
+    """Where a decoded image goes by default: .dcm for files made from DICOM, .npy for signed
+    data (PNG has none), else .png."""
+    from . import dicom
+
+    return ".dcm" if metadata_kind == dicom.METADATA_KIND else ".npy" if dtype == "int16" else ".png"
+
+
 def output_format(name: str | Path) -> str:
     """The format an output file name asks for; an unknown suffix is an error (before any
     decoding), not a PNG under another name."""

@@ -90,13 +90,12 @@ def encode_one(src: Path, dst: Path, *, effort: int | None = None, threads: int 
 def decode_one(src: Path, dst_stem: Path, *, threads: int | None = None, max_pixels: int | None = None,
                model: tuple[str, ...] = (), force: bool = False) -> Result:
     """Decode one .hpac file to ``dst_stem`` + .png / .npy / .dcm unless that already holds its pixels."""
-    from . import codec, dicom
+    from . import codec
 
     try:
         data = src.read_bytes()
         header, _ = container.read(data)
-        suffix = ".dcm" if header.metadata_kind == dicom.METADATA_KIND else ".npy" if header.dtype == "int16" else ".png"
-        dst = dst_stem.with_name(dst_stem.name + suffix)
+        dst = dst_stem.with_name(dst_stem.name + api.native_suffix(header.metadata_kind, header.dtype))
         subpixels = header.height * header.width * header.channels
         if dst.exists() and not force:
             try:

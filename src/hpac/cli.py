@@ -149,7 +149,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from . import api, codec, dicom
+    from . import api, codec
 
     if (code := _cmd_batch(args)) is not None:
         return code
@@ -157,11 +157,11 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         api.output_format(args.output)
     data = _read_input(args.input)
     img = codec.decode_image(data, api._models(args.model), threads=args.threads, max_pixels=args.max_pixels)
-    native = ".dcm" if img.metadata_kind == dicom.METADATA_KIND else ".npy" if img.pixels.dtype.name == "int16" else ".png"
+    native = api.native_suffix(img.metadata_kind, img.pixels.dtype.name)
     out = args.output or _default_out(args.input, native)
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
-    _write_output(out, api.image_file_bytes(img, native if out == "-" else out), args.force)
+    _write_output(out, api.image_file_bytes(img, "stdout" + native if out == "-" else out), args.force)
     return 0
 
 
