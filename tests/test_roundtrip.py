@@ -265,6 +265,7 @@ def test_bad_pnm_files_are_refused():
     arr = np.array([[0, 7, 9]])
     for data, why in [(_pnm(b"P5", arr, 8), "above the file's maxval"), (_pnm(b"P2", arr, 8), "above the file's maxval"),
                       (_pnm(b"P5", arr, 1000)[:-1], "truncated"), (_pnm(b"P3", np.dstack([arr] * 3), 9)[:-4], "truncated"),
+                      (b"P2\n3 1\n65535\n1 2 70000\n", "70000 above"), (b"P3\n1 1\n255\n1 2 300\n", "300 above"),
                       (b"P2\n3 1\n9\n1 2 x3\n", "other than decimal"), (b"P5\n3 1\n0\n\0\0\0", "maxval 0"),
                       (b"P5\n3 1\n70000\n" + bytes(6), "maxval 70000"), (b"P5 3 1\n", "header"),
                       (b"P2\n3 1\n9\n1 2 12345678901\n", "more than 10 digits")]:

@@ -282,9 +282,10 @@ def _decode_pnm(data: bytes) -> np.ndarray:
             raise UnsupportedImageError(f"truncated PNM: {len(raster)} of {count * dtype.itemsize} raster bytes")
         arr = np.frombuffer(raster, dtype)
     else:
-        arr = _plain_pnm_samples(data[pos + 1:], count).astype(np.uint16 if maxval > 255 else np.uint8)
-    if count and int(arr.max()) > maxval:
+        arr = _plain_pnm_samples(data[pos + 1:], count)
+    if count and int(arr.max()) > maxval:  # checked before the cast below, which would wrap
         raise UnsupportedImageError(f"PNM sample {int(arr.max())} above the file's maxval {maxval}")
+    arr = arr.astype(np.uint16 if maxval > 255 else np.uint8, copy=False)
     return arr.reshape((height, width, channels) if channels > 1 else (height, width))
 
 
