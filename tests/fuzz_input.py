@@ -40,6 +40,7 @@ def seed_files() -> list[bytes]:
     out += [imagecodecs.tiff_encode(a) for a in (gray, rgb, deep[:, :, 0])]
     out += [imagecodecs.tiff_encode(rgb, compression=c) for c in ("deflate", "lzw", "packbits")]
     out += [imagecodecs.tiff_encode(a, photometric="miniswhite") for a in (gray.copy(), gray > 128)]
+    out.append(imagecodecs.tiff_encode(rgb[::2, ::2].copy(), subfiletype=1, appendto=imagecodecs.tiff_encode(rgb)))
     palette = PILImage.fromarray(gray % 5, "P")
     palette.putpalette([10, 20, 30, 200, 100, 50, 0, 255, 0, 7, 7, 7, 255, 255, 254])
     buf = io.BytesIO()

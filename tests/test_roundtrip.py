@@ -425,3 +425,25 @@ def test_pnm_reader_matches_a_reference_parser():
             got = None
         assert (want is None) == (got is None), head + body
         assert want is None or np.array_equal(got, want), head + body
+
+
+def test_multi_image_files_are_refused_not_cut_to_their_first_image():
+    """An animated PNG or a multi-page TIFF used to be coded as its first image alone, the
+    rest dropped without a word; a TIFF whose later IFD is a thumbnail still reads."""
+    import io
+
+    import imagecodecs
+    from PIL import Image as PILImage
+
+    from hpac.imageio import read_image
+
+    rgb = smooth_image(8, 10, 3)
+    apng = io.BytesIO()
+    PILImage.fromarray(rgb).save(apng, "PNG", save_all=True, append_images=[PILImage.fromarray(rgb[::-1])])
+    first = imagecodecs.tiff_encode(rgb)
+    with pytest.raises(hpac.UnsupportedImageError, match="animated PNG with 2 frames"):
+        read_image(apng.getvalue())
+    with pytest.raises(hpac.UnsupportedImageError, match="more than one page"):
+        read_image(imagecodecs.tiff_encode(rgb[::-1].copy(), appendto=first))
+    with_thumbnail = imagecodecs.tiff_encode(rgb[::2, ::2].copy(), subfiletype=1, appendto=first)
+    assert np.array_equal(read_image(with_thumbnail).pixels, rgb)

@@ -112,6 +112,8 @@ def _check_png(data: bytes) -> None:
 
     with PngImagePlugin.PngImageFile(io.BytesIO(data)) as im:  # not Image.open: no 179 Mpx guard
         check_size(im.height, im.width)  # opening reads the chunks up to the pixels, decodes none
+        if im.n_frames > 1:  # libpng would hand over the default image alone
+            raise UnsupportedImageError(f"animated PNG with {im.n_frames} frames (hpac codes one image)")
         im.load()
 
 
@@ -165,7 +167,36 @@ def _tiff_header(data: bytes) -> _TiffHeader:
         raise UnsupportedImageError(f"cannot read the TIFF header: {exc}") from None
     if bits > 16 or ifd.get(339, (1,))[0] == 3 or int(ifd.get(32997, 1)) > 1:  # wide or float samples, SGI depth
         raise UnsupportedImageError(f"TIFF with {bits}-bit, float or volume samples (hpac codes 8-16-bit integers)")
+    if _tiff_has_more_pages(data, ifd):  # libtiff would hand over the first page alone
+        raise UnsupportedImageError("TIFF with more than one page (hpac codes one image; split the pages first)")
     return header
+
+
+_MAX_TIFF_IFDS = 64  # IFDs looked at after the first: up to 65535 tags each, about 50 ms at most
+
+
+def _tiff_has_more_pages(data: bytes, first) -> bool:
+    """Whether a full-resolution image follows ``first`` (a loaded Pillow IFD) in the IFD
+    chain; reduced-resolution copies (thumbnails, previews) and masks are not pages."""
+    from PIL import TiffImagePlugin
+
+    ifd, seen = first, set()
+    while ifd.next and len(seen) < _MAX_TIFF_IFDS:
+        if ifd.next in seen or ifd.next >= len(data):
+            return False  # a loop or a dangling offset: libtiff stops there too
+        seen.add(ifd.next)
+        f = io.BytesIO(data)
+        f.seek(ifd.next)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+                ifd.load(f)
+        except Exception:
+            return False
+        if not int(ifd.get(254, 0)) & 0b101:  # NewSubfileType: bit 0 reduced resolution, bit 2 mask
+            return True
+    return False
 
 
 def _check_tiff_photometric(tiff: _TiffHeader) -> None:
