@@ -278,13 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"hpac {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common_model = common.add_argument("--model", action="append", default=None, metavar="WEIGHTS",
-                                       help="weights file to use instead of the catalog model for its plane size "
-                                            "(repeatable)")
-    common.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    coding = argparse.ArgumentParser(add_help=False)  # every command that runs the network
+    coding.add_argument("--model", action="append", default=None, metavar="WEIGHTS",
+                        help="weights file to use instead of the catalog model for its plane size (repeatable)")
+    coding.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    coding.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    decoding = argparse.ArgumentParser(add_help=False)
+    decoding.add_argument("--max-pixels", type=int, default=None,
+                          help="refuse images with more pixels (default 2^26 = 67 Mpx; guards against "
+                               "decompression bombs)")
+    common = argparse.ArgumentParser(add_help=False, parents=[coding])  # encode and decode
     common.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
-    common.add_argument("-q", "--quiet", action="store_true")
     common.add_argument("-r", "--recursive", action="store_true",
                         help="INPUT is a folder: code every file under it (skips outputs that already verify)")
     common.add_argument("--out-dir", type=Path, default=None,
@@ -302,20 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p.add_argument("--portable", action="store_true",
                    help="portable arithmetic: the file decodes on every machine (format 7; 2.5-4.7x the time)")
-    p = sub.add_parser("decode", parents=[common], help="decompress to .png, .tif, .ppm/.pgm, .npy or .dcm (by the output suffix)")
+    p = sub.add_parser("decode", parents=[common, decoding],
+                       help="decompress to .png, .tif, .ppm/.pgm, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, - for stdin, or a folder with -r")
     p.add_argument("output", nargs="?", help="output image (default: INPUT with .png, or .dcm / .npy for DICOM / "
                    "signed input; - for stdout)")
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help="refuse images with more pixels (default 2^26 = 67 Mpx; guards against decompression bombs)")
-    p = sub.add_parser("verify", help="check that .hpac files decode here (pixel hash; --against an original)")
+    p = sub.add_parser("verify", parents=[coding, decoding],
+                       help="check that .hpac files decode here (pixel hash; --against an original)")
     p.add_argument("files", nargs="+", help=".hpac files, or folders searched for them")
     p.add_argument("--against", type=Path, default=None, metavar="IMAGE",
                    help="also require the pixels (and DICOM header) of this original image")
-    p.add_argument("--model", action="append", default=None, metavar="WEIGHTS", help=common_model.help)
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (default 2^26)")
-    p.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     p = sub.add_parser("info", help="print the header of an .hpac file")
     p.add_argument("input")
     p = sub.add_parser("models", help="list the model catalog")

@@ -147,7 +147,8 @@ _TIFF_PHOTOMETRIC_NAMES = {4: "transparency mask", 5: "CMYK", 6: "YCbCr", 8: "CI
 
 
 def _tiff_header(data: bytes) -> _TiffHeader:
-    """The first IFD's facts, for the page imagecodecs decodes.
+    """The first IFD's facts, for the page imagecodecs decodes; every TIFF hpac refuses is
+    refused here, before decoding (size, depth, photometric interpretation, more pages).
     Read with Pillow's tag reader alone: its TIFF plugin refuses photometric
     interpretations that libtiff decodes, and such a file may declare any size."""
     from PIL import TiffImagePlugin
@@ -165,8 +166,13 @@ def _tiff_header(data: bytes) -> _TiffHeader:
                              int(ifd.get(259, 1)))
     except Exception as exc:
         raise UnsupportedImageError(f"cannot read the TIFF header: {exc}") from None
+    check_size(header.height, header.width, header.samples)
     if bits > 16 or ifd.get(339, (1,))[0] == 3 or int(ifd.get(32997, 1)) > 1:  # wide or float samples, SGI depth
         raise UnsupportedImageError(f"TIFF with {bits}-bit, float or volume samples (hpac codes 8-16-bit integers)")
+    if header.photometric > 3 and not (header.photometric == 6 and header.compression == 7):
+        # (JPEG-compressed YCbCr is decoded to RGB by libtiff)
+        name = _TIFF_PHOTOMETRIC_NAMES.get(header.photometric, f"photometric {header.photometric}")
+        raise UnsupportedImageError(f"{name} TIFF (hpac reads gray, RGB and palette TIFF; convert it first)")
     if _tiff_has_more_pages(data, ifd):  # libtiff would hand over the first page alone
         raise UnsupportedImageError("TIFF with more than one page (hpac codes one image; split the pages first)")
     return header
@@ -180,12 +186,11 @@ def _tiff_has_more_pages(data: bytes, first) -> bool:
     chain; reduced-resolution copies (thumbnails, previews) and masks are not pages."""
     from PIL import TiffImagePlugin
 
-    ifd, seen = first, set()
+    ifd, seen, f = first, set(), io.BytesIO(data)
     while ifd.next and len(seen) < _MAX_TIFF_IFDS:
         if ifd.next in seen or ifd.next >= len(data):
             return False  # a loop or a dangling offset: libtiff stops there too
         seen.add(ifd.next)
-        f = io.BytesIO(data)
         f.seek(ifd.next)
         try:
             with warnings.catch_warnings():
@@ -197,14 +202,6 @@ def _tiff_has_more_pages(data: bytes, first) -> bool:
         if not int(ifd.get(254, 0)) & 0b101:  # NewSubfileType: bit 0 reduced resolution, bit 2 mask
             return True
     return False
-
-
-def _check_tiff_photometric(tiff: _TiffHeader) -> None:
-    if tiff.photometric == 6 and tiff.compression == 7:
-        return  # JPEG-compressed YCbCr: libtiff decodes it to RGB
-    if tiff.photometric > 3:
-        name = _TIFF_PHOTOMETRIC_NAMES.get(tiff.photometric, f"photometric {tiff.photometric}")
-        raise UnsupportedImageError(f"{name} TIFF (hpac reads gray, RGB and palette TIFF; convert it first)")
 
 
 def _tiff_pixels(arr: np.ndarray, tiff: _TiffHeader) -> np.ndarray:
@@ -262,8 +259,6 @@ def _decode(data: bytes) -> np.ndarray:
         import imagecodecs
 
         tiff = _tiff_header(data)
-        check_size(tiff.height, tiff.width, tiff.samples)
-        _check_tiff_photometric(tiff)
         arr = imagecodecs.tiff_decode(data)
         if tiff.planar == 2 and tiff.samples > 1 and arr.shape[:1] == (tiff.samples,):  # one plane per sample
             arr = np.moveaxis(arr, 0, -1)
@@ -283,7 +278,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 _PNM_HEADER_FIELD = re.compile(rb"(?:\s|#[^\r\n]*)+(\d{1,10})")  # whitespace and comments, then a number
-_PNM_WHITESPACE = np.frombuffer(b" \t\n\r\v\f", np.uint8)
+_PNM_WHITESPACE = b" \t\n\r\v\f"
 
 
 def _decode_pnm(data: bytes) -> np.ndarray:
@@ -299,7 +294,7 @@ def _decode_pnm(data: bytes) -> np.ndarray:
         fields.append(int(m.group(1)))
         pos = m.end()
     width, height, maxval = fields
-    if pos >= len(data) or data[pos] not in b" \t\n\r\v\f":
+    if pos >= len(data) or data[pos] not in _PNM_WHITESPACE:
         raise UnsupportedImageError("cannot read the PNM header")
     if not 0 < maxval < 65536:
         raise UnsupportedImageError(f"PNM maxval {maxval} (must be 1 to 65535)")
@@ -331,7 +326,7 @@ def _plain_pnm_samples(text: bytes, count: int) -> np.ndarray:
     if len(starts) < count:
         raise UnsupportedImageError(f"truncated PNM: {len(starts)} of {count} samples")
     stop = int(ends[-1]) if count else 0
-    if not (digit[:stop] | np.isin(b[:stop], _PNM_WHITESPACE)).all():
+    if not (digit[:stop] | np.isin(b[:stop], np.frombuffer(_PNM_WHITESPACE, np.uint8))).all():
         raise UnsupportedImageError("plain PNM raster holds something other than decimal samples")
     lengths = ends - starts
     if count and int(lengths.max()) > 10:
