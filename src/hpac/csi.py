@@ -104,7 +104,7 @@ def skew_kernel(weight: torch.Tensor, strict: bool) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last)
 
 
-class _Band:
+class Band:
     """Ring buffer of the last ``rows`` skewed rows of one cache: (B, C, 2*rows, P + 2p)."""
 
     def __init__(self, batch: int, channels: int, rows: int, patch: int, pad: int,
@@ -167,8 +167,8 @@ class CSIStepper:
                 ))
             self.head_norm = (net.head_norm.weight.detach(), net.head_norm.bias.detach())
             self.head = (net.head.weight.detach(), net.head.bias.detach())
-        self.pix = _Band(batch, cfg.channels, reach, cfg.patch, pad)
-        self.caches = [_Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
+        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad)
+        self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
 
     @torch.no_grad()
     def params(self, g: int) -> torch.Tensor:

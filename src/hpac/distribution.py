@@ -66,7 +66,12 @@ def nll_bits(raw: torch.Tensor, sym: torch.Tensor, bits: int, channels: int, mix
     Returns:
         (..., C) float32 bits.
     """
-    mix = split_params(raw, channels, mixtures)
+    return mixture_bits(split_params(raw, channels, mixtures), sym, bits)
+
+
+def mixture_bits(mix: Mixture, sym: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`nll_bits` of a split mixture (coefs already squashed): (..., C) float bits."""
+    channels = mix.logits.shape[-2]
     xn = normalise(sym, bits)
     half = 1.0 / (2**bits - 1)
     out = []

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import afc
-from .csi import _Band, group_schedule, skew_kernel
+from .csi import Band, group_schedule, skew_kernel
 from .model import HPACNet, add_skip
 
 ACT_BITS = 16  # fraction bits of matrix-product inputs
@@ -239,9 +239,9 @@ class ExactStepper:
             self.head = quant_linear(net.head.weight, net.head.bias)
         # float64 convolutions run fastest on contiguous (NCHW) tensors
         self.in_w = self.in_w.contiguous()
-        self.pix = _Band(batch, cfg.channels, reach, cfg.patch, pad, F64, torch.contiguous_format)
+        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, F64, torch.contiguous_format)
         # the depthwise caches hold three float32 pieces of each value, stacked on the batch axis
-        self.caches = [_Band(3 * batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
+        self.caches = [Band(3 * batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
 
     @torch.no_grad()
     def params(self, g: int) -> torch.Tensor:

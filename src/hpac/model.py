@@ -116,13 +116,62 @@ class GatedBlock(nn.Module):
         self.mlp_up = nn.Linear(d, mlp_ratio * d)
         self.mlp_down = nn.Linear(mlp_ratio * d, d)
 
+    gate = gelu = None  # float arithmetic needs no tables (see FloatArith)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, D) -> (B, H, W, D)."""
-        a, v = self.to_av(self.norm1(x)).chunk(2, dim=-1)
-        # NHWC viewed as channels-last NCHW: the depthwise conv runs without layout copies
-        a = self.dw(a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
-        x = x + self.proj(F.silu(a) * v)
-        return x + self.mlp_down(F.gelu(self.mlp_up(self.norm2(x))))
+        return gated_block(FLOAT, self, x, plane_depthwise)
+
+
+def plane_depthwise(a: torch.Tensor, dw) -> torch.Tensor:
+    """The masked depthwise conv of a whole plane, NHWC in and out."""
+    # NHWC viewed as channels-last NCHW: the depthwise conv runs without layout copies
+    return dw(a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+
+
+class FloatArith:
+    """The float arithmetic of :func:`gated_block` (training, reference): layers are the
+    modules themselves. :mod:`hpac.quant` gives the integer arithmetic with the same calls."""
+
+    @staticmethod
+    def norm(x, ln):
+        return ln(x)
+
+    @staticmethod
+    def linear(t, lin):
+        return lin(t)
+
+    @staticmethod
+    def depthwise_out(a, dw):
+        return a
+
+    @staticmethod
+    def gate(u, v, table):
+        return F.silu(u) * v
+
+    @staticmethod
+    def act(u, table):
+        return F.gelu(u)
+
+    @staticmethod
+    def add(x, y):
+        return x + y
+
+
+FLOAT = FloatArith()
+
+
+def gated_block(ar, p, x: torch.Tensor, depthwise) -> torch.Tensor:
+    """THE gated block, in arithmetic ``ar`` (FloatArith or hpac.quant.IntArith), on ``p``
+    (a GatedBlock or its integer form, same attribute names); x (..., D) rows or NHWC.
+    ``depthwise(a, p.dw)`` applies the masked depthwise conv (whole plane, or the decoder's
+    cached band)::
+
+        a, v = W_av LN(x);  x += W_o( silu(DW(a)) * v );  x += W_down gelu(W_up LN(x))
+    """
+    a, v = ar.linear(ar.norm(x, p.norm1), p.to_av).chunk(2, dim=-1)
+    x = ar.add(x, ar.linear(ar.gate(ar.depthwise_out(depthwise(a, p.dw), p.dw), v, p.gate), p.proj))
+    return ar.add(x, ar.linear(ar.act(ar.linear(ar.norm(x, p.norm2), p.mlp_up), p.gelu), p.mlp_down))
 
 
 class HPACNet(nn.Module):

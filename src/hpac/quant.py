@@ -1,0 +1,568 @@
+"""The integer arithmetic of the HPAC network: the same mixture on every machine.
+
+Every tensor this path computes holds integers (in float32 where every partial sum of the
+layer is bounded below 2^24, else in float64 below 2^53, or int64), so a matrix product or
+convolution is exact whatever order, instruction set, thread count or device sums it in.
+Every other step is one IEEE basic operation (+, -, *, /, sqrt: correctly rounded on every
+machine), a rounding, or a lookup in a table of integers. The mixture parameters are then a
+function of the pixels alone, so the encoder computes a whole plane in one pass
+(:func:`plane_params`) and the decoder steps group by group (:class:`IntStepper`), and both
+get the same integers.
+
+Grids (:class:`QuantSpec`; the widths are a measured choice, docs/integer.md)::
+
+    pixels     q = 2 x - (2^b - 1)                   exact; x_n = q / (2^b - 1)
+    weights    w = W s_w, per output channel          |W| <= 2^(bits-1) - 1
+    residual   x = X 2^-res_frac                      |X| <= res_limit 2^res_frac
+    act. t     t = T s_t, one s_t per tensor          |T| <= 2^(act_bits-1) - 1
+    tables     u = U s_u  -> f(u) = F[U] s_f          |U| <= 2^(lut_bits-1) - 1 (SiLU, GELU, tanh)
+    outputs    logits, log-scales on 2^-head_frac (normalised units); means on 2^-mean_frac
+               symbols; channel coefficients on 2^-coef_frac
+
+A layer ``y = w t + b`` is ``Y = clamp(round(acc * m + c))`` with ``acc = sum W T`` (exact),
+``m = s_w s_t / s_y``, ``c = b / s_y``: one rounded multiply and one rounded add. LayerNorm
+sums in int64 and normalises with float64 sqrt and division (correctly rounded).
+
+:func:`hpac.model.gated_block` is the one definition of the block: :class:`IntArith` is
+its integer arithmetic, as :class:`hpac.model.FloatArith` is its float one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+import torch
+import torch.nn.functional as F
+
+from .csi import Band, group_schedule, skew_kernel
+from .distribution import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
+from .model import FloatArith, HPACNet, ModelConfig, gated_block, plane_depthwise
+
+F32, F64 = torch.float32, torch.float64
+EXACT_F32 = float(1 << 24)  # float32 holds every integer up to this: sums below it are exact
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as the network was trained
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Bit widths of the integer network (module docstring)."""
+
+    wbits: int = 8  # 1x1 weights inside the blocks
+    wbits_edge: int = 12  # stem, skip and head weights (the linear skip predictor needs the bits)
+    wbits_dw: int = 8  # depthwise kernels
+    act_bits: int = 10  # inputs of every 1x1 layer and of the depthwise conv
+    lut_bits: int = 12  # inputs (and SiLU outputs) of the tables
+    res_frac: int = 10  # fraction bits of the residual stream
+    res_limit: float = 512.0  # its magnitude bound
+    head_frac: int = 12  # logits and log-scales
+    mean_frac: int = 6  # means, in symbols
+    coef_frac: int = 12  # channel coefficients (after tanh)
+    quantile: float = 0.99999  # activation scales: this quantile of |t| on calibration data
+
+
+def qmax(bits: int) -> float:
+    return float((1 << (bits - 1)) - 1)
+
+
+def quant_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric grid: W (float64 integers, w's shape), s_w (O,) float64.
+    s_w is rounded to float32: a weights file can hold exactly these scales."""
+    w = w.detach().to(F64)
+    top = w.abs().flatten(1).amax(1)
+    s = torch.where(top > 0, top / qmax(bits), torch.ones_like(top)).to(F32).to(F64)
+    lim = qmax(bits)
+    return torch.round(w / s.view(-1, *[1] * (w.dim() - 1))).clamp(-lim, lim), s
+
+
+# ---- calibration: the float network's activation magnitudes -----------------------------------
+
+class _Observer(FloatArith):
+    """FloatArith that records |t| of every tensor the integer network puts on a grid."""
+
+    def __init__(self, names: dict[int, str], seen: dict[str, list]):
+        self.names, self.seen = names, seen
+
+    def _see(self, key: str, t: torch.Tensor) -> None:
+        v = t.detach().abs().flatten().float()
+        if v.numel() > 1 << 18:
+            v = v[torch.randint(0, v.numel(), (1 << 18,), generator=torch.Generator().manual_seed(len(self.seen.get(key, []))))]
+        self.seen.setdefault(key, []).append(v)
+
+    def norm(self, x, ln):
+        y = ln(x)
+        self._see(self.names[id(ln)], y)
+        return y
+
+    def linear(self, t, lin):
+        y = lin(t)
+        name = self.names[id(lin)]
+        if name.endswith("to_av"):
+            a, v = y.chunk(2, dim=-1)
+            self._see(name + ".a", a)
+            self._see(name + ".v", v)
+        elif name.endswith("mlp_up"):
+            self._see(name, y)
+        return y
+
+    def depthwise_out(self, a, dw):
+        self._see(self.names[id(dw)], a)
+        return a
+
+    def gate(self, u, v, table):
+        g = F.silu(u) * v
+        self._see(self.names[id(table)], g)
+        return g
+
+    def act(self, u, table):
+        y = F.gelu(u)
+        self._see(self.names[id(table)], y)
+        return y
+
+
+class _Key:
+    """A hashable stand-in for the gate / gelu slots of a float block during calibration."""
+
+
+def calibrate(net: HPACNet, batches, spec: QuantSpec = QuantSpec()) -> dict[str, float]:
+    """Activation scales s_t (name -> float) from float runs of ``net`` over ``batches`` of
+    normalised (B, C, P, P) inputs: the ``spec.quantile`` of |t| over the table's or grid's range."""
+    names: dict[int, str] = {}
+    slots = []
+    for name, mod in net.named_modules():
+        names[id(mod)] = name
+    for i, blk in enumerate(net.blocks):
+        g, e = _Key(), _Key()
+        names[id(g)], names[id(e)] = f"blocks.{i}.gate", f"blocks.{i}.gelu"
+        slots.append((blk, g, e))
+    seen: dict[str, list] = {}
+    ar = _Observer(names, seen)
+    with torch.no_grad():
+        for x in batches:
+            h = net.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+            for blk, g, e in slots:
+                blk.gate, blk.gelu = g, e  # instance attributes shadow the class's None
+                try:
+                    h = gated_block(ar, blk, h, plane_depthwise)
+                finally:
+                    del blk.gate, blk.gelu
+            ar._see("head_norm", net.head_norm(h))
+            raw = net.head(net.head_norm(h))
+            n = net.cfg.channels * net.cfg.mixtures
+            ar._see("coef", raw[..., 3 * n :])
+    out = {}
+    for name, parts in seen.items():
+        v = torch.cat(parts)
+        top = float(torch.quantile(v, spec.quantile)) if v.numel() else 1.0
+        out[name] = max(top, 1e-6)
+    return out
+
+
+# ---- the integer network ----------------------------------------------------------------------
+
+@dataclass
+class IntLayer:
+    """``Y = clamp(round(acc * m + c))``, acc = T W^T exact in ``w.dtype``; W (O, I), m, c (O,)."""
+
+    w: torch.Tensor
+    m: torch.Tensor
+    c: torch.Tensor
+    lim: torch.Tensor  # (O,) clamp bound
+
+
+@dataclass
+class IntNorm:
+    """LayerNorm of residual-grid rows onto an activation grid: g, b (D,) float64."""
+
+    g: torch.Tensor
+    b: torch.Tensor
+    k: float  # 2^(-2 res_frac) / D^3: V -> variance
+    lim: float
+
+
+@dataclass
+class IntDepthwise:
+    w: torch.Tensor  # (D, 1, k, k) float32 integers, masked
+    band: torch.Tensor  # the same taps as a skewed band kernel (hpac.csi.skew_kernel)
+    m: torch.Tensor  # (D,) float32
+    c: torch.Tensor
+    lim: float
+
+
+@dataclass
+class IntTable:
+    """F[U + off] for integer U in [-off, off]; ``m``: the gate's requantisation (SiLU only)."""
+
+    f: torch.Tensor  # (2 off + 1,) float32 integers
+    off: int
+    m: torch.Tensor | None = None  # 0-dim float32
+    lim: float = 0.0
+
+
+@dataclass
+class IntBlock:
+    norm1: IntNorm
+    to_av: IntLayer
+    dw: IntDepthwise
+    gate: IntTable
+    proj: IntLayer
+    norm2: IntNorm
+    mlp_up: IntLayer
+    gelu: IntTable
+    mlp_down: IntLayer
+
+
+def _round_clamp(y: torch.Tensor, lim) -> torch.Tensor:
+    y = torch.round(y)
+    return torch.minimum(torch.maximum(y, -lim), lim) if isinstance(lim, torch.Tensor) else y.clamp_(-lim, lim)
+
+
+class IntArith:
+    """The integer arithmetic of :func:`hpac.model.gated_block` (module docstring);
+    ``res_lim`` bounds the residual stream (integer units)."""
+
+    def __init__(self, res_lim: float):
+        self.res_lim = res_lim
+
+    @staticmethod
+    def norm(x: torch.Tensor, p: IntNorm) -> torch.Tensor:
+        d = x.shape[-1]
+        xi = x.to(torch.int64)
+        cen = xi * d - xi.sum(-1, keepdim=True)  # D (x - mean) in residual units, exact
+        var = (cen * cen).sum(-1, keepdim=True).to(F64)  # exact in int64 (|X| <= 2^20)
+        inv = 1.0 / torch.sqrt(var * p.k + LN_EPS)
+        y = cen.to(F64) * inv
+        y = y * p.g
+        y = y + p.b
+        return _round_clamp(y, p.lim).to(F32)
+
+    @staticmethod
+    def linear(t: torch.Tensor, p: IntLayer) -> torch.Tensor:
+        y = F.linear(t.to(p.w.dtype), p.w)
+        y = y * p.m
+        y = y + p.c
+        return _round_clamp(y, p.lim).to(F32)
+
+    @staticmethod
+    def depthwise_out(acc: torch.Tensor, p: IntDepthwise) -> torch.Tensor:
+        y = acc * p.m
+        y = y + p.c
+        return _round_clamp(y, p.lim)
+
+    @staticmethod
+    def gate(u: torch.Tensor, v: torch.Tensor, p: IntTable) -> torch.Tensor:
+        s = p.f[(u + p.off).to(torch.int64)]
+        return _round_clamp(s * v * p.m, p.lim)  # s v is exact (< 2^22); m is a float32 scalar
+
+    @staticmethod
+    def act(u: torch.Tensor, p: IntTable) -> torch.Tensor:
+        return p.f[(u + p.off).to(torch.int64)]
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x + y).clamp_(-self.res_lim, self.res_lim)  # exact: both below 2^20
+
+
+@dataclass
+class IntNet:
+    """A network on integer grids for ``bits``-bit symbols (:func:`quantize`)."""
+
+    cfg: ModelConfig
+    spec: QuantSpec
+    bits: int
+    in_w: torch.Tensor  # (D + CK, C, k, k) float64 integers: stem and skip, masked
+    in_m: torch.Tensor  # (D + CK,) float64
+    in_c: torch.Tensor
+    in_lim: torch.Tensor
+    blocks: list[IntBlock]
+    head_norm: IntNorm
+    head: IntLayer  # float64: logits | means | log-scales | coefficient table inputs
+    tanh: IntTable
+
+    @property
+    def arith(self) -> IntArith:
+        return IntArith(self.spec.res_limit * 2.0 ** self.spec.res_frac)
+
+    def finish(self, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Stem/skip accumulators' skip part y (..., CK) and head output raw (..., n_params)
+        -> integer mixture parameters (..., n_params) float64 (module docstring's grids)."""
+        ck = self.cfg.channels * self.cfg.mixtures
+        means = raw[..., ck : 2 * ck] + y
+        coefs = self.tanh.f.to(F64)[(raw[..., 3 * ck :] + self.tanh.off).to(torch.int64)]
+        return torch.cat([raw[..., :ck], means, raw[..., 2 * ck : 3 * ck], coefs], dim=-1)
+
+    def stem_out(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., D + CK) exact stem/skip accumulators -> residual rows X (float32), skip means (float64)."""
+        y = acc * self.in_m
+        y = y + self.in_c
+        y = _round_clamp(y, self.in_lim)
+        d = self.cfg.dim
+        return y[..., :d].to(F32), y[..., d:]
+
+    def tail(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        ar = self.arith
+        return self.finish(skip, ar.linear(ar.norm(x, self.head_norm).to(F64), self.head).to(F64))
+
+
+# ---- export: the float network -> the stored integer network -----------------------------------
+
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510")
+
+
+def _erf(z: Decimal) -> Decimal:
+    """erf by its Taylor series in 50-digit decimal arithmetic; +-1 beyond |z| = 6 (by definition)."""
+    if abs(z) >= 6:
+        return Decimal(1 if z > 0 else -1)
+    z2, term, total, n = z * z, z, z, 0
+    while True:
+        n += 1
+        term = -term * z2 / n
+        t = term / (2 * n + 1)
+        total += t
+        if abs(t) < Decimal(10) ** -40:
+            return total * 2 / _PI.sqrt()
+
+
+TABLE_FUNCTIONS = {  # exactly specified: 50-digit decimal arithmetic (exp is correctly rounded)
+    "silu": lambda u: u / (1 + (-u).exp()),
+    "gelu": lambda u: u * (1 + _erf(u / Decimal(2).sqrt())) / 2,
+    "tanh": lambda u: 1 - 2 / ((2 * u).exp() + 1),
+}
+
+
+def table(kind: str, s_in: float, s_out: float, bits: int, out_lim: float) -> torch.Tensor:
+    """F[U + off] = clamp(round_half_even(f(U s_in) / s_out)) for U in [-off, off],
+    off = 2^(bits-1) - 1: (2 off + 1,) int32, the same on every machine."""
+    fn = TABLE_FUNCTIONS[kind]
+    off = int(qmax(bits))
+    lim = int(out_lim)
+    with localcontext() as ctx:
+        ctx.prec = 50
+        din, dout = Decimal(s_in), Decimal(s_out)  # the float32 scales, exactly
+        vals = [int((fn(din * i) / dout).to_integral_value(ROUND_HALF_EVEN)) for i in range(-off, off + 1)]
+    return torch.tensor([min(max(v, -lim), lim) for v in vals], dtype=torch.int32)
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (a stored scale)."""
+    return float(torch.tensor(x, dtype=F32))
+
+
+def export(net: HPACNet, scales: dict[str, float], spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
+    """The integer network as stored: integer weights (int32), their per-channel float32
+    scales and float32 biases, norm gains, activation scales, and integer tables.
+
+    Args:
+        scales: |t| ranges per activation (:func:`calibrate`); the grid step is range / qmax.
+    """
+    cfg = net.cfg
+    d = cfg.dim
+    A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
+    st: dict[str, torch.Tensor] = {}
+
+    def layer(name, w, b, bits):
+        q, sw = quant_weight(w, bits)
+        st[name + ".w"], st[name + ".sw"], st[name + ".b"] = q.to(torch.int32), sw.to(F32), b.detach().to(F32)
+
+    def scale(name, value):
+        st[name] = torch.tensor([_f32(value)], dtype=F32)
+        return float(st[name][0])
+
+    def norm(name, ln, act_name):
+        st[name + ".g"], st[name + ".b"] = ln.weight.detach().to(F32), ln.bias.detach().to(F32)
+        scale(name + ".s", scales[act_name] / A)
+
+    with torch.no_grad():
+        layer("in", torch.cat([net.stem.masked_weight(), net.skip.masked_weight()]),
+              torch.cat([net.stem.bias, net.skip.bias]), spec.wbits_edge)
+        for i, blk in enumerate(net.blocks):
+            p = f"blocks.{i}."
+            norm(p + "norm1", blk.norm1, p + "norm1")
+            layer(p + "to_av", blk.to_av.weight, blk.to_av.bias, spec.wbits)
+            st[p + "to_av.s"] = torch.tensor([scales[p + "to_av.a"] / A] * d + [scales[p + "to_av.v"] / A] * d).to(F32)
+            layer(p + "dw", blk.dw.masked_weight(), blk.dw.bias, spec.wbits_dw)
+            s_u = scale(p + "dw.s", scales[p + "dw"] / L)
+            with localcontext() as ctx:  # the table's largest |silu|: at its top, or silu's minimum
+                ctx.prec = 50
+                top = float(max(-TABLE_FUNCTIONS["silu"](Decimal(-1.278464542761074)),
+                                TABLE_FUNCTIONS["silu"](Decimal(L) * Decimal(s_u))))
+            s_silu = scale(p + "silu.s", top / L)
+            st[p + "silu"] = table("silu", s_u, s_silu, spec.lut_bits, L)
+            scale(p + "gate.s", scales[p + "gate"] / A)
+            layer(p + "proj", blk.proj.weight, blk.proj.bias, spec.wbits)
+            norm(p + "norm2", blk.norm2, p + "norm2")
+            layer(p + "mlp_up", blk.mlp_up.weight, blk.mlp_up.bias, spec.wbits)
+            s_up = scale(p + "mlp_up.s", scales[p + "mlp_up"] / L)
+            s_h = scale(p + "gelu.s", scales[p + "gelu"] / A)
+            st[p + "gelu"] = table("gelu", s_up, s_h, spec.lut_bits, A)
+            layer(p + "mlp_down", blk.mlp_down.weight, blk.mlp_down.bias, spec.wbits)
+        norm("head_norm", net.head_norm, "head_norm")
+        layer("head", net.head.weight, net.head.bias, spec.wbits_edge)
+        s_c = scale("coef.s", scales["coef"] / L)
+        st["tanh"] = table("tanh", s_c, 2.0 ** -spec.coef_frac, spec.lut_bits, 2.0 ** spec.coef_frac)
+    return st
+
+
+# ---- load: the stored integer network -> what coding runs, for b-bit symbols -------------------
+# Every derived constant is computed element by element in Python floats (IEEE double, correctly
+# rounded), never by a tensor kernel: torch may divide by a scalar as a multiply by its
+# reciprocal on one instruction set and not on another.
+
+def _each(fn, *cols) -> torch.Tensor:
+    return torch.tensor([fn(*v) for v in zip(*(c.tolist() for c in cols))], dtype=F64)
+
+
+def _int_layer(st, name, s_in: float, s_out, lim, in_max: float, wide: bool = False) -> IntLayer:
+    """Y = clamp(round(acc m + c)): m = s_w s_in / s_out, c = b / s_out (s_out, lim: (O,) or float)."""
+    w, sw, b = st[name + ".w"].to(F64), st[name + ".sw"], st[name + ".b"]
+    o = w.shape[0]
+    s_out = s_out if isinstance(s_out, torch.Tensor) else torch.full((o,), float(s_out), dtype=F64)
+    m = _each(lambda a, t: a * s_in / t, sw, s_out)
+    c = _each(lambda a, t: a / t, b, s_out)
+    lim = lim if isinstance(lim, torch.Tensor) else torch.full((o,), float(lim), dtype=F64)
+    exact32 = float((w.abs().sum(1) * in_max).max()) < EXACT_F32
+    dt = F32 if exact32 and not wide else F64
+    return IntLayer(w.to(dt), m.to(dt), c.to(dt), lim.to(dt))
+
+
+def _int_norm(st, name, spec: QuantSpec) -> IntNorm:
+    g, b = st[name + ".g"], st[name + ".b"]
+    d = g.numel()
+    s = float(st[name + ".s"][0])
+    unit = 2.0 ** -spec.res_frac
+    return IntNorm(_each(lambda a: a * unit / d / s, g), _each(lambda a: a / s, b),
+                   2.0 ** (-2 * spec.res_frac) / d**3, qmax(spec.act_bits))
+
+
+def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: int) -> IntNet:
+    """The coding form of a stored integer network (:func:`export`) for ``bits``-bit symbols."""
+    d, ck = cfg.dim, cfg.channels * cfg.mixtures
+    A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
+    half = ((1 << bits) - 1) / 2.0
+    one, mf = 2.0 ** spec.res_frac, 2.0 ** spec.mean_frac
+    res_lim = spec.res_limit * one
+    sc = lambda name: float(st[name][0])  # noqa: E731
+    sw, b = st["in.sw"].tolist(), st["in.b"].tolist()
+    # stem: w x_n = s_w W q / (2^b - 1) onto 2^-res_frac; skip, in symbols: w x_n half = s_w W q / 2
+    in_m = torch.tensor([a * one / ((1 << bits) - 1) for a in sw[:d]] + [a * mf / 2.0 for a in sw[d:]], dtype=F64)
+    in_c = torch.tensor([a * one for a in b[:d]] + [a * half * mf for a in b[d:]], dtype=F64)
+    in_lim = torch.tensor([res_lim] * d + [float(1 << 40)] * ck, dtype=F64)
+    blocks = []
+    for i in range(cfg.blocks):
+        p = f"blocks.{i}."
+        s_v = float(st[p + "to_av.s"][d])
+        dww = st[p + "dw.w"].to(F32)
+        assert float(dww.abs().flatten(1).sum(1).max()) * A < EXACT_F32
+        s_u, s_a = sc(p + "dw.s"), float(st[p + "to_av.s"][0])
+        dw = IntDepthwise(dww, skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).to(F32),
+                          _each(lambda a: a / s_u, st[p + "dw.b"]).to(F32), L)
+        silu = IntTable(st[p + "silu"].to(F32), int(L), torch.tensor(sc(p + "silu.s") * s_v / sc(p + "gate.s"), dtype=F32), A)
+        blocks.append(IntBlock(
+            _int_norm(st, p + "norm1", spec),
+            _int_layer(st, p + "to_av", sc(p + "norm1.s"), st[p + "to_av.s"].to(F64), A, A),
+            dw, silu,
+            _int_layer(st, p + "proj", sc(p + "gate.s"), 1.0 / one, res_lim, A),
+            _int_norm(st, p + "norm2", spec),
+            _int_layer(st, p + "mlp_up", sc(p + "norm2.s"), sc(p + "mlp_up.s"), L, A),
+            IntTable(st[p + "gelu"].to(F32), int(L)),
+            _int_layer(st, p + "mlp_down", sc(p + "gelu.s"), 1.0 / one, res_lim, A)))
+    hf = 2.0 ** spec.head_frac
+    n_rest = cfg.n_params - 3 * ck
+    s_out = torch.tensor([1 / hf] * ck + [1 / (half * mf)] * ck + [1 / hf] * ck + [sc("coef.s")] * n_rest, dtype=F64)
+    lim = torch.tensor([64 * hf] * ck + [float(1 << 40)] * ck + [64 * hf] * ck + [L] * n_rest, dtype=F64)
+    head = _int_layer(st, "head", sc("head_norm.s"), s_out, lim, A, wide=True)
+    c = head.c.tolist()
+    c[ck : 2 * ck] = [v + half * mf for v in c[ck : 2 * ck]]  # means in symbols: (mean_n + 1) half
+    head.c = torch.tensor(c, dtype=F64)
+    tanh = IntTable(st["tanh"].to(F32), int(L))
+    w_in = st["in.w"].to(F64)
+    return IntNet(cfg, spec, bits, w_in, in_m, in_c, in_lim, blocks, _int_norm(st, "head_norm", spec), head, tanh)
+
+
+def quantize(net: HPACNet, scales: dict[str, float], bits: int, spec: QuantSpec = QuantSpec()) -> IntNet:
+    """:func:`load` of :func:`export`: the integer form of ``net`` for ``bits``-bit symbols."""
+    return load(export(net, scales, spec), net.cfg, spec, bits)
+
+
+def mixture(params: torch.Tensor, net: IntNet) -> Mixture:
+    """Integer parameters (..., n_params) -> the float :class:`Mixture` they stand for
+    (normalised units; coefficients squashed). For measuring, not for coding."""
+    cfg, spec = net.cfg, net.spec
+    c, k = cfg.channels, cfg.mixtures
+    n = c * k
+    lead = params.shape[:-1]
+    half = ((1 << net.bits) - 1) / 2.0
+    p = params.to(F64)
+    logits = p[..., :n] * 2.0 ** -spec.head_frac
+    means = p[..., n : 2 * n] * 2.0 ** -spec.mean_frac / half - 1.0
+    ls = (p[..., 2 * n : 3 * n] * 2.0 ** -spec.head_frac).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    coefs = p[..., 3 * n :] * 2.0 ** -spec.coef_frac
+    return Mixture(logits.reshape(*lead, c, k).float(), means.reshape(*lead, c, k).float(),
+                   ls.reshape(*lead, c, k).float(), coefs.reshape(*lead, k, c * (c - 1) // 2).float())
+
+
+def centred(sym: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symbols -> q = 2 x - (2^b - 1), float64 (the network's exact input)."""
+    return sym.to(F64) * 2.0 - float((1 << bits) - 1)
+
+
+@torch.no_grad()
+def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Every position's integer mixture parameters in one pass (the encoder).
+
+    Args:
+        sym: (B, P, P, C) integer symbols; valid: (B, P, P) bool, False on padding (the
+            decoder has no pixel there: it reads q = 0), or None for all real.
+    Returns:
+        (B, P, P, n_params) float64 integers, identical to :class:`IntStepper`'s.
+    """
+    q = centred(sym, net.bits)
+    if valid is not None:
+        q = q * valid[..., None]
+    q = q.permute(0, 3, 1, 2)
+    k = net.cfg.kernel
+    acc = F.conv2d(q.contiguous(), net.in_w, padding=k // 2).permute(0, 2, 3, 1)
+    x, skip = net.stem_out(acc)
+
+    def depthwise(a, p):
+        a = a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        return F.conv2d(a, p.w, padding=k // 2, groups=a.shape[1]).permute(0, 2, 3, 1)
+
+    ar = net.arith
+    for blk in net.blocks:
+        x = gated_block(ar, blk, x, depthwise)
+    return net.tail(x, skip)
+
+
+class IntStepper:
+    """The decoder's group-by-group evaluation of an :class:`IntNet` on B patches (CSI,
+    :mod:`hpac.csi`'s caches): params(g), then write_pixels(g, q) once group g is known."""
+
+    def __init__(self, net: IntNet, batch: int):
+        cfg = net.cfg
+        self.net, self.cfg, self.batch = net, cfg, batch
+        self.sched = group_schedule(cfg.patch, cfg.kernel)
+        reach, pad = self.sched.reach, cfg.kernel // 2
+        self.in_w = skew_kernel(net.in_w, strict=True).contiguous()
+        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, F64, torch.contiguous_format)
+        self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
+
+    @torch.no_grad()
+    def params(self, g: int) -> torch.Tensor:
+        """Integer mixture parameters of group ``g``: (B, n_g, n_params) float64."""
+        d, b = self.cfg.dim, self.batch
+        reach = self.sched.reach
+        r0 = self.sched.first_row[g]
+        n = self.sched.rows[g].numel()
+        acc = F.conv2d(self.pix.band(g - 1, reach, r0, n), self.in_w)  # (B, D + CK, 1, n), exact
+        x, skip = self.net.stem_out(acc.permute(0, 2, 3, 1).reshape(b * n, -1))
+        ar = self.net.arith
+        for blk, cache in zip(self.net.blocks, self.caches):
+            def depthwise(a, p, cache=cache):
+                cache.write(g, r0, a.reshape(b, n, d))
+                return F.conv2d(cache.band(g, reach + 1, r0, n), p.band, groups=d).permute(0, 2, 3, 1).reshape(b * n, d)
+
+            x = gated_block(ar, blk, x, depthwise)
+        return self.net.tail(x, skip).reshape(b, n, -1)
+
+    def write_pixels(self, g: int, q: torch.Tensor) -> None:
+        """Store group ``g``'s coded pixels as q (B, n_g, C) float64 (0 on padding)."""
+        self.pix.write(g, self.sched.first_row[g], q)

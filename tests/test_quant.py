@@ -1,0 +1,143 @@
+"""The integer network (hpac.quant): one pass and group steps agree exactly, on any thread
+count and CPU capability; it tracks the float network; the float block is unchanged."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import SAMPLE, make_model, smooth_image
+from hpac import quant
+from hpac.catalog import load_catalog_model
+from hpac.distribution import mixture_bits, nll_bits, normalise
+
+
+TINY = quant.QuantSpec(lut_bits=8)  # small tables: the mechanics do not need 12 bits
+
+
+def _tiny_crops(channels: int = 3, patch: int = 16) -> torch.Tensor:
+    img = torch.from_numpy(smooth_image(64, 64, channels, seed=1).astype(np.int64))
+    return img.unfold(0, patch, patch).unfold(1, patch, patch).permute(0, 1, 3, 4, 2).reshape(-1, patch, patch, channels)
+
+
+def _tiny_int(bits: int = 8, channels: int = 3, patch: int = 16):
+    model = make_model(channels, patch=patch, dim=16, blocks=2, mixtures=3, seed=3)
+    crops = _tiny_crops(channels, patch)
+    scales = quant.calibrate(model.net, [normalise(crops, 8).permute(0, 3, 1, 2)])
+    return quant.quantize(model.net, scales, bits, TINY), crops
+
+
+def _step_all(inet, sym: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Every group's parameters from the decoder's stepper, placed as the plane pass places them."""
+    b, p = sym.shape[:2]
+    st = quant.IntStepper(inet, b)
+    q = quant.centred(sym, inet.bits) * valid[..., None]
+    out = torch.empty(b, p, p, inet.cfg.n_params, dtype=torch.float64)
+    for g in range(st.sched.groups):
+        r, c = st.sched.rows[g], st.sched.cols[g]
+        out[:, r, c] = st.params(g)
+        st.write_pixels(g, q[:, r, c])
+    return out
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+def test_group_steps_give_the_plane_pass_integers(bits):
+    inet, crops = _tiny_int(bits)
+    rng = np.random.default_rng(0)
+    sym = torch.from_numpy(rng.integers(0, 1 << bits, (3, 16, 16, 3)))
+    sym[:2] = crops[:2] << (bits - 8)
+    valid = torch.ones(3, 16, 16, dtype=torch.bool)
+    valid[2, 11:] = False  # image edge inside a patch: padding reads as q = 0
+    valid[2, :, 13:] = False
+    plane = quant.plane_params(inet, sym, valid)
+    stepped = _step_all(inet, sym, valid)
+    assert torch.equal(plane, stepped)
+    assert torch.equal(plane, plane.round())  # integers throughout
+    assert plane[..., :9].abs().max() > 0
+
+
+def test_integers_do_not_depend_on_threads():
+    inet, crops = _tiny_int()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = quant.plane_params(inet, crops)
+        torch.set_num_threads(2)
+        two = quant.plane_params(inet, crops)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def _cpu_has(flag: str) -> bool:
+    """Whether the CPU has an instruction-set flag (Linux; elsewhere False): torch's avx512
+    kernels stop with SIGILL where it lacks them."""
+    try:
+        return any(flag in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+_DIGEST = """
+import hashlib, sys, torch
+sys.path.insert(0, {tests!r})
+from test_quant import TINY, _tiny_crops
+from hpac import quant
+from hpac.model import ModelConfig
+st = torch.load({path!r})
+inet = quant.load(st, ModelConfig(**st.pop("config")), TINY, 10)
+print(hashlib.sha256(quant.plane_params(inet, _tiny_crops() << 2).numpy().tobytes()).hexdigest())
+"""
+
+
+def test_integers_do_not_depend_on_cpu_capability(tmp_path):
+    """The vector width torch's kernels use (ATEN_CPU_CAPABILITY) changes float32 results
+    (even torch.randn's); it must not change the integer network's, given its stored form."""
+    model = make_model(3, patch=16, dim=16, blocks=2, mixtures=3, seed=3)
+    scales = quant.calibrate(model.net, [normalise(_tiny_crops(), 8).permute(0, 3, 1, 2)])
+    st = quant.export(model.net, scales, TINY)
+    st["config"] = model.net.cfg.to_dict()
+    torch.save(st, tmp_path / "int.pt")
+    code = _DIGEST.format(tests=os.path.dirname(__file__), path=str(tmp_path / "int.pt"))
+    digests = set()
+    for cap in ("default", "avx2", "avx512" if _cpu_has("avx512f") else None, None):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if cap:
+            env["ATEN_CPU_CAPABILITY"] = cap
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_float_block_is_the_trained_formula():
+    """model.gated_block in float arithmetic computes what the block always computed."""
+    net = make_model(3, patch=16, dim=16, blocks=1, mixtures=3, seed=5).net
+    blk = net.blocks[0]
+    x = torch.randn(2, 16, 16, 16)
+    a, v = blk.to_av(blk.norm1(x)).chunk(2, dim=-1)
+    a = blk.dw(a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+    y = x + blk.proj(F.silu(a) * v)
+    y = y + blk.mlp_down(F.gelu(blk.mlp_up(blk.norm2(y))))
+    assert torch.equal(blk(x), y)
+
+
+def test_integer_network_tracks_the_float_network():
+    """Post-training quantisation of hpac-natural at the default widths costs little code length
+    on the bundled sample (calibrated on its left half, measured on its right half)."""
+    net = load_catalog_model("hpac-natural").net
+    arr = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    sym = torch.from_numpy(arr[:128, :256].astype(np.int64))
+    cal, test = sym[:, :128][None], sym[:, 128:][None]
+    scales = quant.calibrate(net, [normalise(cal, 8).permute(0, 3, 1, 2)])
+    inet = quant.quantize(net, scales, 8)
+    with torch.no_grad():
+        fb = nll_bits(net(normalise(test, 8).permute(0, 3, 1, 2)), test, 8, 3, 5).mean()
+    ib = mixture_bits(quant.mixture(quant.plane_params(inet, test), inet), test, 8).mean()
+    assert 0.0 < float(ib / fb - 1) < 0.03
