@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from hpac import codec, container
-from hpac.errors import ModelMismatchError
+from hpac.errors import FormatError
 from hpac.catalog import load_catalog_model
-from hpac.determinism import fingerprint
 
-from conftest import make_model
+from conftest import corpus_models
 
 CORPUS = Path(__file__).parent / "conformance"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
@@ -23,62 +22,52 @@ MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
 
 @pytest.fixture(scope="module")
 def fixed_tiny():
-    return [make_model(1), make_model(3)]
+    return corpus_models()
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_conformance_file_decodes(name, fixed_tiny):
+    """On every machine: the integer arithmetic leaves nothing to skip."""
     entry = MANIFEST[name]
     data = (CORPUS / f"{name}.hpac").read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["file_sha256"], "corpus file changed on disk"
-    header, _ = container.read(data)  # the format part holds on every machine
+    header, _ = container.read(data)
     assert [f"{p.model_name}:{p.weights_id}" for p in header.planes] == entry["weights"]
     assert int.from_bytes(data[8:10], "little") == entry["format_version"]
-    if entry["arithmetic"] not in ("portable", fingerprint()):
-        pytest.skip(f"the corpus was written on a machine whose float arithmetic differs from this one's "
-                    f"(fingerprint {entry['arithmetic']}, here {fingerprint()}): its payloads decode only "
-                    f"where the arithmetic matches (docs/determinism.md)")
-    img = codec.decode_image(data, fixed_tiny if entry["models"] == "tiny" else None, threads=1)
+    tiny = list(fixed_tiny.values())
+    img = codec.decode_image(data, tiny if entry["models"] == "tiny" else None, threads=1)
     assert list(img.pixels.shape) == entry["shape"] and img.pixels.dtype.name == entry["dtype"]
     assert hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest() == entry["pixel_sha256"]
     # and today's encoder, given the models (and patch sizes) the file names, still writes the very same bytes
     if entry["models"] == "tiny":
-        by_ch = {m.config.channels: m for m in fixed_tiny}
+        by_ch = fixed_tiny
     else:
-        header, _ = container.read(data)
         by_ch = {p.n_channels: load_catalog_model(p.model_name).with_patch(p.patch) for p in header.planes}
-    assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0), floored=entry.get("floored", False),
-                        portable=entry["arithmetic"] == "portable") == data
+    assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0), floored=entry.get("floored", False)) == data
 
 
 def test_files_of_another_patch_size_decode_with_the_same_weights():
-    """P is written in the file: P = 64 files of earlier releases decode with today's weights."""
+    """P is written in the file: a P = 64 file decodes with the P = 256 catalog model."""
     header, _ = container.read((CORPUS / "shipped_gray16_p64.hpac").read_bytes())
     assert header.planes[0].patch == 64 != load_catalog_model("hpac-gray16").config.patch
 
 
-def test_corpus_covers_both_versions():
-    assert {e["format_version"] for e in MANIFEST.values()} == {2, 3, 4, 5, 6, 7}
-    assert {e["arithmetic"] for e in MANIFEST.values() if e["format_version"] == 7} == {"portable"}
+OLD = sorted((CORPUS / "v0.1.0").glob("*.hpac"))
 
 
-RETIRED = sorted((CORPUS / "retired").glob("*.hpac"))
-
-
-@pytest.mark.parametrize("path", RETIRED, ids=[p.stem for p in RETIRED])
-def test_files_of_retired_weights_are_refused_by_name(path, tmp_path):
-    """Files written with weights that a retraining replaced name the model and weights they
-    need; the CLI exits non-zero with that message and leaves no output file."""
+@pytest.mark.parametrize("path", OLD, ids=[p.stem for p in OLD])
+def test_files_of_release_0_1_0_are_refused_naming_it(path, tmp_path):
+    """Files of format versions 2-7 (hpac 0.1.0's corpus) get one line naming the release that
+    reads them; the CLI exits non-zero with it and leaves no output file."""
     import subprocess
     import sys
 
-    wid = path.stem.rsplit("_", 1)[1]
     data = path.read_bytes()
-    model = container.read(data)[0].planes[0].model_name
-    with pytest.raises(ModelMismatchError, match=f"{model} with weights {wid}"):
+    with pytest.raises(FormatError, match="decode it with hpac 0.1.0"):
         codec.decode_image(data, None, threads=1)
     out = tmp_path / "out.png"
     run = subprocess.run([sys.executable, "-m", "hpac.cli", "decode", str(path), str(out)],
                          capture_output=True, text=True)
-    assert run.returncode != 0 and wid in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode != 0 and "hpac 0.1.0" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
     assert not out.exists()

@@ -85,95 +85,66 @@ def test_bytes_do_not_depend_on_threads(tiny_models, torch_threads):
     assert a == b == c
 
 
+def _int_mixtures(m: int, k: int, bits: int, spread: float, seed: int = 0):
+    """Random integer mixtures (w, mu, S) as hpac.quant.units gives them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(-3 << 12, 3 << 12, (m, k))
+    ls = np.full((m, k), int(np.log(spread) * 4096))
+    w, s = afc.mixture(logits, ls, bits)
+    mu = rng.integers(0, (1 << bits) << afc.MU_FRAC, (m, k))
+    return w, mu, s
+
+
 def test_afc_escape_and_fine_stages_roundtrip():
     """Force every AFC path: escapes (values far from a sharp wrong prediction) and 16-bit bins."""
     import constriction
 
-    torch.manual_seed(0)
     m, k = 200, 3
-    logits = torch.randn(m, k)
     for bits, spread in ((8, 0.002), (16, 0.05), (16, 0.0001)):
-        mean = torch.rand(m, k) * 2 - 1
-        log_s = torch.log(torch.full((m, k), spread))
-        sym = torch.randint(0, 1 << bits, (m,))
-        sym[:20] = ((mean[:20, 0] + 1) * ((1 << bits) - 1) / 2).round().long()  # some inside the window
+        w, mu, s = _int_mixtures(m, k, bits, spread)
+        sym = torch.randint(0, 1 << bits, (m,), generator=torch.Generator().manual_seed(bits))
+        sym[:20] = torch.from_numpy(mu[:20, 0] >> afc.MU_FRAC)  # some inside the window
         enc = constriction.stream.queue.RangeEncoder()
-        afc.code_symbols(enc, logits, mean, log_s, bits, sym)
+        afc.code_symbols(enc, w, mu, s, bits, sym)
         dec = constriction.stream.queue.RangeDecoder(enc.get_compressed())
-        out = afc.code_symbols(dec, logits, mean, log_s, bits)
+        out = afc.code_symbols(dec, w, mu, s, bits)
         assert torch.equal(out, sym)
 
 
-def _torch_bin_masses(start: torch.Tensor, step: torch.Tensor | int, n_bins: int, bits: int, w: torch.Tensor,
-                      mu: torch.Tensor, s: torch.Tensor, escape: bool, low: int = 0) -> np.ndarray:
-    """afc._masses as every release before session 15 computed it, all in torch: the oracle the
-    numpy path must equal bit for bit (written out here so that it cannot drift with afc)."""
-    unit_step = isinstance(step, int)
-    inv = s.reciprocal()
-    a = (start.to(torch.float32)[:, None] - 0.5 - mu).mul_(inv)  # z at the first edge, (n, K)
-    b = inv if unit_step else step.to(torch.float32)[:, None] * inv  # z increment per bin
-    # (n, K, E) layout: the mixture sum runs over a non-inner axis and vectorises over edges
-    cdf = torch.addcmul(a[:, :, None], afc._edges(n_bins), b[:, :, None]).sigmoid_().mul_(w[:, :, None])
-    big = cdf.sum(1)  # mixture CDF at the edges, (n, E)
-    if low == 0:
-        big[:, 0].masked_fill_(start <= 0, 0.0)
-    big[:, -1].masked_fill_(start + n_bins * step >= (1 << bits), 1.0)
-    out = torch.empty(big.shape[0], n_bins + int(escape))
-    torch.sub(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
-    if escape:
-        below = big[:, 0] if low == 0 else big[:, 0] - afc.mass_below(low, w, mu, s)
-        out[:, n_bins] = below + (1.0 - big[:, -1])
-    # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
-    out.clamp_(min=1e-30)
-    if low != 0:  # rows hold 1 - P(x < low), which can be tiny; constriction refused such rows
-        out.div_(out.sum(1, keepdim=True))  # that it takes once they sum to 1
-    return out.numpy()
-
-
-@pytest.mark.parametrize("bits,low", [(8, 0), (8, 1), (12, 0), (16, 1)])
-def test_afc_numpy_path_is_the_torch_arithmetic_bit_for_bit(bits, low):
-    """The float32 path runs its exactly rounded steps in numpy (afc._units, _windows, _masses);
-    every value must equal the all-torch originals (symbol_units, plan_windows, _torch_bin_masses)
-    that wrote the files of earlier releases, on strided inputs as the coder passes them,
-    over every bucket of both table stages and the escape column."""
-    torch.manual_seed(bits + low)
-    m, k = 300, 5
-    half = ((1 << bits) - 1) / 2
-    scale = torch.exp(torch.randn(m, k) * 1.2) * (3.0 if bits == 8 else 40.0)  # symbols
-    raw = torch.randn(m, 3, 3 * k)  # (rows, channels, params): one channel's slices are strided
-    raw[:, 1, k : 2 * k] = (torch.rand(m, 1) * 2 - 1) + torch.randn(m, k) * scale / half
-    raw[:, 1, 2 * k :] = torch.log(scale / half)
-    logits, mean, log_s = raw[:, 1, :k] * 2, raw[:, 1, k : 2 * k], raw[:, 1, 2 * k :]
-    units = afc._units(logits, mean, log_s, bits)
-    units_t = afc.symbol_units(logits, mean, log_s, bits)
-    for a, b in zip(units, units_t):
-        np.testing.assert_array_equal(a, b.numpy())
-    lo, delta, width = afc._windows(*units, bits, low)
-    for a, b in zip((lo, delta, width), afc.plan_windows(*units_t, bits, low)):
-        np.testing.assert_array_equal(a, b.numpy())
-    assert len(np.unique(width)) >= 3 if bits == 8 else len(np.unique(delta)) >= 3
-
-    def same_tables(sel, start, step, n_bins, escape):
-        table = afc._masses(start, step, n_bins, bits, *(u[sel] for u in units), escape=escape, low=low)
-        rows = [u[torch.from_numpy(sel)] for u in units_t]
-        step_t = step if isinstance(step, int) else torch.from_numpy(step)
-        np.testing.assert_array_equal(table, _torch_bin_masses(torch.from_numpy(start), step_t, n_bins, bits, *rows,
-                                                                escape=escape, low=low))
-
-    for wb in np.unique(width).tolist():  # stage 1
-        same_tables(np.flatnonzero(width == wb), lo[width == wb], delta[width == wb], wb, True)
-    for db in np.unique(delta[delta > 1]).tolist():  # stage 2: the symbols of the window's first bin
-        same_tables(np.flatnonzero(delta == db), lo[delta == db], 1, db, False)
-
-
 def test_afc_window_never_needs_full_alphabet_for_16_bit():
-    w = torch.full((4, 1), 1.0)
-    mu = torch.tensor([[100.0], [30000.0], [65000.0], [5.0]])
-    s = torch.tensor([[0.5], [40.0], [3000.0], [1e5]])
-    lo, delta, width = afc.plan_windows(w, mu, s, 16)
-    assert torch.all(width <= afc.MAX_BINS)
-    assert torch.all(lo >= 0) and torch.all(lo + width * delta <= 1 << 16)
-    assert torch.all((mu[:, 0] >= lo) & (mu[:, 0] < lo + width * delta))
+    one = 1 << afc.MU_FRAC
+    w = np.full((4, 1), 1 << afc.W_BITS, np.int64)
+    mu = np.array([[100], [30000], [65000], [5]], np.int64) * one
+    s = (np.array([[0.5], [40.0], [3000.0], [1e5]]) * one).astype(np.int64)
+    lo, delta, width = afc.windows(w, mu, s, 16)
+    assert np.all(width <= afc.MAX_BINS)
+    assert np.all(lo >= 0) and np.all(lo + width * delta <= 1 << 16)
+    assert np.all((mu[:, 0] // one >= lo) & (mu[:, 0] // one < lo + width * delta))
+
+
+def test_tables_are_the_mixture_masses():
+    """An integer table row is the discretised mixture: close to the float logistic mixture's
+    bin masses (the tables' precision), ends pinned, the escape entry holds the rest."""
+    w, mu, s = _int_mixtures(64, 3, 8, 0.01, seed=4)
+    lo, delta, width = afc.windows(w, mu, s, 8)
+    order = np.argsort(width, kind="stable")
+    rows = 0
+    for first, end, table in afc.bin_tables(lo[order], delta[order], width[order], 8, w[order], mu[order],
+                                            s[order], escape=True):
+        for i, r in enumerate(order[first:end]):
+            edges = lo[r] + np.arange(width[r] + 1) * delta[r] - 0.5
+            z = (edges[:, None] - mu[r] / 2.0**afc.MU_FRAC) / (s[r] / 2.0**afc.MU_FRAC)
+            cdf = (w[r] / 2.0**afc.W_BITS / (1 + np.exp(-z))).sum(1) / (w[r].sum() / 2.0**afc.W_BITS)
+            if lo[r] == 0:
+                cdf[0] = 0.0
+            if lo[r] + width[r] * delta[r] >= 256:
+                cdf[-1] = 1.0
+            masses = np.diff(cdf)
+            got = table[i, :-1] / table[i].sum()
+            assert np.abs(got - masses).max() < 2e-4
+            assert abs(table[i, -1] / table[i].sum() - (cdf[0] + 1 - cdf[-1])) < 2e-4
+            rows += 1
+    assert rows == 64
 
 
 # a real 128-entry stage-2 table (k * 2^-24, k = 0 stored as 1e-30) from a 16-bit MR mosaic on
@@ -183,27 +154,28 @@ _REFUSED = "12122104021122110312112131122021210312111221022111311220310212121120
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
+    from hpac import container
     from hpac.errors import CodingError
 
     k = np.array([int(c) for c in _REFUSED])
     row = np.where(k == 0, np.float32(1e-30), k * np.float32(2.0**-24)).astype(np.float32)
     real = afc.code_symbols
 
-    def refused(coder, logits, mean_n, log_s, bits, sym=None, floored=False, **kw):
+    def refused(coder, w, mu, s, bits, sym=None, floored=False, **kw):
         # one extra symbol (127) under the refused table, before each call's own symbols
-        if logits.shape[0]:
+        if w.shape[0]:
             table = afc.floor_tables(row[None]) if floored else row[None]
             if sym is not None:
                 coder.encode(np.array([127], np.int32), afc.categorical(), table)
             else:
                 assert coder.decode(afc.categorical(), table)[0] == 127
-        return real(coder, logits, mean_n, log_s, bits, sym, floored, **kw)
+        return real(coder, w, mu, s, bits, sym, floored, **kw)
 
     monkeypatch.setattr(afc, "code_symbols", refused)
     img = smooth_image(20, 20, 3)
-    # the floor makes the table codable: the encoder falls back to it and writes version 5
+    # the floor makes the table codable: the encoder falls back to it and says so in the file
     data = codec.encode(img, tiny_models, threads=threads)
-    assert data[8:10] == (5).to_bytes(2, "little")
+    assert container.read(data)[0].floored_tables
     assert np.array_equal(codec.decode(data, list(tiny_models.values()), threads=threads), img)
     # a table refused even floored is a clear error, not a crash
     monkeypatch.setattr(afc, "floor_tables", lambda probs: probs)
@@ -213,53 +185,13 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
 
 
 def test_floored_tables_round_trip_and_differ(tiny_models):
+    from hpac import container
+
     img = smooth_image(23, 19, 3)
     plain = codec.encode(img, tiny_models, threads=1)
     floored = codec.encode(img, tiny_models, threads=1, floored=True)
-    assert floored[8:10] == (5).to_bytes(2, "little") and plain[8:10] == (2).to_bytes(2, "little")
+    assert container.read(floored)[0].floored_tables and not container.read(plain)[0].floored_tables
     assert np.array_equal(codec.decode(floored, list(tiny_models.values()), threads=2), img)
     assert floored[-64:] != plain[-64:]  # the floor really changes the tables
     row = afc.floor_tables(np.array([[1.0, 1e-30, 0.5]], np.float32))
     assert row[0, 1] == np.float32(1.5 * afc.TABLE_FLOOR)
-
-
-def test_arithmetic_fingerprint_is_stable_and_sees_a_one_ulp_change(monkeypatch):
-    """The fingerprint (docs/determinism.md) must tell machines apart whose kernels differ in
-    the last bit of one activation: the smallest difference that breaks decoding."""
-    from hpac.determinism import fingerprint
-    import torch.nn.functional as F
-
-    base = fingerprint.__wrapped__()
-    assert len(base) == 16 and base == fingerprint.__wrapped__()
-    gelu = F.gelu
-    monkeypatch.setattr(F, "gelu", lambda x: torch.nextafter(gelu(x), torch.tensor(float("inf"))))
-    assert fingerprint.__wrapped__() != base
-
-
-def test_other_arithmetic_is_reported_as_such(tiny_models, monkeypatch):
-    """A decoder whose kernels differ from the encoder's (here GELU 0.1% off) must stop with an
-    error that names the arithmetic fingerprint, whichever check trips: the range coder, a
-    value no map produces (until session 22 that one said only "corrupt payload"), or the
-    pixel hash."""
-    import torch.nn.functional as F
-
-    from hpac import valuemap
-    from hpac.errors import ChecksumError
-
-    models = list(tiny_models.values())
-    wide = np.minimum(smooth_image(14, 11, 1, np.uint16).astype(np.int64) * 4535 // 4095 + 61000, 65535)
-    files = [codec.encode(img, {m.config.channels: m for m in models}, threads=1)
-             for img in (smooth_image(13, 10, 3), wide.astype(np.uint16))]
-    gelu = F.gelu
-    monkeypatch.setattr(F, "gelu", lambda x, **kw: gelu(x, **kw) * 1.001)
-    for data in files:
-        with pytest.raises(ChecksumError, match="arithmetic fingerprint"):
-            codec.decode(data, models, threads=1)
-    monkeypatch.setattr(F, "gelu", gelu)
-
-    def out_of_range(self, coded, bits):
-        raise ChecksumError("decoded values out of range: corrupt payload")
-
-    monkeypatch.setattr(valuemap.ValueMap, "inverse", out_of_range)
-    with pytest.raises(ChecksumError, match="out of range: corrupt payload, or this machine.*arithmetic fingerprint"):
-        codec.decode(files[1], models, threads=1)

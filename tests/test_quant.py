@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import SAMPLE, make_model, smooth_image
+from conftest import SAMPLE, TINY_SPEC, make_model, smooth_image
 from hpac import quant
+from hpac.csi import CSIStepper
 from hpac.catalog import load_catalog_model
 from hpac.distribution import mixture_bits, nll_bits, normalise
 
 
-TINY = quant.QuantSpec(lut_bits=8)  # small tables: the mechanics do not need 12 bits
+TINY = TINY_SPEC
 
 
 def _tiny_crops(channels: int = 3, patch: int = 16) -> torch.Tensor:
@@ -36,7 +37,7 @@ def _tiny_int(bits: int = 8, channels: int = 3, patch: int = 16):
 def _step_all(inet, sym: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Every group's parameters from the decoder's stepper, placed as the plane pass places them."""
     b, p = sym.shape[:2]
-    st = quant.IntStepper(inet, b)
+    st = CSIStepper(inet, b)
     q = quant.centred(sym, inet.bits) * valid[..., None]
     out = torch.empty(b, p, p, inet.cfg.n_params, dtype=torch.float64)
     for g in range(st.sched.groups):
@@ -89,6 +90,7 @@ import hashlib, sys, torch
 sys.path.insert(0, {tests!r})
 from test_quant import TINY, _tiny_crops
 from hpac import quant
+from hpac.csi import CSIStepper
 from hpac.model import ModelConfig
 st = torch.load({path!r})
 inet = quant.load(st, ModelConfig(**st.pop("config")), TINY, 10)
@@ -101,7 +103,7 @@ def test_integers_do_not_depend_on_cpu_capability(tmp_path):
     (even torch.randn's); it must not change the integer network's, given its stored form."""
     model = make_model(3, patch=16, dim=16, blocks=2, mixtures=3, seed=3)
     scales = quant.calibrate(model.net, [normalise(_tiny_crops(), 8).permute(0, 3, 1, 2)])
-    st = quant.export(model.net, scales, TINY)
+    st = quant.export(model.net, quant.grids(scales, model.net.cfg, TINY), TINY)
     st["config"] = model.net.cfg.to_dict()
     torch.save(st, tmp_path / "int.pt")
     code = _DIGEST.format(tests=os.path.dirname(__file__), path=str(tmp_path / "int.pt"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .api import decode, decode_file, encode, encode_file
 from .errors import ChecksumError, FormatError, HpacError, ModelMismatchError, UnsupportedImageError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "encode", "decode", "encode_file", "decode_file",
     "HpacError", "FormatError", "ChecksumError", "ModelMismatchError", "UnsupportedImageError",

@@ -25,6 +25,7 @@ import copy
 import math
 import struct
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from functools import lru_cache
 from typing import Sequence
 
@@ -135,36 +136,26 @@ class _LoRAFA(torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------- coding of the integers
-def int_model(scale_index: int, portable: bool = False):
-    """constriction's model of one adapter integer: Laplace(0, scale) on [-MAX_Q, MAX_Q].
-
-    constriction's QuantizedLaplace evaluates exp with the platform's libm, which may round
-    differently on another machine; portable files (:mod:`hpac.exact`) use the same
-    distribution as a table computed with :func:`hpac.exact.exp`."""
-    import constriction
-
-    if not portable:
-        return constriction.stream.model.QuantizedLaplace(-MAX_Q, MAX_Q + 1, 0.0, PRIOR_SCALES[scale_index])
-    return _portable_laplace(scale_index)
-
-
 @lru_cache(maxsize=len(PRIOR_SCALES))
-def _portable_laplace(scale_index: int):
+def int_model(scale_index: int):
+    """constriction's model of one adapter integer (offset by MAX_Q): Laplace(0, scale) on
+    [-MAX_Q, MAX_Q] as a table computed in 50-digit decimal arithmetic (libm's exp may round
+    differently on another machine), so every machine codes the adapters alike."""
     import constriction
 
-    from . import exact
-
-    k = torch.arange(MAX_Q + 1, dtype=torch.float64)  # |x| = 0 .. MAX_Q
-    inv = 1.0 / PRIOR_SCALES[scale_index]
-    upper = exact.exp(-(k + 0.5) * inv)  # P(X > |x| + 1/2), both sides
-    side = exact.exp(-(k - 0.5).clamp(min=0.0) * inv) - upper  # mass of |x| on one side
-    side[0] = 1.0 - exact.exp(torch.tensor([-0.5 * inv], dtype=torch.float64))[0]  # x = 0: both halves
-    side[1:] = side[1:] * 0.5
-    table = torch.cat([side[1:].flip(0), side]).to(torch.float32).numpy()
+    with localcontext() as ctx:
+        ctx.prec = 50
+        inv = 1 / Decimal(PRIOR_SCALES[scale_index])
+        r, upper = (-inv).exp(), (-inv / 2).exp()  # upper: P(X > k + 1/2) / 2 at k = 0
+        side = [1 - upper]  # x = 0: both halves
+        for _ in range(MAX_Q):  # |x| = k: half the mass between k - 1/2 and k + 1/2
+            side.append((upper - upper * r) / 2)
+            upper *= r
+    table = np.array([float(v) for v in side[:0:-1] + side], dtype=np.float32)
     return constriction.stream.model.Categorical(table, perfect=False)
 
 
-def encode_ints(rank: int, qi: int, ints: Sequence[np.ndarray], portable: bool = False) -> bytes:
+def encode_ints(rank: int, qi: int, ints: Sequence[np.ndarray]) -> bytes:
     """Adapter integers -> bytes: u8 rank, u8 step index, u8 scale index, u32 words, words."""
     import constriction
 
@@ -172,7 +163,7 @@ def encode_ints(rank: int, qi: int, ints: Sequence[np.ndarray], portable: bool =
     best = None
     for si in range(len(PRIOR_SCALES)):
         enc = constriction.stream.queue.RangeEncoder()
-        enc.encode(flat + (MAX_Q if portable else 0), int_model(si, portable))
+        enc.encode(flat + MAX_Q, int_model(si))
         words = enc.get_compressed()
         if best is None or words.nbytes < best[1].nbytes:
             best = (si, words)
@@ -183,7 +174,7 @@ def encode_ints(rank: int, qi: int, ints: Sequence[np.ndarray], portable: bool =
 _BLOB = struct.Struct("<BBBI")
 
 
-def decode_ints(net: HPACNet, blob: bytes, portable: bool = False) -> tuple[int, float, list[np.ndarray]]:
+def decode_ints(net: HPACNet, blob: bytes) -> tuple[int, float, list[np.ndarray]]:
     """Inverse of :func:`encode_ints` for ``net``'s architecture: (rank, qstep, ints); validates everything."""
     import constriction
 
@@ -197,7 +188,7 @@ def decode_ints(net: HPACNet, blob: bytes, portable: bool = False) -> tuple[int,
     words = np.frombuffer(blob, dtype="<u4", offset=_BLOB.size).astype(np.uint32)
     try:
         dec = constriction.stream.queue.RangeDecoder(words)
-        flat = dec.decode(int_model(si, portable), total) - (MAX_Q if portable else 0)
+        flat = dec.decode(int_model(si), total) - MAX_Q
     except BaseException as exc:  # a Rust panic on garbage is a BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
             raise

@@ -1,67 +1,61 @@
-"""AFC (Adaptive Focus Coding): mixture -> range-coded symbols without full-alphabet CDFs.
+"""AFC (Adaptive Focus Coding): integer mixtures -> focus windows -> range-coded symbols.
 
-For every subpixel the mixture is turned into a *focus window* around its centre:
+For every subpixel the mixture is turned into a *focus window* around its centre: ``width``
+bins of ``delta`` symbols (powers of two, MIN_BINS <= width <= MAX_BINS) covering the
+centre +- the weight-aware reach (a component of weight w reaches ln(w / ESCAPE_MASS) scales
+out; weaker ones do not widen the window). Stage 1 codes the bin index with a categorical
+over ``width`` bins plus one ESCAPE entry holding all mass outside the window; stage 2 (only
+where delta > 1) the offset inside the bin with the mixture's conditional over its delta
+symbols; an escaped value is coded uniformly over [0, 2^bits). With ``low = 1`` (a subpixel
+whose zero flag said "not 0", :mod:`hpac.zeroflags`) the alphabet is [1, 2^bits): the mass
+below symbol 1 belongs to no entry. Stream order inside one call: stage-1 buckets by ascending
+width, stage-2 buckets by ascending delta, then escapes.
 
-* ``reach`` = max over components of ``|mu_k - centre| + t_k * s_k``, with the weight-aware
-  tail ``t_k = ln(w_k / ESCAPE_MASS)`` (0 for ``w_k <= ESCAPE_MASS``): a logistic component puts
-  ``w_k e^-t_k = ESCAPE_MASS`` beyond ``t_k`` scales on each side, so the window leaves at most
-  about ``2 K ESCAPE_MASS`` of mass outside, and weak components no longer widen it;
-* the window is ``width`` bins of ``delta`` symbols (both powers of two,
-  ``MIN_BINS <= width <= MAX_BINS``), the smallest that covers ``centre +- reach``, aligned to
-  ``delta`` and clipped into ``[0, 2^bits)``;
-* stage 1 codes the bin index with a categorical over ``width`` bins plus one ESCAPE entry
-  holding all mass outside the window;
-* stage 2 (only where ``delta > 1``) codes the offset inside the bin with the mixture's exact
-  conditional distribution over the ``delta`` symbols of that bin;
-* an escaped value is coded uniformly over ``[0, 2^bits)``.
+Everything is integer arithmetic (numba kernels over int64), so every machine builds the same
+tables from the integer network's output (:mod:`hpac.quant`)::
 
-With ``low = 1`` (a subpixel whose zero flag said "not 0", :mod:`hpac.zeroflags`) the
-alphabet is ``[1, 2^bits)``: windows start at 1 or above, and the mixture's mass below
-symbol 1 is dropped rather than given to the first bin, so the code is the mixture
-conditioned on ``x != 0``. ``low = 0`` is the coding of every file before version 6.
+    w_k    weights in 2^-W_BITS:  e_k = EXPW[min((Lmax - L_k) >> 4, 4096)],  w_k = (e_k << 16) // sum e
+    mu_k   means in symbols, 2^-MU_FRAC
+    S_k    scales in symbols, 2^-MU_FRAC: max(S_MIN, (EXPS[(LS_k + 16 2^12) >> 4] (2^b - 1)) >> 28)
+    sigma  at an edge t (2^-MU_FRAC): zf = floor(((t - mu_k) << 16) / S_k) clamped to +-16 2^16,
+           sigma_k = SIG[i] + ((SIG[i+1] - SIG[i]) (zf & 255) >> 8), i = (zf >> 8) + 4096
+    CDF(t) = sum_k w_k sigma_k, in 2^-(W_BITS + 30); the mixture's total is sum_k w_k 2^30
 
-So an 8-bit subpixel costs at most ``(MAX_BINS + 1) * K`` logistic evaluations, and a 16-bit
-one ``(MAX_BINS + delta + 2) * K``, never a 65,536-entry table. Stream order inside one call:
-stage-1 buckets by ascending width, stage-2 buckets by ascending delta, then escapes.
-Encoder and decoder call :func:`code_symbols` with identical float inputs, so every table is
-identical on both sides; constriction turns each table into exact fixed-point frequencies,
-giving every entry a nonzero probability.
+Tables (exactly specified: 50-digit decimal arithmetic, round half even)::
 
-The float32 path computes every exactly rounded step (+, -, *, /, comparisons, integers) in
-numpy and only the rest in torch (softmax, exp, log, the sums over components and rows, the
-logistic CDF), each torch call on a tensor of the same shape and layout as when all of it
-ran in torch: same values, bit for bit, for a fraction of the per-call overhead (about a
-hundred small torch calls a call before, a fixed ~1.2 ms that dominated a group step at one
-or a few patches a shard). Portable files (:mod:`hpac.exact`) keep their torch arithmetic;
-the bookkeeping around the tables (buckets, stream order) is integer work, shared by both.
+    EXPW[i] = round(2^16 exp(-i / 256))            i = 0 .. 4096
+    EXPS[j] = round(2^40 exp(-16 + j / 256))       j = 0 .. 5120   (log-scales -16 .. 4)
+    SIG[i]  = round(2^30 / (1 + exp(-(i - 4096) / 256)))   i = 0 .. 8192
+    LNW[i]  = round(256 ln(16 max(i, 1) / (ESCAPE_MASS 2^16)))   i = 0 .. 4096
+
+Windows on these integers: centre = clamp((sum w_k mu_k) >> 16), reach = max over components with LNW[w_k >> 4] > 0 of
+|mu_k - centre| + (LNW[w_k >> 4] S_k >> 8), need = ceil(2 reach + 1) symbols. Table entries are
+the masses between edges >> TABLE_SHIFT (at least 1), handed to constriction as float32 (exact:
+below 2^24; constriction's quantisation of them is deterministic Rust).
 """
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import lru_cache
-from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+from numba import njit
 
-ESCAPE_MASS = 3e-4  # per component and side. Measured on dev crops: escapes cost <= 0.002 bits a
-# subpixel; 1e-4 widened tables by 12-19%, 1e-3 cost up to 0.008 bits (scripts/afc_windows.py)
+ESCAPE_MASS = 3e-4  # per component and side. Measured on dev crops (float AFC, session 9): escapes
+# cost <= 0.002 bits a subpixel; 1e-4 widened tables by 12-19%, 1e-3 cost up to 0.008 bits
 MIN_BINS = 4
 MAX_BINS = 256
+TABLE_SHIFT = 23  # table entries: masses in 2^-46 >> 23, so a row sums to about 2^23: float32
+# holds every entry and constriction's running sums of them exactly
+TABLE_FLOOR = 2.0**-12  # floored tables (a file's option): least share of a row's total any entry gets
 
 
-TABLE_FLOOR = 2.0**-12  # version-5 tables: least share of a row's total any entry gets
-
-
-def floor_tables(probs: np.ndarray, exact: bool = False) -> np.ndarray:
-    """(n, E) float32 tables with every entry raised to TABLE_FLOOR of its row's total.
-
-    constriction quantises a float table lazily from float32 running sums; where an entry is
-    below their rounding error (~E * 2^-24 of the total) the last symbol can get a zero
-    frequency and the coder panics. A floor of 2^-12 is far above that error. The floor
-    changes the tables, so it is used only in version-5 files: the encoder falls back to it
-    (and writes version 5) when constriction refuses a table of the normal coding."""
-    # portable files sum each row in index order (a scan); numpy's sum may pair terms per CPU
-    total = np.add.accumulate(probs, axis=1, dtype=np.float32)[:, -1:] if exact else probs.sum(1, keepdims=True, dtype=np.float32)
+def floor_tables(probs: np.ndarray) -> np.ndarray:
+    """(n, E) float32 tables with every entry raised to TABLE_FLOOR of its row's total (summed
+    in index order). The encoder falls back to floored tables, and says so in the file, if
+    constriction ever refuses a table of the normal coding."""
+    total = np.add.accumulate(probs, axis=1, dtype=np.float32)[:, -1:]
     return np.maximum(probs, total * np.float32(TABLE_FLOOR))
 
 
@@ -80,163 +74,153 @@ def _uniform():
     return constriction.stream.model.Uniform()
 
 
-def _next_pow2(x: torch.Tensor) -> torch.Tensor:
-    """Smallest power of two >= x for int64 x >= 1."""
-    return torch.pow(2, torch.ceil(torch.log2(x.to(torch.float64))).to(torch.int64))
+W_BITS = 16
+MU_FRAC = 13  # means, scales and edges in 2^-13 symbols
+S_MIN = 1 << 7  # 1/64 symbol: narrower logistics are steps at the table's resolution
+SIG_BITS = 30
+Z_LIMIT = 16 << 16
 
 
-def plan_windows(w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, bits: int, low: int = 0,
-                 component_sum=lambda t: t.sum(-1), log=torch.log, next_pow2=_next_pow2):
-    """Focus windows of M subpixels inside the alphabet [low, 2^bits).
+def _round(x: Decimal) -> int:
+    return int(x.to_integral_value(ROUND_HALF_EVEN))
 
-    Args:
-        w, mu, s: (M, K) float32 mixture weights, means and scales in symbol units.
-        low: smallest symbol (0, or 1 after a clear zero flag).
-        component_sum, log, next_pow2: the sum over components, ln and next power of two;
-            portable arithmetic (:func:`hpac.exact.plan_windows`) passes its own.
-    Returns:
-        lo, delta, width: (M,) int64 window start, bin size, number of bins.
-    """
-    top = (1 << bits) - 1
-    centre = component_sum(w * mu).clamp(low, top)
-    tail = log(w * (1.0 / ESCAPE_MASS))
-    reach = torch.where(tail > 0, (mu - centre[:, None]).abs() + tail * s, torch.zeros_like(s)).amax(-1)
-    need = torch.ceil(2 * reach + 1).clamp(1, 1 << bits).to(torch.int64)
-    delta = next_pow2(torch.div(need + MAX_BINS - 1, MAX_BINS, rounding_mode="floor"))
-    width = next_pow2(torch.div(need + delta - 1, delta, rounding_mode="floor")).clamp(MIN_BINS, MAX_BINS)
-    width = torch.minimum(width, ((1 << bits) - low) // delta)
-    start = torch.div(centre.to(torch.int64), delta, rounding_mode="floor") - width // 2
-    lo = (start * delta).clamp(min=low)
-    lo = torch.minimum(lo, (1 << bits) - width * delta)
+
+@lru_cache(maxsize=1)
+def constants() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(EXPW, EXPS, SIG, LNW) int64, from their definitions (module docstring)."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        d256 = Decimal(256)
+        expw = [_round(Decimal(1 << 16) * (-Decimal(i) / d256).exp()) for i in range(4097)]
+        exps = [_round(Decimal(1 << 40) * (Decimal(-16) + Decimal(j) / d256).exp()) for j in range(5121)]
+        sig = [_round(Decimal(1 << SIG_BITS) / (1 + (-(Decimal(i - 4096)) / d256).exp())) for i in range(8193)]
+        em = Decimal(ESCAPE_MASS) * Decimal(1 << 16)  # the float's exact value: the format says 3e-4 as a double
+        lnw = [_round(d256 * (Decimal(16 * max(i, 1)) / em).ln()) for i in range(4097)]
+    return tuple(np.array(t, dtype=np.int64) for t in (expw, exps, sig, lnw))
+
+
+def mixture(logits: np.ndarray, ls: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer logits and log-scales (M, K) on 2^-12 (normalised units) -> weights w (2^-16)
+    and scales S (2^-13 symbols), (M, K) int64."""
+    expw, exps, _, _ = constants()
+    d = np.minimum((logits.max(1, keepdims=True) - logits) >> 4, 4096)
+    e = expw[d]
+    w = (e << W_BITS) // e.sum(1, keepdims=True)
+    j = np.clip((ls + (16 << 12)) >> 4, 0, 5120)
+    s = np.maximum((exps[j] * ((1 << bits) - 1)) >> 28, S_MIN)
+    return w, s
+
+
+@njit(cache=True)
+def _next_pow2(x):
+    p = 1
+    while p < x:
+        p <<= 1
+    return p
+
+
+@njit(cache=True)
+def _windows(w, mu, s, lnw, bits, low):
+    m, k = w.shape
+    lo = np.empty(m, np.int64)
+    delta = np.empty(m, np.int64)
+    width = np.empty(m, np.int64)
+    one = 1 << MU_FRAC
+    for r in range(m):
+        acc = 0
+        for j in range(k):
+            acc += w[r, j] * mu[r, j]
+        centre = min(max(acc >> W_BITS, low * one), ((1 << bits) - 1) * one)
+        reach = 0
+        for j in range(k):
+            t = lnw[w[r, j] >> 4]
+            if t > 0:
+                reach = max(reach, abs(mu[r, j] - centre) + ((t * s[r, j]) >> 8))
+        need = min(max((2 * reach + 2 * one - 1) >> MU_FRAC, 1), 1 << bits)
+        dl = _next_pow2((need + MAX_BINS - 1) // MAX_BINS)
+        wd = min(max(_next_pow2((need + dl - 1) // dl), MIN_BINS), MAX_BINS)
+        wd = min(wd, ((1 << bits) - low) // dl)
+        start = (centre >> MU_FRAC) // dl - wd // 2
+        lo[r] = min(max(start * dl, low), (1 << bits) - wd * dl)
+        delta[r], width[r] = dl, wd
     return lo, delta, width
 
 
-def mass_below(low: int, w: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """(n,) float32 mixture mass below symbol ``low`` (the CDF at low - 1/2); w, mu, s (n, K) in symbol units."""
-    return ((low - 0.5 - mu) * s.reciprocal()).sigmoid_().mul_(w).sum(1)
+def windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 0):
+    """Focus windows (lo, delta, width) (M,) int64 of integer mixtures (w, mu, s) (M, K)."""
+    return _windows(w, mu, s, constants()[3], bits, low)
 
 
-def symbol_units(logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int):
-    """Normalised mixture parameters (M, K) -> weights, means and scales in symbol units."""
-    half = ((1 << bits) - 1) / 2.0
-    return torch.softmax(logits, dim=-1), (mean_n + 1.0) * half, torch.exp(log_s) * half
+@njit(cache=True)
+def _cdf(t, w, mu, s, sig, r):
+    """The mixture CDF of row r at edge t (2^-13 symbols), in 2^-46."""
+    total = 0
+    for j in range(w.shape[1]):
+        zf = ((t - mu[r, j]) << 16) // s[r, j]
+        zf = min(max(zf, -Z_LIMIT), Z_LIMIT - 1)
+        i = (zf >> 8) + 4096
+        lo = sig[i]
+        total += w[r, j] * (lo + (((sig[i + 1] - lo) * (zf & 255)) >> 8))
+    return total
 
 
-@lru_cache(maxsize=64)
-def _edges(n_bins: int) -> torch.Tensor:
-    return torch.arange(n_bins + 1, dtype=torch.float32)[None, None, :]
+@njit(cache=True)
+def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
+    """CDFs at every bin edge of every row, ends pinned, flat; and per row the total mass
+    less the mass below ``low`` (for the escape entry)."""
+    m = start.shape[0]
+    out = np.empty(int(np.sum(n_bins + 1)), np.int64)
+    rest = np.zeros(m, np.int64)
+    pos = 0
+    for r in range(m):
+        total = 0
+        for j in range(w.shape[1]):
+            total += w[r, j] << SIG_BITS
+        for e in range(n_bins[r] + 1):
+            x = start[r] + e * step[r]
+            out[pos + e] = _cdf((2 * x - 1) << (MU_FRAC - 1), w, mu, s, sig, r)
+        if low == 0 and start[r] <= 0:
+            out[pos] = 0
+        if start[r] + n_bins[r] * step[r] >= (1 << bits):
+            out[pos + n_bins[r]] = total
+        if escape:
+            below = _cdf((2 * low - 1) << (MU_FRAC - 1), w, mu, s, sig, r) if low != 0 else 0
+            rest[r] = (out[pos] - below) + (total - out[pos + n_bins[r]])
+        pos += n_bins[r] + 1
+    return out, rest
 
 
-# ---- float32 arithmetic, numpy where rounding is exact (same values as the torch originals) ----
-
-def _units(logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int):
-    """:func:`symbol_units` as (M, K) float32 numpy arrays, bit for bit."""
-    half = np.float32(((1 << bits) - 1) / 2.0)  # exact in float32 for bits <= 16
-    return (torch.softmax(logits, dim=-1).numpy(), (mean_n.numpy() + np.float32(1.0)) * half,
-            torch.exp(log_s).numpy() * half)
-
-
-def _next_pow2_np(x: np.ndarray) -> np.ndarray:
-    """Smallest power of two >= x for int64 x >= 1 (from the float's exponent: exact)."""
-    _, e = np.frexp((x - 1).astype(np.float64))
-    return np.where(x <= 1, 1, np.left_shift(1, e.astype(np.int64)))
-
-
-def _windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 0):
-    """:func:`plan_windows` on numpy float32 rows, bit for bit; numpy int64 lo, delta, width."""
-    top = (1 << bits) - 1
-    centre = np.clip(torch.from_numpy(w * mu).sum(-1).numpy(), np.float32(low), np.float32(top))
-    tail = torch.log(torch.from_numpy(w * np.float32(1.0 / ESCAPE_MASS))).numpy()
-    reach = np.where(tail > 0, np.abs(mu - centre[:, None]) + tail * s, np.float32(0.0)).max(-1)
-    need = np.clip(np.ceil(2 * reach + 1), 1, 1 << bits).astype(np.int64)
-    delta = _next_pow2_np((need + MAX_BINS - 1) // MAX_BINS)
-    width = np.clip(_next_pow2_np((need + delta - 1) // delta), MIN_BINS, MAX_BINS)
-    width = np.minimum(width, ((1 << bits) - low) // delta)
-    start = centre.astype(np.int64) // delta - width // 2
-    lo = np.minimum(np.maximum(start * delta, low), (1 << bits) - width * delta)
-    return lo, delta, width
-
-
-def _masses(start: np.ndarray, step: np.ndarray | int, n_bins: int, bits: int, w: np.ndarray,
-            mu: np.ndarray, s: np.ndarray, escape: bool, low: int = 0) -> np.ndarray:
-    """Mixture mass of ``n_bins`` bins [start + j*step, start + (j+1)*step) per row.
-
-    The values of every release's all-torch original (tests/test_determinism.py keeps it as
-    the oracle and compares them bit for bit).
+def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: int, w: np.ndarray, mu: np.ndarray,
+               s: np.ndarray, escape: bool, low: int = 0):
+    """Yield (first, end, float32 table) per run of equal ``n_bins`` (ascending) of rows:
+    the masses of bins [start + j step, start + (j+1) step) (the first / last bin take the
+    tail below 0 / above 2^bits - 1 where they touch the alphabet's ends, the first only where
+    low = 0), then (``escape``) all mass outside the bins less the mass below ``low``; entries
+    are masses >> TABLE_SHIFT, at least 1.
 
     Args:
-        start: (n,) int64 first symbol; step: (n,) int64 bin sizes, or 1 for all rows;
-        w, mu, s: (n, K) float32 mixture in symbol units.
-        escape: append a column with all mass outside the bins.
-        low: smallest symbol; with low = 1 the mass below symbol 1 belongs to no entry.
-    Returns:
-        (n, n_bins [+1]) float32 table. The first/last bin take the tail below 0 / above
-        2^bits - 1 when they touch the alphabet ends (the first bin only where low = 0).
-        float32 keeps lower-tail masses exact; upper-tail masses below ~1e-7 round to 0 and
-        get constriction's minimum probability.
+        start, step, n_bins: (n,) int64; w, mu, s: (n, K) int64 integer mixtures.
     """
-    inv = np.float32(1.0) / s
-    a = (start.astype(np.float32)[:, None] - np.float32(0.5) - mu) * inv  # z at the first edge, (n, K)
-    b = inv if isinstance(step, int) else step.astype(np.float32)[:, None] * inv  # z increment per bin
-    # (n, K, E) layout: the mixture sum runs over a non-inner axis and vectorises over edges
-    cdf = torch.addcmul(torch.from_numpy(a)[:, :, None], _edges(n_bins), torch.from_numpy(b)[:, :, None])
-    big = cdf.sigmoid_().mul_(torch.from_numpy(w)[:, :, None]).sum(1).numpy()  # mixture CDF at the edges
-    if low == 0:
-        big[start <= 0, 0] = 0.0
-    big[start + n_bins * step >= (1 << bits), -1] = 1.0
-    below_low = mass_below(low, *map(torch.from_numpy, (w, mu, s))).numpy() if escape and low != 0 else None
-    return cdf_to_table(big, escape, low, below_low, lambda t: t.sum(1))
-
-
-def cdf_to_table(big: np.ndarray, escape: bool, low: int, below_low: np.ndarray | None, row_sums) -> np.ndarray:
-    """(n, E) float32 mixture CDF at the bin edges (ends already pinned) -> (n, E - 1 [+1])
-    float32 table: the bins' masses, then the escape column (the mass outside them, less
-    ``below_low``, the mass below ``low``, where low = 1). ``row_sums``: (n, E) tensor -> (n,)
-    in the arithmetic's own order, for the rows of the low = 1 alphabet."""
-    n_bins = big.shape[1] - 1
-    out = np.empty((big.shape[0], n_bins + int(escape)), np.float32)
-    np.subtract(big[:, 1:], big[:, :-1], out=out[:, :n_bins])
-    if escape:
-        below = big[:, 0] if below_low is None else big[:, 0] - below_low
-        out[:, n_bins] = below + (np.float32(1.0) - big[:, -1])
-    # floor: a row whose mass all underflowed (a far-tail bin) must stay normalisable
-    np.maximum(out, np.float32(1e-30), out=out)
-    if low != 0:  # rows hold 1 - P(x < low), which can be tiny; constriction refused such rows
-        out /= row_sums(torch.from_numpy(out)).numpy()[:, None]  # that it takes once they sum to 1
-    return out
-
-
-def _tables(start: np.ndarray, step: np.ndarray | int, n_bins: np.ndarray, bits: int, w: np.ndarray,
-            mu: np.ndarray, s: np.ndarray, escape: bool, low: int = 0):
-    """Yield (first, end, table) per run of equal ``n_bins`` (ascending) of float32 rows: one
-    :func:`_masses` call per run, on exactly the bucket tensors the stream's tables come from."""
+    cdfs, rest = _edge_cdfs(start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
+    ends = np.cumsum(n_bins + 1)
+    begins = ends - (n_bins + 1)
     for first, end in _runs(n_bins):
-        yield first, end, _masses(start[first:end], step if isinstance(step, int) else step[first:end],
-                                  int(n_bins[first]), bits, w[first:end], mu[first:end], s[first:end], escape, low)
+        nb = int(n_bins[first])
+        edges = cdfs[begins[first] : ends[end - 1]].reshape(end - first, nb + 1)
+        t = np.empty((end - first, nb + int(escape)), np.int64)
+        np.subtract(edges[:, 1:], edges[:, :-1], out=t[:, :nb])
+        if escape:
+            t[:, nb] = rest[first:end]
+        yield first, end, np.maximum(t >> TABLE_SHIFT, 1).astype(np.float32)
 
 
-class Arithmetic(NamedTuple):
-    """How AFC's windows and tables are computed. ``units`` and ``windows`` take (M, K) rows in
-    the arithmetic's own array type (windows come back as numpy int64); ``take`` gathers rows;
-    ``tables`` yields (first, end, float32 table) per run of equal bin counts, like
-    :func:`_tables`; ``exact``: row sums in index order when flooring."""
-
-    units: Callable
-    windows: Callable
-    tables: Callable
-    take: Callable
-    exact: bool
-
-
-@lru_cache(maxsize=2)
-def arithmetic(exact: bool = False) -> Arithmetic:
-    """float32 (numpy and torch), or portable (``exact``, format version 7, :mod:`hpac.exact`)."""
-    if exact:
-        from . import exact as ex
-
-        return Arithmetic(ex.symbol_units, lambda *args: tuple(t.numpy() for t in ex.plan_windows(*args)),
-                          ex.tables, lambda t, idx: t[torch.from_numpy(idx)], True)
-    return Arithmetic(_units, _windows, _tables, lambda a, idx: a[idx], False)
+def mass_below(low: int, w: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(M,) float32 share of each mixture below symbol ``low`` (the zero flags' context)."""
+    m = w.shape[0]
+    cdf, _ = _edge_cdfs(np.full(m, low, np.int64), np.ones(m, np.int64), np.zeros(m, np.int64), 62, w, mu, s,
+                        constants()[2], 1, False)
+    total = (w.sum(1) << SIG_BITS).astype(np.float64)
+    return (cdf.astype(np.float64) / total).astype(np.float32)
 
 
 def _runs(keys: np.ndarray):
@@ -245,40 +229,36 @@ def _runs(keys: np.ndarray):
     return zip([0] + cuts, cuts + [keys.size])
 
 
-def _code_runs(coder, tables, values: np.ndarray, encoding: bool, floored: bool, exact: bool) -> None:
+def _code_runs(coder, tables, values: np.ndarray, encoding: bool, floored: bool) -> None:
     """Range-code (n,) int32 ``values`` run by run under the (first, end, table) runs of
     ``tables``; decoding writes them into ``values``."""
     for first, end, probs in tables:
-        probs = floor_tables(probs, exact) if floored else probs
+        probs = floor_tables(probs) if floored else probs
         if encoding:
             coder.encode(values[first:end], categorical(), probs)
         else:
             values[first:end] = coder.decode(categorical(), probs)
 
 
-def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch.Tensor, bits: int,
-                 sym: torch.Tensor | None = None, floored: bool = False, low: int = 0,
-                 exact: bool = False) -> torch.Tensor:
-    """Encode (``sym`` given) or decode M subpixels with one mixture each.
+def code_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor | None = None,
+                 floored: bool = False, low: int = 0) -> torch.Tensor:
+    """Encode (``sym`` given) or decode M subpixels with one integer mixture each.
 
     Args:
         coder: constriction RangeEncoder (encode) or RangeDecoder (decode).
-        logits, mean_n, log_s: (M, K) mixture parameters, normalised domain.
+        w, mu, s: (M, K) int64 weights (2^-16), means and scales (2^-13 symbols):
+            :func:`hpac.quant.units`.
         sym: (M,) int64 symbols to encode, or None to decode.
-        floored: raise every table entry to at least TABLE_FLOOR of its row's total (format
-            version 5 or 6's option, see :func:`floor_tables`).
+        floored: floored tables (:func:`floor_tables`).
         low: smallest symbol (1: code the mixture conditioned on ``x != 0``).
-        exact: portable arithmetic (:mod:`hpac.exact`; float64 parameters).
     Returns:
         (M,) int64 symbols (the input when encoding).
     """
-    m = logits.shape[0]
+    m = w.shape[0]
     encoding = sym is not None
     if m == 0:
         return sym if encoding else torch.zeros(0, dtype=torch.int64)
-    ar = arithmetic(exact)
-    w, mu, s = ar.units(logits, mean_n, log_s, bits)
-    lo, delta, width = ar.windows(w, mu, s, bits, low)
+    lo, delta, width = windows(w, mu, s, bits, low)
     sy = sym.numpy() if encoding else None
 
     # stage 1: bin index or ESCAPE, bucketed by window width; one stable sort makes every
@@ -289,9 +269,8 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
         coarse_o = coarse[order].astype(np.int32)
     else:
         coarse_o = np.empty(m, np.int32)
-    tables = ar.tables(lo[order], delta[order], width[order], bits, ar.take(w, order), ar.take(mu, order),
-                       ar.take(s, order), escape=True, low=low)
-    _code_runs(coder, tables, coarse_o, encoding, floored, ar.exact)
+    tables = bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order], escape=True, low=low)
+    _code_runs(coder, tables, coarse_o, encoding, floored)
     if not encoding:
         coarse = np.empty(m, np.int64)
         coarse[order] = coarse_o
@@ -304,9 +283,9 @@ def code_symbols(coder, logits: torch.Tensor, mean_n: torch.Tensor, log_s: torch
     if fine.size:
         fine = fine[np.argsort(delta[fine], kind="stable")]
         off = offset[fine].astype(np.int32) if encoding else np.empty(fine.size, np.int32)
-        tables = ar.tables(bin_lo[fine], 1, delta[fine], bits, ar.take(w, fine), ar.take(mu, fine),
-                           ar.take(s, fine), escape=False)
-        _code_runs(coder, tables, off, encoding, floored, ar.exact)
+        tables = bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine], mu[fine], s[fine],
+                            escape=False)
+        _code_runs(coder, tables, off, encoding, floored)
         if not encoding:
             offset[fine] = off
 

@@ -24,7 +24,7 @@ def _models(model):
 
 
 def encode(pixels, *, model=None, threads: int | None = None, effort: int | None = None, seed: int = 0,
-           progress: bool = False, portable: bool = False) -> bytes:
+           progress: bool = False) -> bytes:
     """Losslessly compress an image array.
 
     Args:
@@ -39,9 +39,6 @@ def encode(pixels, *, model=None, threads: int | None = None, effort: int | None
             only where it pays for its own bits.
         seed: fine-tuning seed; the output is a function of (image, models, effort, seed).
         progress: show a progress bar while fine-tuning.
-        portable: code in portable arithmetic (:mod:`hpac.exact`, format version 7): the
-            file decodes on every machine, not only where the float kernels agree with this
-            one's (docs/determinism.md); coding takes 2.5-4.7x as long.
     Returns:
         the .hpac file as bytes.
     """
@@ -55,8 +52,7 @@ def encode(pixels, *, model=None, threads: int | None = None, effort: int | None
         from .errors import HpacError
 
         raise HpacError(str(exc)) from None
-    return codec.encode(pixels, chosen or None, threads=threads, effort=level, seed=seed, progress=progress,
-                        portable=portable)
+    return codec.encode(pixels, chosen or None, threads=threads, effort=level, seed=seed, progress=progress)
 
 
 def decode(data: bytes, *, model=None, threads: int | None = None, max_pixels: int | None = None) -> np.ndarray:

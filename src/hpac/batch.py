@@ -59,8 +59,7 @@ def _models(paths: tuple[str, ...]) -> list:
 
 
 def encode_one(src: Path, dst: Path, *, effort: int | None = None, threads: int | None = None, seed: int = 0,
-               model: tuple[str, ...] = (), force: bool = False, verify: bool = False,
-               portable: bool = False) -> Result:
+               model: tuple[str, ...] = (), force: bool = False, verify: bool = False) -> Result:
     """Encode one image file to ``dst`` unless ``dst`` already holds its pixels."""
     try:
         img = read_image(src)
@@ -76,7 +75,7 @@ def encode_one(src: Path, dst: Path, *, effort: int | None = None, threads: int 
                 raise HpacError(f"{dst} exists and does not match its source (use --force to overwrite)")
             return Result(str(src), "skipped", bytes_in, len(data), img.pixels.size, len(data))
         models = _models(model) or None
-        data = api.encode(img, model=models, threads=threads, effort=effort, seed=seed, portable=portable)
+        data = api.encode(img, model=models, threads=threads, effort=effort, seed=seed)
         if verify and not np.array_equal(api.decode(data, model=models, threads=threads).reshape(img.pixels.shape),
                                          img.pixels):
             raise HpacError("verification failed: decoded pixels differ (output not written)")

@@ -83,21 +83,21 @@ def _j2k(arr: np.ndarray, threads: int):
     return data, lambda d: imagecodecs.jpeg2k_decode(d, numthreads=threads)
 
 
-def _hpac(effort: int, portable: bool = False) -> CodecFn:
+def _hpac(effort: int) -> CodecFn:
     def run(arr: np.ndarray, threads: int):
         from . import codec
 
-        data = codec.encode(arr, threads=threads, effort=effort, portable=portable)
+        data = codec.encode(arr, threads=threads, effort=effort)
         return data, lambda d: codec.decode(d, threads=threads)
 
     return run
 
 
-HPAC_LEVELS = {"hpac": 0, **{f"hpac_e{e}": e for e in EFFORTS if e}, "hpac_portable": 0}  # "hpac" is effort 0
+HPAC_LEVELS = {"hpac": 0, **{f"hpac_e{e}": e for e in EFFORTS if e}}  # "hpac" is effort 0
 DEFAULT_CODECS = ("hpac", f"hpac_e{DEFAULT_EFFORT}", "png", "webp", "jxl_e7", "jxl_e9", "jpegls", "j2k")
 
 CODECS: dict[str, CodecFn] = {
-    **{name: _hpac(e, portable=name == "hpac_portable") for name, e in HPAC_LEVELS.items()},
+    **{name: _hpac(e) for name, e in HPAC_LEVELS.items()},
     "png": _png,
     "webp": _webp,
     "jxl_e7": _jxl(7),
@@ -161,10 +161,8 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
     summary = summarise(rows, names)
     print()
     print(format_markdown(summary, names, threads))
-    from .determinism import fingerprint
-
-    result = {"threads": threads, "machine": platform.machine(), "python": sys.version.split()[0],
-              "arithmetic": fingerprint(), "images": rows, "summary": summary}
+    result = {"threads": threads, "machine": platform.machine(), "processor": platform.processor(),
+              "python": sys.version.split()[0], "images": rows, "summary": summary}
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
     if markdown:
@@ -256,7 +254,7 @@ def format_markdown(summary: dict, names: list[str], threads: int) -> str:
         cells.append(f"{e['enc_s_per_mp']['jxl_e9']:.2f}" if "jxl_e9" in e["enc_s_per_mp"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n(bits per subpixel, mean over images; hpac and JPEG XL ran with {threads} thread(s); "
-                 f"hpac = effort 0, hpac_eN = effort N, hpac_portable = effort 0 in portable arithmetic)")
+                 f"hpac = effort 0, hpac_eN = effort N)")
     for key, e in summary.items():
         for n in levels:
             if f"{n}_over_hpac" in e:

@@ -8,13 +8,16 @@ naming the model they need instead of decoding garbage.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from .errors import ModelMismatchError
 from .model import HPACNet, ModelConfig
+from .quant import IntNet, QuantSpec
+from .quant import export as quant_export
+from .quant import load as quant_load
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,19 @@ class CodecModel:
     weights_id: str
     info: dict
     adapted_patch: int | None = None  # P the encoder codes with once adapters are merged (None: config.patch)
+    grid: dict | None = field(default=None, repr=False)  # the integer network's grids (hpac.quant.grids)
+    spec: QuantSpec | None = None
 
     @property
     def config(self) -> ModelConfig:
         return self.net.cfg
+
+    def integer(self, bits: int) -> IntNet:
+        """The integer network that codes ``bits``-bit planes (format version 8)."""
+        if self.grid is None:
+            raise ModelMismatchError(f"model {self.name} has no integer grids: weights written before hpac 0.2.0 "
+                                     f"(save them again with `hpac train --resume`, which calibrates them)")
+        return quant_load(quant_export(self.net, self.grid, self.spec), self.net.cfg, self.spec, bits)
 
     def with_patch(self, patch: int) -> "CodecModel":
         """This model coding P x P patches (same weights and id; files record their P)."""
@@ -142,7 +154,8 @@ def load_catalog_model(name: str) -> CodecModel:
     net, info = load_weights(path)
     if replace(net.cfg, patch=entry.config.patch) != entry.config:
         raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
-    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info, entry.adapted_patch)
+    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info, entry.adapted_patch,
+                      *_grid_of(info))
 
 
 def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
@@ -150,4 +163,11 @@ def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
     from .weights import load_weights
 
     net, info = load_weights(path)
-    return CodecModel(name or Path(path).stem, net, info["weights_id"], info)
+    return CodecModel(name or Path(path).stem, net, info["weights_id"], info, None, *_grid_of(info))
+
+
+def _grid_of(info: dict) -> tuple[dict | None, QuantSpec | None]:
+    """(grid, spec) a weights file's info holds (hpac.weights.load_weights), taken out of it."""
+    grid = info.pop("grid", None)
+    spec = info.pop("quant_spec", None)
+    return grid, (QuantSpec(**spec) if grid is not None else None)

@@ -113,7 +113,7 @@ def _cmd_batch(args: argparse.Namespace) -> int | None:
         raise HpacError("--jobs must be at least 1")
     kw = {"model": tuple(args.model or ()), "force": args.force}
     if args.cmd == "encode":
-        kw.update(effort=args.effort, seed=args.seed, verify=args.verify, portable=args.portable)
+        kw.update(effort=args.effort, seed=args.seed, verify=args.verify)
     else:
         kw.update(max_pixels=args.max_pixels)
     results = run_batch(args.cmd, Path(args.input), args.out_dir, jobs=args.jobs, threads=args.threads,
@@ -134,7 +134,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         raise HpacError(f"{out} exists (use --force to overwrite)")
     img = read_image(_read_input(args.input))
     data = api.encode(img, model=args.model, threads=args.threads, effort=args.effort, seed=args.seed,
-                      progress=not args.quiet and sys.stderr.isatty(), portable=args.portable)
+                      progress=not args.quiet and sys.stderr.isatty())
     if args.verify:
         import numpy as np
 
@@ -224,8 +224,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
               + (", zeros flagged" if p.zero_flags else ""))
     if h.floored_tables:
         print("tables:     floored")
-    print("arithmetic: " + ("portable (decodes on every machine)" if h.portable else
-                            "float32 (decodes where the arithmetic fingerprint matches the writer's)"))
     return 0
 
 
@@ -258,10 +256,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if args.verbose and info:
             keep = {k: info[k] for k in ("steps", "val_bpsp", "seconds", "train_files", "val_files", "data", "batch") if k in info}
             print(f"{'':14} training: {keep}")
-    from .determinism import fingerprint
-
-    print(f"arithmetic fingerprint of this machine: {fingerprint()} (files move safely between machines that "
-          f"print the same; files written with --portable decode everywhere; docs/determinism.md)")
     return 0
 
 
@@ -304,8 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"0 = pre-trained model only; higher = per-image fine-tuning (slower, smaller; "
                         f"default {DEFAULT_EFFORT})")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
-    p.add_argument("--portable", action="store_true",
-                   help="portable arithmetic: the file decodes on every machine (format 7; 2.5-4.7x the time)")
     p = sub.add_parser("decode", parents=[common, decoding],
                        help="decompress to .png, .tif, .ppm/.pgm, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, - for stdin, or a folder with -r")
@@ -327,8 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="hpac worker threads (default: all cores)")
     p.add_argument("--codecs", nargs="+", default=None,
                    help="codecs to run (default: hpac at effort 0 and at the default effort, png, webp, jxl_e7, "
-                        "jxl_e9, jpegls, j2k; hpac_e1..hpac_e4 pick other effort levels, "
-                        "hpac_portable is effort 0 in portable arithmetic)")
+                        "jxl_e9, jpegls, j2k; hpac_e1..hpac_e4 pick other effort levels)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per folder")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                    help="also draw bpsp per codec per domain (needs matplotlib: pip install 'hpac[plot]')")

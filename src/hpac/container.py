@@ -9,16 +9,13 @@
       height u32, width u32, channels u8, dtype u8 (DTYPE_CODES), bits u8, n_planes u8
       pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
       payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
-      (version >= 6) coding_options u8  bit 0: floored AFC tables; bit 1 (version 7): portable
-                     arithmetic (hpac.exact); other bits 0
+      coding_options u8  bit 0: floored AFC tables (hpac.afc.floor_tables); other bits 0
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards,
-                  (version >= 3) adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
-                  (version >= 4) value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
-                  (version >= 6) plane_options u8  bit 0: zero flags (hpac.zeroflags); other bits 0
-      (version 5 has the layout of 4; its AFC tables are floored, hpac.afc.floor_tables;
-       version 6 says so in coding_options instead)
+                  adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
+                  value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
+                  plane_options u8  bit 0: zero flags (hpac.zeroflags); other bits 0
       metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
@@ -38,15 +35,9 @@ import numpy as np
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 7  # 7: portable arithmetic; 6: zero flags; 5: floored AFC tables; 4: value maps; 3: adapter sections; 2: weight-aware AFC, payload CRC
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
-ADAPTER_VERSION = 3  # files are written in the oldest version that holds what they use
-VALUE_MAP_VERSION = 4
-FLOORED_VERSION = 5
-OPTIONS_VERSION = 6
-PORTABLE_VERSION = 7
+FORMAT_VERSION = 8  # the integer network (hpac.quant) and integer AFC tables; every file since 0.2.0
+LAST_RELEASE_OF = {v: "0.1.0" for v in range(2, 8)}  # older versions -> the release that reads them
 FLOORED_BIT = 1  # coding_options
-PORTABLE_BIT = 2  # coding_options, version 7
 ZERO_FLAGS_BIT = 1  # plane_options
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
@@ -89,8 +80,7 @@ class Header:
     planes: tuple[PlaneHeader, ...]
     metadata_kind: int = 0
     metadata: bytes = b""
-    floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables): version 5, or 6's option
-    portable: bool = False  # coded in portable arithmetic (hpac.exact): version 7
+    floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables)
 
     @property
     def payload_len(self) -> int:
@@ -118,42 +108,22 @@ def max_patches_per_shard(patch: int) -> int:
     return max(1, MAX_SHARD_PIXELS // (patch * patch))
 
 
-def version_for(header: Header) -> int:
-    """The oldest format version that can hold ``header``: readers of version 2 keep reading
-    every file made without adapters or value maps (as ZIP's "version needed to extract")."""
-    if header.portable:
-        return PORTABLE_VERSION
-    if any(p.zero_flags for p in header.planes):
-        return OPTIONS_VERSION
-    if header.floored_tables:
-        return FLOORED_VERSION
-    if any(p.value_map for p in header.planes):
-        return VALUE_MAP_VERSION
-    return ADAPTER_VERSION if any(p.adapter for p in header.planes) else 2
-
-
 def write(header: Header, streams: list[bytes]) -> bytes:
     """Serialise a header and the concatenated shard streams."""
-    version = version_for(header)
     body = bytearray(_FIXED.pack(header.height, header.width, header.channels,
                                  DTYPE_CODES[header.dtype], header.bits, len(header.planes)))
     body += header.pixel_sha256
     body += struct.pack("<I", zlib.crc32(b"".join(streams)))
-    if version >= OPTIONS_VERSION:
-        body += struct.pack("<B", (FLOORED_BIT if header.floored_tables else 0) | (PORTABLE_BIT if header.portable else 0))
+    body += struct.pack("<B", FLOORED_BIT if header.floored_tables else 0)
     for p in header.planes:
         name = p.model_name.encode()
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
         body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
         body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
-        if version >= ADAPTER_VERSION:
-            body += _sized(p.adapter)
-        if version >= VALUE_MAP_VERSION:
-            body += _sized(p.value_map)
-        if version >= OPTIONS_VERSION:
-            body += struct.pack("<B", ZERO_FLAGS_BIT if p.zero_flags else 0)
+        body += _sized(p.adapter) + _sized(p.value_map)
+        body += struct.pack("<B", ZERO_FLAGS_BIT if p.zero_flags else 0)
     body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
-    head = MAGIC + struct.pack("<HI", version, len(body)) + bytes(body)
+    head = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
 
 
@@ -195,9 +165,12 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     if len(data) < len(MAGIC) + 6:
         raise FormatError("file is truncated inside the header")
     version, body_len = struct.unpack_from("<HI", data, len(MAGIC))
-    if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported format version {version} "
-                          f"(this hpac reads versions {', '.join(map(str, READABLE_VERSIONS))})")
+    if version in LAST_RELEASE_OF:
+        raise FormatError(f"format version {version} was written by hpac {LAST_RELEASE_OF[version]} or earlier: "
+                          f"decode it with hpac {LAST_RELEASE_OF[version]} (CHANGELOG.md says how to install it)")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported format version {version} (this hpac reads version {FORMAT_VERSION}; "
+                          f"a newer hpac may read it)")
     body_start = len(MAGIC) + 6
     body_end = body_start + body_len
     if body_end + 4 > len(data):
@@ -215,15 +188,10 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         raise FormatError("invalid bit depth for 8-bit data")
     digest = r.take(32)
     (payload_crc,) = r.unpack("<I")
-    floored = version == FLOORED_VERSION
-    portable = False
-    if version >= OPTIONS_VERSION:
-        (options,) = r.unpack("<B")
-        known = FLOORED_BIT | (PORTABLE_BIT if version >= PORTABLE_VERSION else 0)
-        if options & ~known or (version >= PORTABLE_VERSION and not options & PORTABLE_BIT):
-            raise FormatError("unknown coding options in header")
-        floored = bool(options & FLOORED_BIT)
-        portable = bool(options & PORTABLE_BIT)
+    (options,) = r.unpack("<B")
+    if options & ~FLOORED_BIT:
+        raise FormatError("unknown coding options in header")
+    floored = bool(options & FLOORED_BIT)
     planes = []
     next_channel = 0
     for _ in range(n_planes):
@@ -239,14 +207,12 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         if n_shards != -(-n_patches(h, w, patch) // pps):
             raise FormatError("shard count does not match the image size")
         lengths = r.unpack(f"<{n_shards}I")
-        adapter = r.sized(MAX_ADAPTER, "adapter section") if version >= ADAPTER_VERSION else b""
-        value_map = r.sized(MAX_VALUE_MAP, "value map") if version >= VALUE_MAP_VERSION else b""
-        zero_flags = False
-        if version >= OPTIONS_VERSION:
-            (options,) = r.unpack("<B")
-            if options & ~ZERO_FLAGS_BIT or (options and nch != 1):
-                raise FormatError("invalid plane options in header")
-            zero_flags = bool(options & ZERO_FLAGS_BIT)
+        adapter = r.sized(MAX_ADAPTER, "adapter section")
+        value_map = r.sized(MAX_VALUE_MAP, "value map")
+        (options,) = r.unpack("<B")
+        if options & ~ZERO_FLAGS_BIT or (options and nch != 1):
+            raise FormatError("invalid plane options in header")
+        zero_flags = bool(options & ZERO_FLAGS_BIT)
         planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map,
                                   zero_flags))
         next_channel += nch
@@ -258,7 +224,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     metadata = r.take(meta_len)
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")
-    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored, portable)
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored)
     payload = memoryview(data)[body_end + 4 :]
     if len(payload) != header.payload_len:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")

@@ -11,7 +11,10 @@ that group (in every patch of the batch) are computed, through every layer:
 * the head turns the selected rows into mixture parameters.
 
 After the channels of group ``g`` are coded, :meth:`CSIStepper.write_pixels` stores them in
-the pixel cache. A whole patch therefore costs one forward pass, spread over 3P-2 steps.
+the pixel cache. A whole patch therefore costs one forward pass, spread over 3P-2 steps. Only
+the decoder steps: the network is the integer one (:mod:`hpac.quant`), whose every layer is
+exact, so the encoder computes the same integers for a whole plane in one pass
+(:func:`hpac.quant.plane_params`).
 
 Skewed caches. In coordinates ``v = c + 2r`` (the group) and ``u = r``, group ``g`` is one
 row ``v = g``, its positions a contiguous run of ``u``, and a kernel tap (dr, dc) reads row
@@ -19,21 +22,23 @@ row ``v = g``, its positions a contiguous run of ``u``, and a kernel tap (dr, dc
 ``3(k//2) + 1`` rows, and a masked kxk conv of the whole group is ONE small dense conv2d over
 that band (kernel ``(3(k//2)+1) x k``, masked taps zero). Only the band is kept, in a ring
 buffer written twice (rows ``i`` and ``i + R``) so the band is always contiguous. Memory per
-cache: (B, D, 2R, P + k - 1) float32, channels-last.
-
-Encoder and decoder both run this exact code with the same shapes, so they compute
-bit-identical parameters; :meth:`hpac.model.HPACNet.forward` is the reference it must match
-to float tolerance.
+cache: (B, D, 2R, P + k - 1) float32 integers, channels-last (the pixel cache: float64).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .model import HPACNet, ModelConfig, add_skip
+F64 = torch.float64
+
+from .model import ModelConfig, gated_block
+
+if TYPE_CHECKING:
+    from .quant import IntNet
 
 
 @dataclass(frozen=True)
@@ -72,15 +77,15 @@ def group_schedule(patch: int, kernel: int) -> GroupSchedule:
     return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(first))
 
 
-def cache_bytes(cfg: ModelConfig, batch: int, portable: bool = False) -> int:
+def cache_bytes(cfg: ModelConfig, batch: int) -> int:
     """Bytes of the caches a stepper holds to code ``batch`` patches of cfg.patch: the pixel
-    ring (float32; float64 in portable arithmetic) and one ring per block (portable: three
-    float32 pieces of each value). The CSI caches are most of a shard's memory, so the
-    decoder bounds them before it allocates anything (hpac.codec.MAX_SHARD_CACHE_BYTES)."""
+    ring (float64) and one ring per block (float32). The CSI caches are most of a shard's
+    memory, so the decoder bounds them before it allocates anything
+    (hpac.codec.MAX_SHARD_CACHE_BYTES)."""
     reach, pad = 3 * (cfg.kernel // 2), cfg.kernel // 2
     width = cfg.patch + 2 * pad
-    pix = batch * cfg.channels * 2 * reach * width * (8 if portable else 4)
-    blocks = cfg.blocks * (3 if portable else 1) * batch * cfg.dim * 2 * (reach + 1) * width * 4
+    pix = batch * cfg.channels * 2 * reach * width * 8
+    blocks = cfg.blocks * batch * cfg.dim * 2 * (reach + 1) * width * 4
     return pix + blocks
 
 
@@ -137,85 +142,36 @@ class Band:
 
 
 class CSIStepper:
-    """Runs an :class:`HPACNet` group by group on a batch of B patches.
+    """The decoder's group-by-group evaluation of an integer network (:class:`hpac.quant.IntNet`)
+    on B patches: params(g), then write_pixels(g, q) once group g is known."""
 
-    Args:
-        net: the (possibly adapter-merged) network; its weights are read, never changed.
-        batch: number of patches B coded together.
-    """
-
-    def __init__(self, net: HPACNet, batch: int):
+    def __init__(self, net: "IntNet", batch: int):
         cfg = net.cfg
-        self.cfg, self.batch = cfg, batch
+        self.net, self.cfg, self.batch = net, cfg, batch
         self.sched = group_schedule(cfg.patch, cfg.kernel)
         reach, pad = self.sched.reach, cfg.kernel // 2
-        with torch.no_grad():
-            # stem and skip share their input band: one conv computes both
-            w = torch.cat([net.stem.weight, net.skip.weight]).detach()
-            self.in_w = skew_kernel(w, strict=True)
-            self.in_b = torch.cat([net.stem.bias, net.skip.bias]).detach()
-            self.blocks = []
-            for blk in net.blocks:
-                self.blocks.append(dict(
-                    n1=(blk.norm1.weight.detach(), blk.norm1.bias.detach()),
-                    av=(blk.to_av.weight.detach(), blk.to_av.bias.detach()),
-                    dw=(skew_kernel(blk.dw.weight.detach(), strict=False), blk.dw.bias.detach()),
-                    proj=(blk.proj.weight.detach(), blk.proj.bias.detach()),
-                    n2=(blk.norm2.weight.detach(), blk.norm2.bias.detach()),
-                    up=(blk.mlp_up.weight.detach(), blk.mlp_up.bias.detach()),
-                    down=(blk.mlp_down.weight.detach(), blk.mlp_down.bias.detach()),
-                ))
-            self.head_norm = (net.head_norm.weight.detach(), net.head_norm.bias.detach())
-            self.head = (net.head.weight.detach(), net.head.bias.detach())
-        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad)
+        self.in_w = skew_kernel(net.in_w, strict=True).contiguous()
+        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, F64, torch.contiguous_format)
         self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
 
     @torch.no_grad()
     def params(self, g: int) -> torch.Tensor:
-        """Raw mixture parameters of group ``g``: (B, n_g, n_params) float32."""
+        """Integer mixture parameters of group ``g``: (B, n_g, n_params) float64."""
         d, b = self.cfg.dim, self.batch
         reach = self.sched.reach
         r0 = self.sched.first_row[g]
         n = self.sched.rows[g].numel()
-        # strict band: groups g-reach .. g-1 (the pixel ring holds no row g yet)
-        band = self.pix.band(g - 1, reach, r0, n)
-        y = F.conv2d(band, self.in_w, self.in_b)  # (B, D + C*K, 1, n)
-        y = y.permute(0, 2, 3, 1).reshape(b * n, -1)
-        x, skip = y[:, :d], y[:, d:]
-        for blk, cache in zip(self.blocks, self.caches):
-            a, v = F.linear(F.layer_norm(x, (d,), *blk["n1"]), *blk["av"]).chunk(2, dim=-1)
-            cache.write(g, r0, a.reshape(b, n, d))
-            w, bias = blk["dw"]
-            a = F.conv2d(cache.band(g, reach + 1, r0, n), w, bias, groups=d)  # (B, D, 1, n)
-            a = a.permute(0, 2, 3, 1).reshape(b * n, d)
-            x = x + F.linear(F.silu(a) * v, *blk["proj"])
-            h = F.gelu(F.linear(F.layer_norm(x, (d,), *blk["n2"]), *blk["up"]))
-            x = x + F.linear(h, *blk["down"])
-        raw = F.linear(F.layer_norm(x, (d,), *self.head_norm), *self.head)
-        raw = add_skip(raw, skip, self.cfg)
-        return raw.reshape(b, n, -1)
+        acc = F.conv2d(self.pix.band(g - 1, reach, r0, n), self.in_w)  # (B, D + CK, 1, n), exact
+        x, skip = self.net.stem_out(acc.permute(0, 2, 3, 1).reshape(b * n, -1))
+        ar = self.net.arith
+        for blk, cache in zip(self.net.blocks, self.caches):
+            def depthwise(a, p, cache=cache):
+                cache.write(g, r0, a.reshape(b, n, d))
+                return F.conv2d(cache.band(g, reach + 1, r0, n), p.band, groups=d).permute(0, 2, 3, 1).reshape(b * n, d)
 
-    def write_pixels(self, g: int, x_norm: torch.Tensor) -> None:
-        """Store the coded, normalised pixels of group ``g``: x_norm (B, n_g, C)."""
-        self.pix.write(g, self.sched.first_row[g], x_norm)
+            x = gated_block(ar, blk, x, depthwise)
+        return self.net.tail(x, skip).reshape(b, n, -1)
 
-
-class NaiveStepper:
-    """Reference decoder cost model: the whole masked network over the whole batch at every
-    group step (3P-2 full forward passes). Same interface as :class:`CSIStepper`; used only
-    to measure what CSI saves (scripts/csi_speedup.py) and to cross-check it."""
-
-    def __init__(self, net: HPACNet, batch: int):
-        cfg = net.cfg
-        self.net, self.batch = net, batch
-        self.sched = group_schedule(cfg.patch, cfg.kernel)
-        self.x = torch.zeros(batch, cfg.channels, cfg.patch, cfg.patch)
-
-    @torch.no_grad()
-    def params(self, g: int) -> torch.Tensor:
-        r, c = self.sched.rows[g], self.sched.cols[g]
-        return self.net(self.x)[:, r, c, :]
-
-    def write_pixels(self, g: int, x_norm: torch.Tensor) -> None:
-        r, c = self.sched.rows[g], self.sched.cols[g]
-        self.x[:, :, r, c] = x_norm.permute(0, 2, 1)
+    def write_pixels(self, g: int, q: torch.Tensor) -> None:
+        """Store group ``g``'s coded pixels as q (B, n_g, C) float64 (0 on padding)."""
+        self.pix.write(g, self.sched.first_row[g], q)

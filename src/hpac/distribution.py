@@ -32,7 +32,7 @@ class Mixture(NamedTuple):
 
 def split_params(raw: torch.Tensor, channels: int, mixtures: int, tanh=torch.tanh) -> Mixture:
     """Split raw head output (..., n_params) into a :class:`Mixture` (``tanh`` squashes the
-    channel coefficients: :func:`hpac.exact.tanh` in portable arithmetic)."""
+    channel coefficients)."""
     c, k = channels, mixtures
     lead = raw.shape[:-1]
     n = c * k

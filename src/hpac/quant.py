@@ -31,10 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 
-from .csi import Band, group_schedule, skew_kernel
+from . import afc
+from .csi import skew_kernel
 from .distribution import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
 from .model import FloatArith, HPACNet, ModelConfig, gated_block, plane_depthwise
 
@@ -65,13 +68,16 @@ def qmax(bits: int) -> float:
 
 
 def quant_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-output-channel symmetric grid: W (float64 integers, w's shape), s_w (O,) float64.
-    s_w is rounded to float32: a weights file can hold exactly these scales."""
-    w = w.detach().to(F64)
-    top = w.abs().flatten(1).amax(1)
-    s = torch.where(top > 0, top / qmax(bits), torch.ones_like(top)).to(F32).to(F64)
+    """Per-output-channel symmetric grid: W (float64 integers, w's shape), s_w (O,) float64,
+    s_w = max |w_o| / qmax rounded to float32. numpy's elementwise division and rint are
+    IEEE operations on every machine, so a decoder that merges adapters into the float
+    weights gets the encoder's integers."""
+    wn = w.detach().to(F64).numpy().reshape(w.shape[0], -1)
+    top = np.abs(wn).max(1)
+    s = np.where(top > 0, top / qmax(bits), 1.0).astype(np.float32).astype(np.float64)
     lim = qmax(bits)
-    return torch.round(w / s.view(-1, *[1] * (w.dim() - 1))).clamp(-lim, lim), s
+    q = np.clip(np.rint(wn / s[:, None]), -lim, lim)
+    return torch.from_numpy(q.reshape(w.shape)), torch.from_numpy(s)
 
 
 # ---- calibration: the float network's activation magnitudes -----------------------------------
@@ -168,6 +174,11 @@ class IntLayer:
     c: torch.Tensor
     lim: torch.Tensor  # (O,) clamp bound
 
+    @property
+    def out(self) -> torch.dtype:
+        """float32 holds the outputs where every bound is below 2^24."""
+        return F32 if float(self.lim.max()) < EXACT_F32 else F64
+
 
 @dataclass
 class IntNorm:
@@ -186,6 +197,10 @@ class IntDepthwise:
     m: torch.Tensor  # (D,) float32
     c: torch.Tensor
     lim: float
+
+    @property
+    def lims(self) -> torch.Tensor:
+        return torch.full_like(self.m, self.lim)
 
 
 @dataclass
@@ -211,9 +226,58 @@ class IntBlock:
     mlp_down: IntLayer
 
 
-def _round_clamp(y: torch.Tensor, lim) -> torch.Tensor:
-    y = torch.round(y)
-    return torch.minimum(torch.maximum(y, -lim), lim) if isinstance(lim, torch.Tensor) else y.clamp_(-lim, lim)
+# Elementwise steps as numba kernels: one pass each instead of a chain of torch calls, the
+# same IEEE operations in the same order (no fast-math: LLVM does not fuse a * m + c).
+
+@njit(cache=True)
+def _norm_rows(x, g, b, k, lim, out):
+    m, d = x.shape
+    for r in range(m):
+        s = 0
+        for i in range(d):
+            s += np.int64(x[r, i])
+        var = 0
+        for i in range(d):
+            c = np.int64(x[r, i]) * d - s
+            var += c * c
+        inv = 1.0 / np.sqrt(np.float64(var) * k + LN_EPS)
+        for i in range(d):
+            y = np.float64(np.int64(x[r, i]) * d - s) * inv
+            y = y * g[i]
+            y = y + b[i]
+            out[r, i] = min(max(np.rint(y), -lim), lim)
+
+
+@njit(cache=True)
+def _requant(acc, m, c, lim, out):
+    rows, cols = acc.shape
+    for r in range(rows):
+        for o in range(cols):
+            y = acc[r, o] * m[o]
+            y = y + c[o]
+            out[r, o] = min(max(np.rint(y), -lim[o]), lim[o])
+
+
+@njit(cache=True)
+def _gate_rows(u, v, table, off, m, lim, out):
+    rows, cols = u.shape
+    for r in range(rows):
+        for o in range(cols):
+            y = (table[np.int64(u[r, o]) + off] * v[r, o]) * m[0]
+            out[r, o] = min(max(np.rint(y), -lim), lim)
+
+
+@njit(cache=True)
+def _lookup(u, table, off, out):
+    rows, cols = u.shape
+    for r in range(rows):
+        for o in range(cols):
+            out[r, o] = table[np.int64(u[r, o]) + off]
+
+
+def _rows(t: torch.Tensor) -> np.ndarray:
+    """A (..., D) tensor as (M, D) numpy rows (a view where the layout allows)."""
+    return t.reshape(-1, t.shape[-1]).numpy()
 
 
 class IntArith:
@@ -225,37 +289,35 @@ class IntArith:
 
     @staticmethod
     def norm(x: torch.Tensor, p: IntNorm) -> torch.Tensor:
-        d = x.shape[-1]
-        xi = x.to(torch.int64)
-        cen = xi * d - xi.sum(-1, keepdim=True)  # D (x - mean) in residual units, exact
-        var = (cen * cen).sum(-1, keepdim=True).to(F64)  # exact in int64 (|X| <= 2^20)
-        inv = 1.0 / torch.sqrt(var * p.k + LN_EPS)
-        y = cen.to(F64) * inv
-        y = y * p.g
-        y = y + p.b
-        return _round_clamp(y, p.lim).to(F32)
+        out = torch.empty(x.shape, dtype=F32)
+        _norm_rows(_rows(x), p.g.numpy(), p.b.numpy(), p.k, p.lim, _rows(out))
+        return out
 
     @staticmethod
     def linear(t: torch.Tensor, p: IntLayer) -> torch.Tensor:
-        y = F.linear(t.to(p.w.dtype), p.w)
-        y = y * p.m
-        y = y + p.c
-        return _round_clamp(y, p.lim).to(F32)
+        acc = F.linear(t.to(p.w.dtype), p.w)
+        out = torch.empty(acc.shape, dtype=p.out)
+        _requant(_rows(acc), p.m.numpy(), p.c.numpy(), p.lim.numpy(), _rows(out))
+        return out
 
     @staticmethod
     def depthwise_out(acc: torch.Tensor, p: IntDepthwise) -> torch.Tensor:
-        y = acc * p.m
-        y = y + p.c
-        return _round_clamp(y, p.lim)
+        out = torch.empty(acc.shape, dtype=F32)
+        _requant(_rows(acc.contiguous()), p.m.numpy(), p.c.numpy(), p.lims.numpy(), _rows(out))
+        return out
 
     @staticmethod
     def gate(u: torch.Tensor, v: torch.Tensor, p: IntTable) -> torch.Tensor:
-        s = p.f[(u + p.off).to(torch.int64)]
-        return _round_clamp(s * v * p.m, p.lim)  # s v is exact (< 2^22); m is a float32 scalar
+        out = torch.empty(u.shape, dtype=F32)
+        vv = v.numpy().reshape(-1, v.shape[-1]) if v.dim() == 2 else v.reshape(-1, v.shape[-1]).numpy()
+        _gate_rows(_rows(u), vv, p.f.numpy(), p.off, p.m.reshape(1).numpy(), p.lim, _rows(out))
+        return out
 
     @staticmethod
     def act(u: torch.Tensor, p: IntTable) -> torch.Tensor:
-        return p.f[(u + p.off).to(torch.int64)]
+        out = torch.empty(u.shape, dtype=F32)
+        _lookup(_rows(u), p.f.numpy(), p.off, _rows(out))
+        return out
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (x + y).clamp_(-self.res_lim, self.res_lim)  # exact: both below 2^20
@@ -291,9 +353,8 @@ class IntNet:
 
     def stem_out(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., D + CK) exact stem/skip accumulators -> residual rows X (float32), skip means (float64)."""
-        y = acc * self.in_m
-        y = y + self.in_c
-        y = _round_clamp(y, self.in_lim)
+        y = torch.empty(acc.shape, dtype=F64)
+        _requant(_rows(acc.contiguous()), self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), _rows(y))
         d = self.cfg.dim
         return y[..., :d].to(F32), y[..., d:]
 
@@ -346,58 +407,69 @@ def _f32(x: float) -> float:
     return float(torch.tensor(x, dtype=F32))
 
 
-def export(net: HPACNet, scales: dict[str, float], spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
-    """The integer network as stored: integer weights (int32), their per-channel float32
-    scales and float32 biases, norm gains, activation scales, and integer tables.
+def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
+    """The grids of the integer network: every activation scale (float32) and the tables.
 
     Args:
-        scales: |t| ranges per activation (:func:`calibrate`); the grid step is range / qmax.
+        ranges: |t| ranges per activation (:func:`calibrate`); a grid step is range / qmax.
     """
-    cfg = net.cfg
     d = cfg.dim
     A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
     st: dict[str, torch.Tensor] = {}
-
-    def layer(name, w, b, bits):
-        q, sw = quant_weight(w, bits)
-        st[name + ".w"], st[name + ".sw"], st[name + ".b"] = q.to(torch.int32), sw.to(F32), b.detach().to(F32)
 
     def scale(name, value):
         st[name] = torch.tensor([_f32(value)], dtype=F32)
         return float(st[name][0])
 
-    def norm(name, ln, act_name):
+    for i in range(cfg.blocks):
+        p = f"blocks.{i}."
+        scale(p + "norm1.s", ranges[p + "norm1"] / A)
+        st[p + "to_av.s"] = torch.tensor([ranges[p + "to_av.a"] / A] * d + [ranges[p + "to_av.v"] / A] * d).to(F32)
+        s_u = scale(p + "dw.s", ranges[p + "dw"] / L)
+        with localcontext() as ctx:  # the table's largest |silu|: at its top, or silu's minimum
+            ctx.prec = 50
+            top = float(max(-TABLE_FUNCTIONS["silu"](Decimal(-1.278464542761074)),
+                            TABLE_FUNCTIONS["silu"](Decimal(L) * Decimal(s_u))))
+        s_silu = scale(p + "silu.s", top / L)
+        st[p + "silu"] = table("silu", s_u, s_silu, spec.lut_bits, L)
+        scale(p + "gate.s", ranges[p + "gate"] / A)
+        scale(p + "norm2.s", ranges[p + "norm2"] / A)
+        s_up = scale(p + "mlp_up.s", ranges[p + "mlp_up"] / L)
+        s_h = scale(p + "gelu.s", ranges[p + "gelu"] / A)
+        st[p + "gelu"] = table("gelu", s_up, s_h, spec.lut_bits, A)
+    scale("head_norm.s", ranges["head_norm"] / A)
+    s_c = scale("coef.s", ranges["coef"] / L)
+    st["tanh"] = table("tanh", s_c, 2.0 ** -spec.coef_frac, spec.lut_bits, 2.0 ** spec.coef_frac)
+    return st
+
+
+def export(net: HPACNet, grid: dict[str, torch.Tensor], spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
+    """The integer network as stored: ``grid`` (:func:`grids`) plus the integer weights of
+    ``net`` (int32), their per-channel float32 scales, and float32 biases and norm gains.
+    Deterministic: a decoder that merged adapters into ``net`` exports what the encoder did."""
+    st = dict(grid)
+
+    def layer(name, w, b, bits):
+        q, sw = quant_weight(w, bits)
+        st[name + ".w"], st[name + ".sw"], st[name + ".b"] = q.to(torch.int32), sw.to(F32), b.detach().to(F32)
+
+    def norm(name, ln):
         st[name + ".g"], st[name + ".b"] = ln.weight.detach().to(F32), ln.bias.detach().to(F32)
-        scale(name + ".s", scales[act_name] / A)
 
     with torch.no_grad():
         layer("in", torch.cat([net.stem.masked_weight(), net.skip.masked_weight()]),
               torch.cat([net.stem.bias, net.skip.bias]), spec.wbits_edge)
         for i, blk in enumerate(net.blocks):
             p = f"blocks.{i}."
-            norm(p + "norm1", blk.norm1, p + "norm1")
+            norm(p + "norm1", blk.norm1)
             layer(p + "to_av", blk.to_av.weight, blk.to_av.bias, spec.wbits)
-            st[p + "to_av.s"] = torch.tensor([scales[p + "to_av.a"] / A] * d + [scales[p + "to_av.v"] / A] * d).to(F32)
             layer(p + "dw", blk.dw.masked_weight(), blk.dw.bias, spec.wbits_dw)
-            s_u = scale(p + "dw.s", scales[p + "dw"] / L)
-            with localcontext() as ctx:  # the table's largest |silu|: at its top, or silu's minimum
-                ctx.prec = 50
-                top = float(max(-TABLE_FUNCTIONS["silu"](Decimal(-1.278464542761074)),
-                                TABLE_FUNCTIONS["silu"](Decimal(L) * Decimal(s_u))))
-            s_silu = scale(p + "silu.s", top / L)
-            st[p + "silu"] = table("silu", s_u, s_silu, spec.lut_bits, L)
-            scale(p + "gate.s", scales[p + "gate"] / A)
             layer(p + "proj", blk.proj.weight, blk.proj.bias, spec.wbits)
-            norm(p + "norm2", blk.norm2, p + "norm2")
+            norm(p + "norm2", blk.norm2)
             layer(p + "mlp_up", blk.mlp_up.weight, blk.mlp_up.bias, spec.wbits)
-            s_up = scale(p + "mlp_up.s", scales[p + "mlp_up"] / L)
-            s_h = scale(p + "gelu.s", scales[p + "gelu"] / A)
-            st[p + "gelu"] = table("gelu", s_up, s_h, spec.lut_bits, A)
             layer(p + "mlp_down", blk.mlp_down.weight, blk.mlp_down.bias, spec.wbits)
-        norm("head_norm", net.head_norm, "head_norm")
+        norm("head_norm", net.head_norm)
         layer("head", net.head.weight, net.head.bias, spec.wbits_edge)
-        s_c = scale("coef.s", scales["coef"] / L)
-        st["tanh"] = table("tanh", s_c, 2.0 ** -spec.coef_frac, spec.lut_bits, 2.0 ** spec.coef_frac)
     return st
 
 
@@ -477,9 +549,9 @@ def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: i
     return IntNet(cfg, spec, bits, w_in, in_m, in_c, in_lim, blocks, _int_norm(st, "head_norm", spec), head, tanh)
 
 
-def quantize(net: HPACNet, scales: dict[str, float], bits: int, spec: QuantSpec = QuantSpec()) -> IntNet:
-    """:func:`load` of :func:`export`: the integer form of ``net`` for ``bits``-bit symbols."""
-    return load(export(net, scales, spec), net.cfg, spec, bits)
+def quantize(net: HPACNet, ranges: dict[str, float], bits: int, spec: QuantSpec = QuantSpec()) -> IntNet:
+    """The integer form of ``net`` for ``bits``-bit symbols, its grids from ``ranges``."""
+    return load(export(net, grids(ranges, net.cfg, spec), spec), net.cfg, spec, bits)
 
 
 def mixture(params: torch.Tensor, net: IntNet) -> Mixture:
@@ -532,37 +604,26 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
     return net.tail(x, skip)
 
 
-class IntStepper:
-    """The decoder's group-by-group evaluation of an :class:`IntNet` on B patches (CSI,
-    :mod:`hpac.csi`'s caches): params(g), then write_pixels(g, q) once group g is known."""
+def units(net: IntNet, p: torch.Tensor, c: int, q: torch.Tensor):
+    """Channel ``c``'s mixture as the integers the entropy coder takes (:mod:`hpac.afc`).
 
-    def __init__(self, net: IntNet, batch: int):
-        cfg = net.cfg
-        self.net, self.cfg, self.batch = net, cfg, batch
-        self.sched = group_schedule(cfg.patch, cfg.kernel)
-        reach, pad = self.sched.reach, cfg.kernel // 2
-        self.in_w = skew_kernel(net.in_w, strict=True).contiguous()
-        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, F64, torch.contiguous_format)
-        self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
-
-    @torch.no_grad()
-    def params(self, g: int) -> torch.Tensor:
-        """Integer mixture parameters of group ``g``: (B, n_g, n_params) float64."""
-        d, b = self.cfg.dim, self.batch
-        reach = self.sched.reach
-        r0 = self.sched.first_row[g]
-        n = self.sched.rows[g].numel()
-        acc = F.conv2d(self.pix.band(g - 1, reach, r0, n), self.in_w)  # (B, D + CK, 1, n), exact
-        x, skip = self.net.stem_out(acc.permute(0, 2, 3, 1).reshape(b * n, -1))
-        ar = self.net.arith
-        for blk, cache in zip(self.net.blocks, self.caches):
-            def depthwise(a, p, cache=cache):
-                cache.write(g, r0, a.reshape(b, n, d))
-                return F.conv2d(cache.band(g, reach + 1, r0, n), p.band, groups=d).permute(0, 2, 3, 1).reshape(b * n, d)
-
-            x = gated_block(ar, blk, x, depthwise)
-        return self.net.tail(x, skip).reshape(b, n, -1)
-
-    def write_pixels(self, g: int, q: torch.Tensor) -> None:
-        """Store group ``g``'s coded pixels as q (B, n_g, C) float64 (0 on padding)."""
-        self.pix.write(g, self.sched.first_row[g], q)
+    Args:
+        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`IntStepper`).
+        q: (M, C) coded channels of the same pixels as q = 2 x - (2^b - 1) (channels < c read).
+    Returns:
+        w (2^-16), mu (2^-13 symbols), S (2^-13 symbols): (M, K) int64 numpy arrays. A mean is
+        M 2^7 + sum coef q: coef x_n half = C 2^-coef_frac q / 2, exact on 2^-13 for coef_frac 12.
+    """
+    cfg, spec = net.cfg, net.spec
+    k, ck = cfg.mixtures, cfg.channels * cfg.mixtures
+    pairs = cfg.n_coefs
+    pi = p.to(torch.int64)
+    logits = pi[:, c * k : (c + 1) * k]
+    mu = pi[:, ck + c * k : ck + (c + 1) * k] << (afc.MU_FRAC - spec.mean_frac)
+    base = c * (c - 1) // 2
+    for cp in range(c):
+        mu = mu + pi[:, 3 * ck + base + cp :: pairs] * q[:, cp : cp + 1].to(torch.int64)
+    one = 1 << spec.head_frac
+    ls = pi[:, 2 * ck + c * k : 2 * ck + (c + 1) * k].clamp(int(LOG_SCALE_MIN) * one, int(LOG_SCALE_MAX) * one)
+    w, s = afc.mixture(logits.numpy(), ls.numpy(), net.bits)
+    return w, np.ascontiguousarray(mu.numpy()), s

@@ -6,6 +6,8 @@ generator seeded with ``(seed, t)``, so a resumed run draws what an uninterrupte
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -18,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import quant
 from .distribution import nll_bits, normalise
 from .errors import HpacError
 from .model import HPACNet, ModelConfig
+from .quant import QuantSpec
 from .weights import save_weights
 
 IMAGE_SUFFIXES = {".png", ".ppm", ".pgm", ".tif", ".tiff", ".npy"}
@@ -221,6 +225,14 @@ class _StepPlanner:
         return time.time() >= self.deadline
 
 
+def calibrated_grid(net: HPACNet, crops: list, spec: QuantSpec = QuantSpec()) -> tuple[dict, QuantSpec]:
+    """The integer grids of ``net`` (:func:`hpac.quant.grids`), its activation ranges taken on
+    validation ``crops`` [(arr (p, p, C), bits)], so that the saved weights code at once."""
+    cpu = copy.deepcopy(net).to("cpu").float().eval()
+    batches = [normalise(torch.from_numpy(a.astype(np.int64))[None], bits).permute(0, 3, 1, 2) for a, bits in crops]
+    return quant.grids(quant.calibrate(cpu, batches, spec), cpu.cfg, spec), spec
+
+
 def train(opt: TrainOptions) -> dict:
     """Run (or resume) a training run; writes ``opt.out`` (safetensors) and ``opt.out.ckpt``."""
     deadline = time.time() + 60.0 * opt.minutes if opt.minutes else None  # loading counts too
@@ -280,7 +292,8 @@ def train(opt: TrainOptions) -> dict:
         )
         os.replace(str(ckpt_path) + ".tmp", ckpt_path)
         info = dict(meta, steps=step, seconds=round(elapsed), val_bpsp=val_bpsp, gray=opt.gray)
-        save_weights(net, opt.out, info)
+        grid, spec = calibrated_grid(net, val)
+        save_weights(net, opt.out, info, grid, dataclasses.asdict(spec))
 
     t0 = time.time()
     last_ckpt = time.time()

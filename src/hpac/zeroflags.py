@@ -74,12 +74,12 @@ class ZeroFlags:
         c = self.counts[ctx].astype(np.float64) + PRIOR
         return (c / c.sum(1, keepdims=True)).astype(np.float32)
 
-    def code(self, coder, ctx: np.ndarray, is0: np.ndarray | None, floored: bool, exact: bool = False) -> np.ndarray:
+    def code(self, coder, ctx: np.ndarray, is0: np.ndarray | None, floored: bool) -> np.ndarray:
         """Encode (``is0`` given) or decode the (M,) int32 flags of one group, then count them.
 
-        ``floored``: tables floored as the AFC tables of a version-5 style file."""
+        ``floored``: tables floored as the AFC tables of a file with that option."""
         probs = self.tables(ctx)
-        probs = floor_tables(probs, exact) if floored else probs
+        probs = floor_tables(probs) if floored else probs
         if is0 is not None:
             coder.encode(is0, categorical(), probs)
         else:

@@ -38,28 +38,25 @@ class HpacCodec(Codec):
         effort: hpac effort level; 0 (the default here) codes with the pre-trained models only,
             which suits many small chunks; higher levels fine-tune per chunk (slower, smaller).
         threads: hpac worker threads per chunk; 1 by default because zarr and dask already
-            code chunks in parallel. The bytes never depend on it.
-        portable: portable arithmetic (format version 7): chunks decode on every machine, at
-            2.5-4.7x the coding time (docs/determinism.md).
+            code chunks in parallel. The bytes never depend on it; chunks decode on every machine.
     """
 
     codec_id = "hpac"
 
-    def __init__(self, effort: int = 0, threads: int = 1, portable: bool = False) -> None:
+    def __init__(self, effort: int = 0, threads: int = 1) -> None:
         self.effort = effort
         self.threads = threads
-        self.portable = portable
 
     def encode(self, buf) -> bytes:
         """(H, W) / (H, W, C<=4) / (Z, Y, X) integer chunk -> bytes."""
         arr = ensure_ndarray(buf)
         if arr.ndim == 2 or (arr.ndim == 3 and 1 <= arr.shape[2] <= 4):
-            return api.encode(arr, effort=self.effort, threads=self.threads, portable=self.portable)
+            return api.encode(arr, effort=self.effort, threads=self.threads)
         if arr.ndim != 3 or arr.shape[0] == 0:
             raise UnsupportedImageError(f"hpac codes 2-D or 3-D chunks, got shape {arr.shape}")
         if arr.size > container.MAX_PIXELS:  # what decode accepts of a stack
             raise UnsupportedImageError(f"a 3-D chunk holds at most {container.MAX_PIXELS} values, got shape {arr.shape}")
-        files = [api.encode(plane, effort=self.effort, threads=self.threads, portable=self.portable) for plane in arr]
+        files = [api.encode(plane, effort=self.effort, threads=self.threads) for plane in arr]
         return STACK_MAGIC + struct.pack(f"<{1 + len(files)}I", len(files), *map(len, files)) + b"".join(files)
 
     def decode(self, buf, out=None) -> np.ndarray:

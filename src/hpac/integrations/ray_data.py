@@ -41,15 +41,15 @@ class HpacEncoder:
     """
 
     def __init__(self, column: str = "image", effort: int | None = 0, threads: int = 1,
-                 model: str | list[str] | None = None, portable: bool = False) -> None:
-        self.column, self.effort, self.threads, self.portable = column, effort, threads, portable
+                 model: str | list[str] | None = None) -> None:
+        self.column, self.effort, self.threads = column, effort, threads
         self.models = _load(model)  # once per actor, not per batch
         self.extra = self.models if model else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = batch[self.column]
-        blobs = [api.encode(np.asarray(img), model=self.extra, effort=self.effort, threads=self.threads,
-                            portable=self.portable) for img in images]
+        blobs = [api.encode(np.asarray(img), model=self.extra, effort=self.effort, threads=self.threads)
+                 for img in images]
         out = {k: v for k, v in batch.items() if k != self.column}
         out["hpac"] = np.array(blobs, dtype=object)
         out["bpsp"] = np.array([8 * len(b) / np.asarray(img).size for b, img in zip(blobs, images)])
@@ -80,13 +80,12 @@ def _column(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
 
 def encode_dataset(ds: ray.data.Dataset, *, column: str = "image", effort: int | None = 0,
                    concurrency: int | tuple[int, int] = 1, batch_size: int = 8, num_cpus: float = 1,
-                   model: str | list[str] | None = None, portable: bool = False) -> ray.data.Dataset:
+                   model: str | list[str] | None = None) -> ray.data.Dataset:
     """``ds`` with ``column`` replaced by "hpac" (bytes) and "bpsp"; ``concurrency`` actors
-    (an int, or (min, max) to autoscale), each using ``num_cpus`` cores. On a cluster whose
-    nodes differ, ``portable=True`` makes every file decode on every node (docs/determinism.md)."""
+    (an int, or (min, max) to autoscale), each using ``num_cpus`` cores. Files decode on every
+    node, whatever its CPU."""
     return ds.map_batches(HpacEncoder, fn_constructor_kwargs={"column": column, "effort": effort, "model": model,
-                                                              "threads": max(1, int(num_cpus)),
-                                                              "portable": portable},
+                                                              "threads": max(1, int(num_cpus))},
                           batch_format="numpy", batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus)
 
 
