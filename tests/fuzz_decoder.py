@@ -41,16 +41,14 @@ def seed_files() -> list[bytes]:
     img = as_image(smooth_image(4, 4, 1, dtype=np.uint16))
     out.append(codec.encode(Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + bytes(range(40))), _BY_CH, threads=1))
     out.append(codec.encode(smooth_image(24, 24, 3), _BY_CH, threads=1, effort=2))  # with an adapter section
-    levels = smooth_image(48, 48, 1) // 16 * 16  # 16 grey levels: a value table (version 4)
+    levels = smooth_image(48, 48, 1) // 16 * 16  # 16 grey levels: a value table
     out.append(codec.encode(levels, _BY_CH, threads=1))
     out.append(codec.encode(smooth_image(30, 30, 1, dtype=np.uint16) + 20000, _BY_CH, threads=1))  # an offset map
-    out.append(codec.encode(smooth_image(9, 11, 3), _BY_CH, threads=1, floored=True))  # floored tables (version 5)
+    out.append(codec.encode(smooth_image(9, 11, 3), _BY_CH, threads=1, floored=True))  # floored tables
     padded = smooth_image(20, 18, 1)
-    padded[:, :5] = padded[:3] = 0  # a zero-flagged plane (version 6), also with floored tables
+    padded[:, :5] = padded[:3] = 0  # a zero-flagged plane, also with floored tables and adapters
     out += [codec.encode(padded, _BY_CH, threads=1, floored=f) for f in (False, True)]
-    # portable arithmetic (version 7): RGB, and a flagged plane with an adapter section
-    out.append(codec.encode(smooth_image(9, 11, 3), _BY_CH, threads=1, portable=True))
-    out.append(codec.encode(padded, _BY_CH, threads=1, portable=True, effort=2))
+    out.append(codec.encode(padded, _BY_CH, threads=1, effort=2))
     return out
 
 

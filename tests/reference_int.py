@@ -478,7 +478,9 @@ def cdf(t: int, w, mu, S) -> int:
     _, _, SIG, _ = constants()
     tot = 0
     for wk, mk, sk in zip(w, mu, S):
-        zf = ((int(t) - int(mk)) << 16) // int(sk)      # floor division
+        inv = 2 ** 40 // int(sk)
+        d = max(-17 * int(sk), min(17 * int(sk), int(t) - int(mk)))
+        zf = (d * inv) >> 24                            # floor
         zf = max(-2 ** 20, min(2 ** 20 - 1, zf))
         i = (zf >> 8) + 4096
         sig = int(SIG[i]) + (((int(SIG[i + 1]) - int(SIG[i])) * (zf & 255)) >> 8)

@@ -1,6 +1,8 @@
 """The command line: round trips, stdin/stdout, exit codes, no partial outputs."""
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ def tiny_weights(tmp_path_factory, tiny_models):
     paths = []
     for ch, m in tiny_models.items():
         p = d / f"tiny{ch}.safetensors"
-        save_weights(m.net, p)
+        save_weights(m.net, p, None, m.grid, dataclasses.asdict(m.spec))
         paths.append(p)
     return paths
 
@@ -47,16 +49,15 @@ def test_encode_decode_roundtrip_files(tmp_path, tiny_weights):
     assert info.returncode == 0 and b"19" in info.stdout and b"tiny3" in info.stdout
 
 
-def test_portable_encode(tmp_path, tiny_weights):
-    img = smooth_image(12, 15, 1, dtype=np.uint16)[:, :, 0]
+def test_a_weights_file_without_grids_is_refused_by_name(tmp_path, tiny_models):
+    """Weights written before 0.2.0 have no integer grids: a one-line error, no output."""
+    old = tmp_path / "old.safetensors"
+    save_weights(tiny_models[3].net, old)
     src = tmp_path / "in.png"
-    src.write_bytes(imagecodecs.png_encode(img))
-    r = run("encode", src, "--portable", "-e", "0", *_model_args(tiny_weights))
-    assert r.returncode == 0, r.stderr
-    info = run("info", tmp_path / "in.hpac")
-    assert b"format version 7" in info.stdout and b"arithmetic: portable" in info.stdout
-    r = run("decode", tmp_path / "in.hpac", tmp_path / "out.png", *_model_args(tiny_weights))
-    assert r.returncode == 0 and np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), img)
+    src.write_bytes(imagecodecs.png_encode(smooth_image(12, 15, 3)))
+    r = run("encode", src, "--model", old)
+    assert r.returncode != 0 and b"no integer grids" in r.stderr and b"Traceback" not in r.stderr
+    assert not (tmp_path / "in.hpac").exists()
 
 
 def test_stdin_stdout_and_16_bit_png(tmp_path, tiny_weights):
@@ -197,11 +198,11 @@ def test_shipped_models_cli(tmp_path):
 def test_info_shows_value_maps_and_floored_tables():
     corpus = Path(__file__).parent / "conformance"
     r = run("info", corpus / "tiny_u16_offset.hpac")
-    assert r.returncode == 0 and b"format version 4" in r.stdout and b"values offset by" in r.stdout
+    assert r.returncode == 0 and b"format version 8" in r.stdout and b"values offset by" in r.stdout
     r = run("info", corpus / "tiny_gray_table.hpac")
     assert r.returncode == 0 and b"value table of" in r.stdout
     r = run("info", corpus / "tiny_rgb_floored.hpac")
-    assert r.returncode == 0 and b"format version 5" in r.stdout and b"floored" in r.stdout
+    assert r.returncode == 0 and b"floored" in r.stdout
 
 
 def test_a_reader_that_leaves_early_gets_no_traceback():

@@ -12,19 +12,21 @@ from hpac import container
 from conftest import smooth_image
 
 
-@pytest.fixture(scope="module", params=["v2", "v3", "v4"])
+@pytest.fixture(scope="module", params=["plain", "adapter", "table"])
 def small_file(request, tiny_models):
-    """Small files: plain (format version 2), with an adapter section (3), with a value table (4)."""
-    if request.param == "v2":
+    """Small files: plain, with an adapter section, with a value table."""
+    if request.param == "plain":
         img = smooth_image(10, 12, 3)
         data = hpac.encode(img, model=list(tiny_models.values()), effort=0)
-    elif request.param == "v4":
+    elif request.param == "table":
         img = smooth_image(40, 40, 3) // 8 * 8
         data = hpac.encode(img, model=list(tiny_models.values()), effort=0)
     else:
         img = smooth_image(24, 24, 3)
         data = hpac.encode(img, model=list(tiny_models.values()), effort=2)
-    assert data[8:10] == int(request.param[1]).to_bytes(2, "little")
+    plane = container.read(data)[0].planes[0]
+    assert bool(plane.adapter) == (request.param == "adapter") and bool(plane.value_map) == (request.param == "table")
+    assert data[8:10] == container.FORMAT_VERSION.to_bytes(2, "little")
     return img, data
 
 
@@ -95,8 +97,7 @@ def test_huge_sizes_refused_before_allocation(tiny_models):
 
 def _with_patches_per_shard(data: bytes, pps: int) -> bytes:
     """``data`` (one plane) with another patches_per_shard and a header CRC to match."""
-    version = int.from_bytes(data[8:10], "little")
-    at = len(container.MAGIC) + 6 + 12 + 32 + 4 + (1 if version >= container.OPTIONS_VERSION else 0) + 4
+    at = len(container.MAGIC) + 6 + 12 + 32 + 4 + 1 + 4
     (body_len,) = struct.unpack_from("<I", data, len(container.MAGIC) + 2)
     end = len(container.MAGIC) + 6 + body_len
     out = bytearray(data)

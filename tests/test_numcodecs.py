@@ -25,7 +25,7 @@ def volume(dtype) -> np.ndarray:
 def test_registry_and_config():
     codec = numcodecs.get_codec({"id": "hpac", "effort": 1, "threads": 2})  # found through the entry point
     assert isinstance(codec, HpacCodec) and (codec.effort, codec.threads) == (1, 2)
-    assert codec.get_config() == {"id": "hpac", "effort": 1, "threads": 2, "portable": False}
+    assert codec.get_config() == {"id": "hpac", "effort": 1, "threads": 2}
     assert HpacCodec.from_config({"effort": 1, "threads": 2}) == codec
     assert numcodecs.get_codec(HpacCodec().get_config()) == HpacCodec(effort=0, threads=1)
     register()  # the by-hand path is harmless next to the entry points
@@ -44,18 +44,6 @@ def test_codec_roundtrip(shape_dtype):
     assert np.array_equal(codec.decode(data).reshape(shape), arr)
     out = np.zeros_like(arr)
     assert codec.decode(data, out=out) is out and np.array_equal(out, arr)
-
-
-def test_portable_chunks():
-    from hpac import container
-
-    codec = numcodecs.get_codec({"id": "hpac", "portable": True})
-    assert codec.get_config()["portable"] is True
-    vol = volume(np.uint16)
-    data = codec.encode(vol)
-    assert np.array_equal(codec.decode(data).reshape(vol.shape), vol)
-    plane = codec.encode(vol[0])
-    assert container.read(plane)[0].portable and np.array_equal(codec.decode(plane).reshape(vol[0].shape), vol[0])
 
 
 def test_codec_refusals():

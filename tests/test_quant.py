@@ -143,3 +143,18 @@ def test_integer_network_tracks_the_float_network():
         fb = nll_bits(net(normalise(test, 8).permute(0, 3, 1, 2)), test, 8, 3, 5).mean()
     ib = mixture_bits(quant.mixture(quant.plane_params(inet, test), inet), test, 8).mean()
     assert 0.0 < float(ib / fb - 1) < 0.03
+
+
+@pytest.mark.parametrize("rows,cols", [(5, 16), (16, 3), (1, 1), (9, 11)])
+def test_the_plane_pass_may_stop_where_real_pixels_stop(rows, cols):
+    """An image-edge patch: the pass over the needed extent gives the full pass's integers at
+    every real pixel (what lies beyond reaches none of them)."""
+    inet, _ = _tiny_int()
+    sym = torch.from_numpy(np.random.default_rng(rows).integers(0, 256, (2, 16, 16, 3)))
+    valid = torch.zeros(2, 16, 16, dtype=torch.bool)
+    valid[:, :rows, :cols] = True
+    full = quant.plane_params(inet, sym, valid)
+    r, c = quant.needed_extent(inet.cfg, valid)
+    assert (r, c) == (min(16, rows + 3), min(16, cols + 9))  # two blocks and the stem: 1 row, 3 columns each
+    part = quant.plane_params(inet, sym[:, :r, :c], valid[:, :r, :c])
+    assert torch.equal(part[:, :rows, :cols], full[:, :rows, :cols])

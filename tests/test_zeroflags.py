@@ -1,4 +1,4 @@
-"""Zero flags (format version 6): a point mass at symbol 0 of gray planes, e.g. CT padding."""
+"""Zero flags: a point mass at symbol 0 of gray planes, e.g. CT padding."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +11,8 @@ from hpac.errors import FormatError
 from conftest import scan_like, smooth_image
 
 
-def _version(data: bytes) -> int:
-    return int.from_bytes(data[8:10], "little")
+def _flagged(data: bytes) -> list[bool]:
+    return [p.zero_flags for p in container.read(data)[0].planes]
 
 
 CASES = [
@@ -27,14 +27,12 @@ CASES = [
 
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_flagged_planes_roundtrip(name, make, tiny_models, monkeypatch):
-    """Bit-exact through several shards and thread counts; the file says version 6."""
+    """Bit-exact through several shards and thread counts; the file says which planes are flagged."""
     monkeypatch.setattr(container, "MAX_SHARD_PIXELS", 4 * 8 * 8)
     img = make()
     models = list(tiny_models.values())
     data = codec.encode(img, tiny_models, threads=2)
-    assert _version(data) == 6
-    header, _ = container.read(data)
-    assert all(p.zero_flags for p in header.planes)
+    assert all(_flagged(data))
     assert data == codec.encode(img, tiny_models, threads=1)
     for t in (1, 3):
         back = hpac.decode(data, model=models, threads=t)
@@ -47,15 +45,15 @@ def test_flags_pay_on_padding(tiny_models):
     models = list(tiny_models.values())
     flagged = codec.encode(img, tiny_models, threads=1)
     plain = codec.encode(img, tiny_models, threads=1, zero_flags=False)
-    assert _version(plain) < 6 and len(flagged) < 0.97 * len(plain)
+    assert not any(_flagged(plain)) and len(flagged) < 0.97 * len(plain)
     assert np.array_equal(hpac.decode(plain, model=models), img)
 
 
 def test_no_flags_where_zeros_are_rare(tiny_models):
-    """Planes with under MIN_SHARE zeros (and RGB planes) keep the files of earlier releases."""
+    """Planes with under MIN_SHARE zeros (and RGB planes) are not flagged."""
     for img in (smooth_image(20, 30, 1, np.uint16)[:, :, 0], smooth_image(12, 14, 3), np.zeros((8, 8, 3), np.uint8)):
         data = codec.encode(img, tiny_models, threads=1)
-        assert _version(data) < 6
+        assert not any(_flagged(data))
         assert data == codec.encode(img, tiny_models, threads=1, zero_flags=False)
 
 
@@ -65,7 +63,7 @@ def test_flags_with_adapters_and_floored_tables(tiny_models):
     for kwargs in ({"effort": 1}, {"floored": True}):
         data = codec.encode(img, tiny_models, threads=1, **kwargs)
         header, _ = container.read(data)
-        assert _version(data) == 6 and header.planes[0].zero_flags
+        assert header.planes[0].zero_flags
         assert header.floored_tables == kwargs.get("floored", False)
         assert np.array_equal(hpac.decode(data, model=models), img)
 
@@ -75,32 +73,34 @@ def test_afc_low_one_codes_the_mixture_without_zero():
     included) round-trip; a stream coded with low = 0 is different."""
     import constriction
 
-    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
     m, k, bits = 400, 3, 12
-    logits = torch.randn(m, k, generator=g)
-    mean = torch.rand(m, k, generator=g) * 0.02 - 1.0  # near symbol 0, where low matters
-    mean[:100] = -1.0  # centred on 0: half their mass is there
-    mean[::7] = torch.rand(m // 7 + 1, k, generator=g) * 2 - 1  # and far from it
-    log_s = torch.rand(m, k, generator=g) * 6 - 10
-    sym = torch.randint(1, 40, (m,), generator=g)
-    sym[::13] = torch.randint(1, 1 << bits, (len(sym[::13]),), generator=g)  # escapes
-    w, mu, s = afc.symbol_units(logits, mean, log_s, bits)
-    lo, delta, width = afc.plan_windows(w, mu, s, bits, low=1)
+    one = 1 << afc.MU_FRAC
+    logits = rng.integers(-2 << 12, 2 << 12, (m, k))
+    mu = rng.integers(0, 40 * one, (m, k))  # near symbol 0, where low matters
+    mu[:100] = 0  # centred on 0: half their mass is there
+    mu[::7] = rng.integers(0, (1 << bits) * one, (len(mu[::7]), k))  # and far from it
+    ls = rng.integers(-10 << 12, -4 << 12, (m, k))
+    w, s = afc.mixture(logits, ls, bits)
+    sym = torch.from_numpy(rng.integers(1, 40, m))
+    sym[::13] = torch.from_numpy(rng.integers(1, 1 << bits, len(sym[::13])))  # escapes
+    lo, delta, width = afc.windows(w, mu, s, bits, low=1)
     assert int(lo.min()) >= 1 and bool(((lo + width * delta) <= (1 << bits)).all())
-    one, rows = np.ones(m, dtype=np.int64), (w.numpy(), mu.numpy(), s.numpy())
-    table = afc._masses(one, 1, 8, bits, *rows, escape=True, low=1)
-    full = afc._masses(one, 1, 8, bits, *rows, escape=True, low=0)  # start 1: same bins, escape holds x = 0
-    below = afc.mass_below(1, w, mu, s).numpy()
-    np.testing.assert_allclose(table.sum(1), 1.0, rtol=1e-5)
-    keep = below < 0.99  # rows with some mass above 0 (else both are floors)
-    np.testing.assert_allclose(table[keep, :-1] * (1.0 - below[keep, None]), full[keep, :-1], rtol=1e-3, atol=1e-9)
+    ones = np.ones(m, dtype=np.int64)
+    eights = np.full(m, 8, np.int64)
+    (_, _, table), = afc.bin_tables(ones, ones, eights, bits, w, mu, s, escape=True, low=1)
+    (_, _, full), = afc.bin_tables(ones, ones, eights, bits, w, mu, s, escape=True, low=0)  # escape holds x = 0
+    below = afc.mass_below(1, w, mu, s)
+    np.testing.assert_array_equal(table[:, :-1], full[:, :-1])  # the same bins
+    keep = (below > 0.01) & (below < 0.99)  # the escape entry lost exactly the mass below 1
+    np.testing.assert_allclose((full[keep, -1] - table[keep, -1]) / full[keep].sum(1), below[keep], rtol=1e-3, atol=1e-6)
     streams = []
     for low in (1, 0):
         enc = constriction.stream.queue.RangeEncoder()
-        afc.code_symbols(enc, logits, mean, log_s, bits, sym, low=low)
+        afc.code_symbols(enc, w, mu, s, bits, sym, low=low)
         streams.append(enc.get_compressed())
     dec = constriction.stream.queue.RangeDecoder(streams[0])
-    assert torch.equal(afc.code_symbols(dec, logits, mean, log_s, bits, low=1), sym)
+    assert torch.equal(afc.code_symbols(dec, w, mu, s, bits, low=1), sym)
     assert streams[0].nbytes < streams[1].nbytes  # the mass at 0 is no longer paid for
 
 

@@ -17,7 +17,7 @@ tables from the integer network's output (:mod:`hpac.quant`)::
     w_k    weights in 2^-W_BITS:  e_k = EXPW[min((Lmax - L_k) >> 4, 4096)],  w_k = (e_k << 16) // sum e
     mu_k   means in symbols, 2^-MU_FRAC
     S_k    scales in symbols, 2^-MU_FRAC: max(S_MIN, (EXPS[(LS_k + 16 2^12) >> 4] (2^b - 1)) >> 28)
-    sigma  at an edge t (2^-MU_FRAC): zf = floor(((t - mu_k) << 16) / S_k) clamped to +-16 2^16,
+    sigma  at an edge t (2^-MU_FRAC): zf = (clip(t - mu_k, +-17 S_k) (2^40 // S_k)) >> 24, clamped to +-16 2^16,
            sigma_k = SIG[i] + ((SIG[i+1] - SIG[i]) (zf & 255) >> 8), i = (zf >> 8) + 4096
     CDF(t) = sum_k w_k sigma_k, in 2^-(W_BITS + 30); the mixture's total is sum_k w_k 2^30
 
@@ -99,16 +99,38 @@ def constants() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.array(t, dtype=np.int64) for t in (expw, exps, sig, lnw))
 
 
+@njit(cache=True)
+def mixture_row(logits, ls, bits, expw, exps, w, s):
+    """One mixture: integer logits and log-scales (K,) on 2^-12 (normalised units) -> weights
+    w (2^-16) and scales s (2^-13 symbols), written into w, s (K,) int64."""
+    k = logits.shape[0]
+    top = logits[0]
+    for j in range(1, k):
+        top = max(top, logits[j])
+    total = 0
+    for j in range(k):
+        w[j] = expw[min((top - logits[j]) >> 4, 4096)]
+        total += w[j]
+    for j in range(k):
+        w[j] = (w[j] << W_BITS) // total
+        i = min(max((ls[j] + (16 << 12)) >> 4, 0), 5120)
+        s[j] = max((exps[i] * ((1 << bits) - 1)) >> 28, S_MIN)
+
+
+@njit(cache=True)
+def _mixture_rows(logits, ls, bits, expw, exps):
+    w = np.empty(logits.shape, np.int64)
+    s = np.empty(logits.shape, np.int64)
+    for r in range(logits.shape[0]):
+        mixture_row(logits[r], ls[r], bits, expw, exps, w[r], s[r])
+    return w, s
+
+
 def mixture(logits: np.ndarray, ls: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer logits and log-scales (M, K) on 2^-12 (normalised units) -> weights w (2^-16)
     and scales S (2^-13 symbols), (M, K) int64."""
     expw, exps, _, _ = constants()
-    d = np.minimum((logits.max(1, keepdims=True) - logits) >> 4, 4096)
-    e = expw[d]
-    w = (e << W_BITS) // e.sum(1, keepdims=True)
-    j = np.clip((ls + (16 << 12)) >> 4, 0, 5120)
-    s = np.maximum((exps[j] * ((1 << bits) - 1)) >> 28, S_MIN)
-    return w, s
+    return _mixture_rows(np.ascontiguousarray(logits, np.int64), np.ascontiguousarray(ls, np.int64), bits, expw, exps)
 
 
 @njit(cache=True)
@@ -152,11 +174,13 @@ def windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 
 
 
 @njit(cache=True)
-def _cdf(t, w, mu, s, sig, r):
-    """The mixture CDF of row r at edge t (2^-13 symbols), in 2^-46."""
+def _cdf(t, w, mu, s, inv, sig, r):
+    """The mixture CDF of row r at edge t (2^-13 symbols), in 2^-46; inv[j] = 2^40 // s[r, j]."""
     total = 0
     for j in range(w.shape[1]):
-        zf = ((t - mu[r, j]) << 16) // s[r, j]
+        sk = s[r, j]
+        d = min(max(t - mu[r, j], -17 * sk), 17 * sk)  # beyond 16 scales sigma saturates anyway
+        zf = (d * inv[j]) >> 24  # |d inv| < 17 2^40: no overflow; a multiply, not a division, per edge
         zf = min(max(zf, -Z_LIMIT), Z_LIMIT - 1)
         i = (zf >> 8) + 4096
         lo = sig[i]
@@ -168,23 +192,25 @@ def _cdf(t, w, mu, s, sig, r):
 def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
     """CDFs at every bin edge of every row, ends pinned, flat; and per row the total mass
     less the mass below ``low`` (for the escape entry)."""
-    m = start.shape[0]
+    m, k = w.shape
     out = np.empty(int(np.sum(n_bins + 1)), np.int64)
     rest = np.zeros(m, np.int64)
+    inv = np.empty(k, np.int64)
     pos = 0
     for r in range(m):
         total = 0
-        for j in range(w.shape[1]):
+        for j in range(k):
             total += w[r, j] << SIG_BITS
+            inv[j] = (1 << 40) // s[r, j]
         for e in range(n_bins[r] + 1):
             x = start[r] + e * step[r]
-            out[pos + e] = _cdf((2 * x - 1) << (MU_FRAC - 1), w, mu, s, sig, r)
+            out[pos + e] = _cdf((2 * x - 1) << (MU_FRAC - 1), w, mu, s, inv, sig, r)
         if low == 0 and start[r] <= 0:
             out[pos] = 0
         if start[r] + n_bins[r] * step[r] >= (1 << bits):
             out[pos + n_bins[r]] = total
         if escape:
-            below = _cdf((2 * low - 1) << (MU_FRAC - 1), w, mu, s, sig, r) if low != 0 else 0
+            below = _cdf((2 * low - 1) << (MU_FRAC - 1), w, mu, s, inv, sig, r) if low != 0 else 0
             rest[r] = (out[pos] - below) + (total - out[pos + n_bins[r]])
         pos += n_bins[r] + 1
     return out, rest
@@ -202,16 +228,29 @@ def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: in
         start, step, n_bins: (n,) int64; w, mu, s: (n, K) int64 integer mixtures.
     """
     cdfs, rest = _edge_cdfs(start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
-    ends = np.cumsum(n_bins + 1)
-    begins = ends - (n_bins + 1)
+    flat = _entries(cdfs, rest, n_bins, escape)
+    pos = 0
     for first, end in _runs(n_bins):
-        nb = int(n_bins[first])
-        edges = cdfs[begins[first] : ends[end - 1]].reshape(end - first, nb + 1)
-        t = np.empty((end - first, nb + int(escape)), np.int64)
-        np.subtract(edges[:, 1:], edges[:, :-1], out=t[:, :nb])
+        e = int(n_bins[first]) + int(escape)
+        yield first, end, flat[pos : pos + (end - first) * e].reshape(end - first, e)
+        pos += (end - first) * e
+
+
+@njit(cache=True)
+def _entries(cdfs, rest, n_bins, escape):
+    """Every row's table entries, flat float32: bin masses >> TABLE_SHIFT, the escape entry."""
+    out = np.empty(int(np.sum(n_bins)) + (n_bins.shape[0] if escape else 0), np.float32)
+    pos, at = 0, 0
+    for r in range(n_bins.shape[0]):
+        nb = n_bins[r]
+        for j in range(nb):
+            out[pos + j] = max((cdfs[at + j + 1] - cdfs[at + j]) >> TABLE_SHIFT, 1)
+        pos += nb
         if escape:
-            t[:, nb] = rest[first:end]
-        yield first, end, np.maximum(t >> TABLE_SHIFT, 1).astype(np.float32)
+            out[pos] = max(rest[r] >> TABLE_SHIFT, 1)
+            pos += 1
+        at += nb + 1
+    return out
 
 
 def mass_below(low: int, w: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.ndarray:

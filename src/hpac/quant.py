@@ -39,7 +39,7 @@ from numba import njit
 from . import afc
 from .csi import skew_kernel
 from .distribution import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
-from .model import FloatArith, HPACNet, ModelConfig, gated_block, plane_depthwise
+from .model import FloatArith, HPACNet, ModelConfig, causal_mask, gated_block, plane_depthwise
 
 F32, F64 = torch.float32, torch.float64
 EXACT_F32 = float(1 << 24)  # float32 holds every integer up to this: sums below it are exact
@@ -576,6 +576,25 @@ def centred(sym: torch.Tensor, bits: int) -> torch.Tensor:
     return sym.to(F64) * 2.0 - float((1 << bits) - 1)
 
 
+def needed_extent(cfg: ModelConfig, valid: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) of the patches' top-left corner the real pixels' parameters depend on.
+
+    A masked tap reaches at most ``down`` rows below and ``right`` columns right of its
+    position (k = 7: one row down, three columns right); through the stem and every block's
+    depthwise conv that adds up, and nothing beyond it reaches a real pixel. Beyond the real
+    pixels of an image-edge patch the plane pass can stop there: what it leaves out is padding
+    whose parameters no one codes."""
+    rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
+    if rr.numel() == 0:
+        return 0, 0
+    k = cfg.kernel
+    off = torch.arange(k) - k // 2
+    taps = torch.nonzero(causal_mask(k, strict=False))
+    down, right = int(off[taps[:, 0]].max()), int(off[taps[:, 1]].max())
+    layers = cfg.blocks + 1
+    return min(cfg.patch, int(rr.max()) + 1 + layers * down), min(cfg.patch, int(cc.max()) + 1 + layers * right)
+
+
 @torch.no_grad()
 def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Every position's integer mixture parameters in one pass (the encoder).
@@ -604,26 +623,42 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
     return net.tail(x, skip)
 
 
+@njit(cache=True)
+def _units(p, q, c, k, channels, pairs, mshift, ls_lo, ls_hi, bits, expw, exps):
+    m = p.shape[0]
+    ck = channels * k
+    base = c * (c - 1) // 2
+    w = np.empty((m, k), np.int64)
+    mu = np.empty((m, k), np.int64)
+    s = np.empty((m, k), np.int64)
+    logits = np.empty(k, np.int64)
+    ls = np.empty(k, np.int64)
+    for r in range(m):
+        for j in range(k):
+            logits[j] = np.int64(p[r, c * k + j])
+            v = np.int64(p[r, ck + c * k + j]) << mshift
+            for cp in range(c):
+                v += np.int64(p[r, 3 * ck + j * pairs + base + cp]) * np.int64(q[r, cp])
+            mu[r, j] = v
+            ls[j] = min(max(np.int64(p[r, 2 * ck + c * k + j]), ls_lo), ls_hi)
+        afc.mixture_row(logits, ls, bits, expw, exps, w[r], s[r])
+    return w, mu, s
+
+
 def units(net: IntNet, p: torch.Tensor, c: int, q: torch.Tensor):
     """Channel ``c``'s mixture as the integers the entropy coder takes (:mod:`hpac.afc`).
 
     Args:
-        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`IntStepper`).
+        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`hpac.csi.CSIStepper`).
         q: (M, C) coded channels of the same pixels as q = 2 x - (2^b - 1) (channels < c read).
     Returns:
         w (2^-16), mu (2^-13 symbols), S (2^-13 symbols): (M, K) int64 numpy arrays. A mean is
-        M 2^7 + sum coef q: coef x_n half = C 2^-coef_frac q / 2, exact on 2^-13 for coef_frac 12.
+        M 2^7 + sum coef q: coef x_n half = C 2^-coef_frac q / 2, exact on 2^-13 for coef_frac 12;
+        log-scales clamped to [LOG_SCALE_MIN, LOG_SCALE_MAX] (afc.mixture_row turns them into S).
     """
     cfg, spec = net.cfg, net.spec
-    k, ck = cfg.mixtures, cfg.channels * cfg.mixtures
-    pairs = cfg.n_coefs
-    pi = p.to(torch.int64)
-    logits = pi[:, c * k : (c + 1) * k]
-    mu = pi[:, ck + c * k : ck + (c + 1) * k] << (afc.MU_FRAC - spec.mean_frac)
-    base = c * (c - 1) // 2
-    for cp in range(c):
-        mu = mu + pi[:, 3 * ck + base + cp :: pairs] * q[:, cp : cp + 1].to(torch.int64)
     one = 1 << spec.head_frac
-    ls = pi[:, 2 * ck + c * k : 2 * ck + (c + 1) * k].clamp(int(LOG_SCALE_MIN) * one, int(LOG_SCALE_MAX) * one)
-    w, s = afc.mixture(logits.numpy(), ls.numpy(), net.bits)
-    return w, np.ascontiguousarray(mu.numpy()), s
+    expw, exps, _, _ = afc.constants()
+    return _units(np.ascontiguousarray(p.numpy()), np.ascontiguousarray(q.numpy()), c, cfg.mixtures, cfg.channels,
+                  cfg.n_coefs, afc.MU_FRAC - spec.mean_frac, int(LOG_SCALE_MIN) * one, int(LOG_SCALE_MAX) * one,
+                  net.bits, expw, exps)
