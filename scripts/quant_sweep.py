@@ -25,8 +25,10 @@ from hpac.distribution import mixture_bits, nll_bits, normalise
 
 VARIANTS = {
     "default": {},
+    "act 10": {"act_bits": 10},
     "act 8": {"act_bits": 8},
-    "act 12": {"act_bits": 12},
+    "tables 14": {"lut_bits": 14},
+    "residual 2^-12": {"res_frac": 12},
     "weights 6 (blocks)": {"wbits": 6, "wbits_dw": 6},
     "weights 10 (blocks)": {"wbits": 10, "wbits_dw": 10},
     "edge weights 8": {"wbits_edge": 8},

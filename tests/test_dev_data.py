@@ -1,5 +1,5 @@
 """Slow: every image of ../shared/data/dev (natural, satellite, medical; 8 and 16 bit) round-trips
-bit-exactly through the CLI, at effort 0 and at the default effort.
+bit-exactly through the CLI, at effort 0 and at effort 2 (and the default effort).
 
 Run with ``.venv/bin/python -m pytest -m slow`` (needs the shared data folder beside the repo;
 about 1 h on 2 cores: the default effort fine-tunes adapters on every image).
@@ -23,7 +23,7 @@ IMAGES = [p for d in DOMAINS for p in sorted((DEV / d).glob("*.png"))] if DEV.ex
 
 @pytest.mark.slow
 @pytest.mark.skipif(not IMAGES, reason="../shared/data/dev is not available")
-@pytest.mark.parametrize("effort", sorted({0, DEFAULT_EFFORT}))
+@pytest.mark.parametrize("effort", sorted({0, 2, DEFAULT_EFFORT}))
 @pytest.mark.parametrize("path", IMAGES, ids=[f"{p.parent.name}/{p.name}" for p in IMAGES])
 def test_dev_image_roundtrips_through_cli(path, effort, tmp_path):
     src = read_image(path)

@@ -88,31 +88,33 @@ def _cpu_has(flag: str) -> bool:
 _DIGEST = """
 import hashlib, sys, torch
 sys.path.insert(0, {tests!r})
-from test_quant import TINY, _tiny_crops
-from hpac import quant
-from hpac.csi import CSIStepper
-from hpac.model import ModelConfig
-st = torch.load({path!r})
-inet = quant.load(st, ModelConfig(**st.pop("config")), TINY, 10)
-print(hashlib.sha256(quant.plane_params(inet, _tiny_crops() << 2).numpy().tobytes()).hexdigest())
+from conftest import corpus_models, scan_like, smooth_image
+from test_quant import _tiny_crops
+from hpac import codec, quant
+models = corpus_models()
+h = hashlib.sha256(quant.plane_params(models[3].integer(10), _tiny_crops() << 2).numpy().tobytes())
+h.update(codec.encode(smooth_image(30, 21, 3), models, threads=1))
+h.update(codec.encode(scan_like(25, 23), models, threads=1))  # 16-bit, zero flags
+print(h.hexdigest())
 """
 
 
-def test_integers_do_not_depend_on_cpu_capability(tmp_path):
-    """The vector width torch's kernels use (ATEN_CPU_CAPABILITY) changes float32 results
-    (even torch.randn's); it must not change the integer network's, given its stored form."""
-    model = make_model(3, patch=16, dim=16, blocks=2, mixtures=3, seed=3)
-    scales = quant.calibrate(model.net, [normalise(_tiny_crops(), 8).permute(0, 3, 1, 2)])
-    st = quant.export(model.net, quant.grids(scales, model.net.cfg, TINY), TINY)
-    st["config"] = model.net.cfg.to_dict()
-    torch.save(st, tmp_path / "int.pt")
-    code = _DIGEST.format(tests=os.path.dirname(__file__), path=str(tmp_path / "int.pt"))
+def test_integers_do_not_depend_on_cpu_capability():
+    """The vector width torch's kernels use (ATEN_CPU_CAPABILITY) and the ISA oneDNN and MKL
+    are held to change float32 results (even torch.randn's); they must change neither the
+    integer network's numbers nor the files (network, AFC tables, zero flags, range coder),
+    given the stored models of the conformance corpus."""
+    code = _DIGEST.format(tests=os.path.dirname(__file__))
+    settings = [{}, {"ATEN_CPU_CAPABILITY": "default"}, {"ATEN_CPU_CAPABILITY": "avx2"},
+                # oneDNN and MKL held to SSE4 (their GEMM and convolution kernels change with the ISA)
+                {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "COMPATIBLE"}]
+    if _cpu_has("avx512f"):
+        settings.append({"ATEN_CPU_CAPABILITY": "avx512"})
     digests = set()
-    for cap in ("default", "avx2", "avx512" if _cpu_has("avx512f") else None, None):
-        env = dict(os.environ)
-        env.pop("ATEN_CPU_CAPABILITY", None)
-        if cap:
-            env["ATEN_CPU_CAPABILITY"] = cap
+    for extra in settings:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")}
+        env.update(extra)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         digests.add(out.stdout.strip())
     assert len(digests) == 1

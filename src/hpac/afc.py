@@ -94,9 +94,16 @@ def constants() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         expw = [_round(Decimal(1 << 16) * (-Decimal(i) / d256).exp()) for i in range(4097)]
         exps = [_round(Decimal(1 << 40) * (Decimal(-16) + Decimal(j) / d256).exp()) for j in range(5121)]
         sig = [_round(Decimal(1 << SIG_BITS) / (1 + (-(Decimal(i - 4096)) / d256).exp())) for i in range(8193)]
-        em = Decimal(ESCAPE_MASS) * Decimal(1 << 16)  # the float's exact value: the format says 3e-4 as a double
-        lnw = [_round(d256 * (Decimal(16 * max(i, 1)) / em).ln()) for i in range(4097)]
-    return tuple(np.array(t, dtype=np.int64) for t in (expw, exps, sig, lnw))
+    return (*(np.array(t, dtype=np.int64) for t in (expw, exps, sig)), tail_table(ESCAPE_MASS))
+
+
+def tail_table(escape_mass: float) -> np.ndarray:
+    """LNW (4097,) int64: round(256 ln(16 max(i, 1) / (escape_mass 2^16))), how many scales a
+    component of weight 16 i / 2^16 reaches out (the double escape_mass taken exactly)."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        em = Decimal(escape_mass) * Decimal(1 << 16)
+        return np.array([_round(Decimal(256) * (Decimal(16 * max(i, 1)) / em).ln()) for i in range(4097)], np.int64)
 
 
 @njit(cache=True)
@@ -168,9 +175,10 @@ def _windows(w, mu, s, lnw, bits, low):
     return lo, delta, width
 
 
-def windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 0):
-    """Focus windows (lo, delta, width) (M,) int64 of integer mixtures (w, mu, s) (M, K)."""
-    return _windows(w, mu, s, constants()[3], bits, low)
+def windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 0, tails: np.ndarray | None = None):
+    """Focus windows (lo, delta, width) (M,) int64 of integer mixtures (w, mu, s) (M, K);
+    ``tails``: another LNW table (:func:`tail_table`), for measuring other escape masses."""
+    return _windows(w, mu, s, constants()[3] if tails is None else tails, bits, low)
 
 
 @njit(cache=True)

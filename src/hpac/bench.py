@@ -94,7 +94,8 @@ def _hpac(effort: int) -> CodecFn:
 
 
 HPAC_LEVELS = {"hpac": 0, **{f"hpac_e{e}": e for e in EFFORTS if e}}  # "hpac" is effort 0
-DEFAULT_CODECS = ("hpac", f"hpac_e{DEFAULT_EFFORT}", "png", "webp", "jxl_e7", "jxl_e9", "jpegls", "j2k")
+DEFAULT_CODECS = ("hpac", *([f"hpac_e{DEFAULT_EFFORT}"] if DEFAULT_EFFORT else []), "png", "webp", "jxl_e7", "jxl_e9",
+                  "jpegls", "j2k")
 
 CODECS: dict[str, CodecFn] = {
     **{name: _hpac(e) for name, e in HPAC_LEVELS.items()},

@@ -92,7 +92,8 @@ def _last_group(valid: torch.Tensor) -> int:
     return int((cc + 2 * rr).max()) if rr.numel() else -1
 
 
-PLANE_PASS_PIXELS = 1 << 16  # the encoder's one pass runs on this many pixels' patches at a time (memory)
+PLANE_PASS_PIXELS = 1 << 14  # the encoder's one pass runs on this many pixels' patches at a time: one 128 x 128
+# patch (its activations stay in cache: 7.5 s/MP against 12.7 at four patches a pass, one thread)
 
 
 def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,

@@ -150,8 +150,9 @@ class CSIStepper:
         self.net, self.cfg, self.batch = net, cfg, batch
         self.sched = group_schedule(cfg.patch, cfg.kernel)
         reach, pad = self.sched.reach, cfg.kernel // 2
-        self.in_w = skew_kernel(net.in_w, strict=True).contiguous()
-        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, F64, torch.contiguous_format)
+        dt = net.in_dtype
+        self.in_w = skew_kernel(net.in_w.to(dt), strict=True).contiguous()
+        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, dt, torch.contiguous_format)
         self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
 
     @torch.no_grad()
@@ -161,7 +162,7 @@ class CSIStepper:
         reach = self.sched.reach
         r0 = self.sched.first_row[g]
         n = self.sched.rows[g].numel()
-        acc = F.conv2d(self.pix.band(g - 1, reach, r0, n), self.in_w)  # (B, D + CK, 1, n), exact
+        acc = F.conv2d(self.pix.band(g - 1, reach, r0, n), self.in_w).to(F64)  # (B, D + CK, 1, n), exact
         x, skip = self.net.stem_out(acc.permute(0, 2, 3, 1).reshape(b * n, -1))
         ar = self.net.arith
         for blk, cache in zip(self.net.blocks, self.caches):

@@ -28,7 +28,9 @@ EFFORTS: dict[int, Effort | None] = {
     3: Effort(steps=72, epochs=4.5, rank=2, lr=2e-3),
     4: Effort(steps=144, epochs=9.0, rank=2, lr=2e-3),
 }
-DEFAULT_EFFORT = 2
+# effort 0 by default since 0.2.0: the one that encodes near JPEG XL e9's time (dev natural,
+# BENCHMARKS.md session 23); effort 2 costs about 7x effort 0's time for 2.8% off, for archives
+DEFAULT_EFFORT = 0
 
 
 def effort_of(level: int) -> Effort | None:
