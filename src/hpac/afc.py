@@ -181,18 +181,22 @@ def windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 
     return _windows(w, mu, s, constants()[3] if tails is None else tails, bits, low)
 
 
+@njit(cache=True, inline="always")
+def _sigma(t, mu, s, inv, sig):
+    """One logistic's CDF at edge t (2^-13 symbols), in 2^-30; inv = 2^40 // s."""
+    d = min(max(t - mu, -17 * s), 17 * s)  # beyond 16 scales sigma saturates anyway
+    zf = min(max((d * inv) >> 24, -Z_LIMIT), Z_LIMIT - 1)  # |d inv| < 17 2^40: no overflow
+    i = (zf >> 8) + 4096
+    lo = sig[i]
+    return lo + (((sig[i + 1] - lo) * (zf & 255)) >> 8)
+
+
 @njit(cache=True)
 def _cdf(t, w, mu, s, inv, sig, r):
     """The mixture CDF of row r at edge t (2^-13 symbols), in 2^-46; inv[j] = 2^40 // s[r, j]."""
     total = 0
     for j in range(w.shape[1]):
-        sk = s[r, j]
-        d = min(max(t - mu[r, j], -17 * sk), 17 * sk)  # beyond 16 scales sigma saturates anyway
-        zf = (d * inv[j]) >> 24  # |d inv| < 17 2^40: no overflow; a multiply, not a division, per edge
-        zf = min(max(zf, -Z_LIMIT), Z_LIMIT - 1)
-        i = (zf >> 8) + 4096
-        lo = sig[i]
-        total += w[r, j] * (lo + (((sig[i + 1] - lo) * (zf & 255)) >> 8))
+        total += w[r, j] * _sigma(t, mu[r, j], s[r, j], inv[j], sig)
     return total
 
 
@@ -211,8 +215,11 @@ def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
             total += w[r, j] << SIG_BITS
             inv[j] = (1 << 40) // s[r, j]
         for e in range(n_bins[r] + 1):
-            x = start[r] + e * step[r]
-            out[pos + e] = _cdf((2 * x - 1) << (MU_FRAC - 1), w, mu, s, inv, sig, r)
+            out[pos + e] = 0
+        for j in range(k):  # components outside, edges inside: the inner loop vectorises
+            wj, mj, sj, ij = w[r, j], mu[r, j], s[r, j], inv[j]
+            for e in range(n_bins[r] + 1):
+                out[pos + e] += wj * _sigma((2 * (start[r] + e * step[r]) - 1) << (MU_FRAC - 1), mj, sj, ij, sig)
         if low == 0 and start[r] <= 0:
             out[pos] = 0
         if start[r] + n_bins[r] * step[r] >= (1 << bits):
