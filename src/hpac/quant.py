@@ -6,7 +6,7 @@ convolution is exact whatever order, instruction set, thread count or device sum
 Every other step is one IEEE basic operation (+, -, *, /, sqrt: correctly rounded on every
 machine), a rounding, or a lookup in a table of integers. The mixture parameters are then a
 function of the pixels alone, so the encoder computes a whole plane in one pass
-(:func:`plane_params`) and the decoder steps group by group (:class:`IntStepper`), and both
+(:func:`plane_params`) and the decoder steps group by group (:class:`hpac.csi.CSIStepper`); both
 get the same integers.
 
 Grids (:class:`QuantSpec`; the widths are a measured choice, docs/integer.md)::
@@ -610,7 +610,7 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
         sym: (B, P, P, C) integer symbols; valid: (B, P, P) bool, False on padding (the
             decoder has no pixel there: it reads q = 0), or None for all real.
     Returns:
-        (B, P, P, n_params) float64 integers, identical to :class:`IntStepper`'s.
+        (B, P, P, n_params) float64 integers, identical to :class:`hpac.csi.CSIStepper`'s.
     """
     q = centred(sym, net.bits)
     if valid is not None:
