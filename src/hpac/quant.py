@@ -29,6 +29,7 @@ its integer arithmetic, as :class:`hpac.model.FloatArith` is its float one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import numpy as np
@@ -196,11 +197,7 @@ class IntDepthwise:
     band: torch.Tensor  # the same taps as a skewed band kernel (hpac.csi.skew_kernel)
     m: torch.Tensor  # (D,) float32
     c: torch.Tensor
-    lim: float
-
-    @property
-    def lims(self) -> torch.Tensor:
-        return torch.full_like(self.m, self.lim)
+    lim: torch.Tensor  # (D,) float32 clamp bound (the table's input range)
 
 
 @dataclass
@@ -303,14 +300,13 @@ class IntArith:
     @staticmethod
     def depthwise_out(acc: torch.Tensor, p: IntDepthwise) -> torch.Tensor:
         out = torch.empty(acc.shape, dtype=F32)
-        _requant(_rows(acc.contiguous()), p.m.numpy(), p.c.numpy(), p.lims.numpy(), _rows(out))
+        _requant(_rows(acc.contiguous()), p.m.numpy(), p.c.numpy(), p.lim.numpy(), _rows(out))
         return out
 
     @staticmethod
     def gate(u: torch.Tensor, v: torch.Tensor, p: IntTable) -> torch.Tensor:
         out = torch.empty(u.shape, dtype=F32)
-        vv = v.numpy().reshape(-1, v.shape[-1]) if v.dim() == 2 else v.reshape(-1, v.shape[-1]).numpy()
-        _gate_rows(_rows(u), vv, p.f.numpy(), p.off, p.m.reshape(1).numpy(), p.lim, _rows(out))
+        _gate_rows(_rows(u), _rows(v), p.f.numpy(), p.off, p.m.reshape(1).numpy(), p.lim, _rows(out))
         return out
 
     @staticmethod
@@ -339,7 +335,7 @@ class IntNet:
     head: IntLayer  # float64: logits | means | log-scales | coefficient table inputs
     tanh: IntTable
 
-    @property
+    @cached_property
     def in_dtype(self) -> torch.dtype:
         """float32 where the stem/skip sums are bounded below 2^24 (|q| <= 2^b - 1), else float64:
         exact either way, float32 convolutions are several times faster."""
@@ -532,7 +528,7 @@ def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: i
         assert float(dww.abs().flatten(1).sum(1).max()) * A < EXACT_F32
         s_u, s_a = sc(p + "dw.s"), float(st[p + "to_av.s"][0])
         dw = IntDepthwise(dww, skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).to(F32),
-                          _each(lambda a: a / s_u, st[p + "dw.b"]).to(F32), L)
+                          _each(lambda a: a / s_u, st[p + "dw.b"]).to(F32), torch.full((cfg.dim,), L, dtype=F32))
         silu = IntTable(st[p + "silu"].to(F32), int(L), torch.tensor(sc(p + "silu.s") * s_v / sc(p + "gate.s"), dtype=F32), A)
         blocks.append(IntBlock(
             _int_norm(st, p + "norm1", spec),
