@@ -14,6 +14,8 @@ torch in threads where it forks: every parallel torch job goes through this modu
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import sys
@@ -25,6 +27,30 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 
 _STATE: object = None  # what forked workers work on (inherited, never pickled)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+MMAP_THRESHOLD = 64 << 20  # blocks below this come from the heap and are reused when freed
+TRIM_THRESHOLD = 256 << 20  # free heap kept by the process rather than returned to the OS
+_HEAP_SET = False
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc reuse freed activation buffers instead of returning them to the OS.
+
+    A coding pass allocates and frees outputs of 1-20 MB hundreds of times; by default glibc
+    serves those by mmap (or trims them off the heap) and every new one is faulted in page by
+    page: a third of the encoder's time (one thread, 0.4 MP: 7.6 s -> 4.7 s). Process-wide and
+    once; nothing where the C library is not glibc. The numbers computed do not change.
+    """
+    global _HEAP_SET
+    if _HEAP_SET or sys.platform != "linux":
+        return
+    _HEAP_SET = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    except (OSError, AttributeError):  # musl and others: no mallopt, keep their defaults
+        pass
 
 
 def default_threads() -> int:
@@ -73,6 +99,7 @@ class Workers:
 
     def __enter__(self) -> "Workers":
         global _STATE
+        keep_freed_memory()  # before forking: the workers inherit it
         self._torch.__enter__()
         if self.workers <= 1:
             return self

@@ -40,6 +40,7 @@ from numba import njit
 from . import afc
 from .csi import skew_kernel
 from .distribution import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
+from .errors import ModelMismatchError
 from .model import FloatArith, HPACNet, ModelConfig, causal_mask, gated_block, plane_depthwise
 
 F32, F64 = torch.float32, torch.float64
@@ -226,20 +227,31 @@ class IntBlock:
 # Elementwise steps as numba kernels: one pass each instead of a chain of torch calls, the
 # same IEEE operations in the same order (no fast-math: LLVM does not fuse a * m + c).
 
+@njit(cache=True, fastmath={"reassoc"})
+def _row_sums(x, r):
+    """(sum X, sum X^2) of row r in float64: integers below 2^53 (``load`` checks the bound),
+    so exact in any order; reassociation lets the reduction vectorise. Kept out of line so
+    that no other operation gets the flag."""
+    s = 0.0
+    sq = 0.0
+    for i in range(x.shape[1]):
+        v = np.float64(x[r, i])
+        s += v
+        sq += v * v
+    return s, sq
+
+
 @njit(cache=True)
 def _norm_rows(x, g, b, k, lim, out):
     m, d = x.shape
+    fd = np.float64(d)
     for r in range(m):
-        s = 0
+        s, sq = _row_sums(x, r)
+        # V = sum (D X - S)^2 = D (D sum X^2 - S^2): the bracket is exact, and one rounded
+        # product by D is float64(V) as the int64 definition rounds it
+        inv = 1.0 / np.sqrt((fd * (fd * sq - s * s)) * k + LN_EPS)
         for i in range(d):
-            s += np.int64(x[r, i])
-        var = 0
-        for i in range(d):
-            c = np.int64(x[r, i]) * d - s
-            var += c * c
-        inv = 1.0 / np.sqrt(np.float64(var) * k + LN_EPS)
-        for i in range(d):
-            y = np.float64(np.int64(x[r, i]) * d - s) * inv
+            y = (np.float64(x[r, i]) * fd - s) * inv
             y = y * g[i]
             y = y + b[i]
             out[r, i] = min(max(np.rint(y), -lim), lim)
@@ -514,6 +526,8 @@ def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: i
     half = ((1 << bits) - 1) / 2.0
     one, mf = 2.0 ** spec.res_frac, 2.0 ** spec.mean_frac
     res_lim = spec.res_limit * one
+    if (d * res_lim) ** 2 >= 2.0**53:  # _row_sums: D sum X^2 and S^2 must stay exact in float64
+        raise ModelMismatchError(f"integer grids with a {d}-wide residual of +-{res_lim:g} are not supported")
     sc = lambda name: float(st[name][0])  # noqa: E731
     sw, b = st["in.sw"].tolist(), st["in.b"].tolist()
     # stem: w x_n = s_w W q / (2^b - 1) onto 2^-res_frac; skip, in symbols: w x_n half = s_w W q / 2
