@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-
-F64 = torch.float64
+from numba import njit
 
 from .model import ModelConfig, gated_block
+
+F64 = torch.float64
 
 if TYPE_CHECKING:
     from .quant import IntNet
@@ -141,6 +142,61 @@ class Band:
         return self.buf[:, :, top : top + height, first_row : first_row + n + 2 * self.pad]
 
 
+@njit(cache=True)
+def _band_depthwise(buf, top, r0, n, tap_row, tap_col, tap_w, out):
+    """out[b, i] = sum_t buf[b, top + tap_row[t], r0 + i + tap_col[t]] * tap_w[t]: the band conv
+    of one group over its nonzero taps only, channels innermost (they vectorise). Every
+    product and partial sum is an integer below 2^24 (hpac.quant.load checks the bound):
+    exact in float32, in any order.
+
+    buf: (B, 2R, P + 2p, D) float32 (a Band's buffer, channels last); tap_w: (T, D) float32 (a view);
+    out: (B, n, D) float32."""
+    nb, d = buf.shape[0], buf.shape[3]
+    acc = np.empty(d, buf.dtype)
+    for b in range(nb):
+        for i in range(n):
+            acc[:] = 0
+            for t in range(tap_row.shape[0]):
+                rr, cc = top + tap_row[t], r0 + i + tap_col[t]
+                for c in range(d):
+                    acc[c] += buf[b, rr, cc, c] * tap_w[t, c]
+            for c in range(d):
+                out[b, i, c] = acc[c]
+
+
+@njit(cache=True)
+def _band_stem(buf, top, r0, n, tap_row, tap_col, tap_w, out):
+    """The stem/skip conv of one group: out[b, i, o] = sum_t,c buf[b, c, top + tap_row[t],
+    r0 + i + tap_col[t]] tap_w[t, c, o], in the pixels' dtype (integer sums bounded below
+    2^24 in float32 or 2^53 in float64: hpac.quant.IntNet.in_dtype; exact in any order).
+
+    buf: (B, C, 2R, P + 2p) the pixel Band's buffer; tap_w: (T, C, O); out: (B, n, O)."""
+    nb, ch, m = buf.shape[0], buf.shape[1], out.shape[2]
+    acc = np.empty(m, buf.dtype)
+    for b in range(nb):
+        for i in range(n):
+            acc[:] = 0
+            for t in range(tap_row.shape[0]):
+                rr, cc = top + tap_row[t], r0 + i + tap_col[t]
+                for c in range(ch):
+                    v = buf[b, c, rr, cc]
+                    for j in range(m):
+                        acc[j] += v * tap_w[t, c, j]
+            for j in range(m):
+                out[b, i, j] = acc[j]
+
+
+class BandTaps:
+    """The nonzero taps of an (O, I, H, k) band kernel (:func:`skew_kernel`): rows, columns
+    (T,) int64 and weights (T, I, O) in the kernel's dtype."""
+
+    def __init__(self, band: torch.Tensor):
+        nz = torch.nonzero(band.ne(0).any(dim=0).any(dim=0))
+        self.row = nz[:, 0].contiguous().numpy()
+        self.col = nz[:, 1].contiguous().numpy()
+        self.w = np.ascontiguousarray(band[:, :, nz[:, 0], nz[:, 1]].permute(2, 1, 0).numpy())
+
+
 class CSIStepper:
     """The decoder's group-by-group evaluation of an integer network (:class:`hpac.quant.IntNet`)
     on B patches: params(g), then write_pixels(g, q) once group g is known."""
@@ -151,9 +207,11 @@ class CSIStepper:
         self.sched = group_schedule(cfg.patch, cfg.kernel)
         reach, pad = self.sched.reach, cfg.kernel // 2
         dt = net.in_dtype
-        self.in_w = skew_kernel(net.in_w.to(dt), strict=True).contiguous()
+        self.in_taps = BandTaps(skew_kernel(net.in_w.to(dt), strict=True))
         self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, dt, torch.contiguous_format)
         self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
+        self.taps = [BandTaps(blk.dw.band) for blk in net.blocks]
+        self.views = [c.buf.permute(0, 2, 3, 1).numpy() for c in self.caches]  # (B, 2R, P + 2p, D)
 
     @torch.no_grad()
     def params(self, g: int) -> torch.Tensor:
@@ -162,13 +220,18 @@ class CSIStepper:
         reach = self.sched.reach
         r0 = self.sched.first_row[g]
         n = self.sched.rows[g].numel()
-        acc = F.conv2d(self.pix.band(g - 1, reach, r0, n), self.in_w).to(F64)  # (B, D + CK, 1, n), exact
-        x, skip = self.net.stem_out(acc.permute(0, 2, 3, 1).reshape(b * n, -1))
+        acc = torch.empty(b, n, self.in_taps.w.shape[2], dtype=self.net.in_dtype)
+        t = self.in_taps
+        _band_stem(self.pix.buf.numpy(), (g - reach) % reach, r0, n, t.row, t.col, t.w, acc.numpy())
+        x, skip = self.net.stem_out(acc.reshape(b * n, -1))
         ar = self.net.arith
-        for blk, cache in zip(self.net.blocks, self.caches):
-            def depthwise(a, p, cache=cache):
+        top = (g - reach) % (reach + 1)  # the band's oldest row in the ring
+        for blk, cache, taps, view in zip(self.net.blocks, self.caches, self.taps, self.views):
+            def depthwise(a, p, cache=cache, taps=taps, view=view):
                 cache.write(g, r0, a.reshape(b, n, d))
-                return F.conv2d(cache.band(g, reach + 1, r0, n), p.band, groups=d).permute(0, 2, 3, 1).reshape(b * n, d)
+                out = torch.empty(b, n, d, dtype=torch.float32)
+                _band_depthwise(view, top, r0, n, taps.row, taps.col, taps.w[:, 0], out.numpy())
+                return out.reshape(b * n, d)
 
             x = gated_block(ar, blk, x, depthwise)
         return self.net.tail(x, skip).reshape(b, n, -1)

@@ -367,7 +367,8 @@ class IntNet:
         return torch.cat([raw[..., :ck], means, raw[..., 2 * ck : 3 * ck], coefs], dim=-1)
 
     def stem_out(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., D + CK) exact stem/skip accumulators -> residual rows X (float32), skip means (float64)."""
+        """(..., D + CK) exact stem/skip accumulators (``in_dtype``) -> residual rows X (float32),
+        skip means (float64); the requantisation is float64 either way."""
         y = torch.empty(acc.shape, dtype=F64)
         _requant(_rows(acc.contiguous()), self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), _rows(y))
         d = self.cfg.dim
@@ -628,7 +629,9 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
     q = q.permute(0, 3, 1, 2)
     k = net.cfg.kernel
     dt = net.in_dtype
-    acc = F.conv2d(q.to(dt).contiguous(), net.in_w.to(dt), padding=k // 2).to(F64).permute(0, 2, 3, 1)
+    # channels last in and out: the accumulators come out as rows without a copy
+    acc = F.conv2d(q.to(dt).contiguous(memory_format=torch.channels_last), net.in_w.to(dt), padding=k // 2)
+    acc = acc.permute(0, 2, 3, 1)
     x, skip = net.stem_out(acc)
 
     def depthwise(a, p):
