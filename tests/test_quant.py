@@ -160,3 +160,18 @@ def test_the_plane_pass_may_stop_where_real_pixels_stop(rows, cols):
     assert (r, c) == (min(16, rows + 3), min(16, cols + 9))  # two blocks and the stem: 1 row, 3 columns each
     part = quant.plane_params(inet, sym[:, :r, :c], valid[:, :r, :c])
     assert torch.equal(part[:, :rows, :cols], full[:, :rows, :cols])
+
+
+def test_fake_quantised_forward_is_the_integer_network(tiny_models):
+    """What --qat trains (hpac.quant.fake_quant_forward, float with straight-through roundings)
+    codes what the integer network codes: its code length is the integer mixture's, not the
+    float network's."""
+    model = tiny_models[3].with_patch(16)
+    sym = torch.from_numpy(np.stack([smooth_image(16, 16, 3, seed=s) for s in range(4)]).astype(np.int64))
+    x = normalise(sym, 8).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        fb = float(nll_bits(model.net(x), sym, 8, 3, 2).mean())
+        qb = float(nll_bits(quant.fake_quant_forward(model.net, x, model.grid, model.spec, 8), sym, 8, 3, 2).mean())
+    inet = model.integer(8)
+    ib = float(mixture_bits(quant.mixture(quant.plane_params(inet, sym), inet), sym, 8).mean())
+    assert abs(qb - ib) < 0.2 * abs(fb - ib), (fb, qb, ib)

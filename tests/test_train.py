@@ -7,6 +7,7 @@ import imagecodecs
 import pytest
 import torch
 
+from hpac.errors import HpacError
 from hpac.model import ModelConfig
 from hpac.train import TrainOptions, train
 from hpac.weights import load_weights
@@ -169,3 +170,21 @@ def test_compiled_training_follows_the_eager_run(data_dir, tmp_path):
     for (ka, x), (kb, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-3)
+
+
+def test_qat_trains_on_the_init_grids_and_saves_them(data_dir, tmp_path):
+    """--qat fine-tunes --init on the grids stored with it: the file keeps them (the integer
+    network that codes is the one trained for), the weights move, the run is marked."""
+    train(_opts(data_dir, tmp_path / "base.safetensors", 3))
+    _, base = load_weights(tmp_path / "base.safetensors")
+    summary = train(_opts(data_dir, tmp_path / "qat.safetensors", 4, init=tmp_path / "base.safetensors", qat=True))
+    net, info = load_weights(tmp_path / "qat.safetensors")
+    assert summary["qat"] and info["qat"]
+    assert info["grid"].keys() == base["grid"].keys()
+    assert all(torch.equal(info["grid"][k], base["grid"][k]) for k in base["grid"])
+    assert info["weights_id"] != base["weights_id"]
+
+
+def test_qat_needs_weights_to_start_from(data_dir, tmp_path):
+    with pytest.raises(HpacError, match="--init"):
+        train(_opts(data_dir, tmp_path / "q.safetensors", 2, qat=True))

@@ -49,6 +49,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network while training")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training loss (worth it on a GPU; on 2 CPU cores it was slower)")
+    p.add_argument("--qat", action="store_true",
+                   help="quantisation-aware fine-tuning of the --init weights on their integer grids "
+                        "(the saved file keeps those grids)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -67,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads, device=args.device, val_every=args.val_every,
         ckpt_minutes=args.ckpt_minutes, resume=args.resume, init=args.init, stop_after=args.stop_after, gray=args.gray,
         minutes=args.minutes, amp=args.amp, crop=args.crop, level_shift=args.level_shift, compile=args.compile,
-        progress=not args.no_progress,
+        qat=args.qat, progress=not args.no_progress,
     ))
     val = summary["val_bpsp"]
     print(f"trained {summary['steps']} steps; validation {'-' if val is None else f'{val:.4f}'} bpsp -> {args.out}")

@@ -85,10 +85,11 @@ def quant_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
 # ---- calibration: the float network's activation magnitudes -----------------------------------
 
 class _Observer(FloatArith):
-    """FloatArith that records |t| of every tensor the integer network puts on a grid."""
+    """FloatArith that records |t| of every tensor the integer network puts on a grid, for
+    the block whose names start with ``prefix`` (its gate and GELU have no module)."""
 
-    def __init__(self, names: dict[int, str], seen: dict[str, list]):
-        self.names, self.seen = names, seen
+    def __init__(self, names: dict[int, str], seen: dict[str, list], prefix: str = ""):
+        self.names, self.seen, self.prefix = names, seen, prefix
 
     def _see(self, key: str, t: torch.Tensor) -> None:
         v = t.detach().abs().flatten().float()
@@ -118,51 +119,128 @@ class _Observer(FloatArith):
 
     def gate(self, u, v, table):
         g = F.silu(u) * v
-        self._see(self.names[id(table)], g)
+        self._see(self.prefix + "gate", g)
         return g
 
     def act(self, u, table):
         y = F.gelu(u)
-        self._see(self.names[id(table)], y)
+        self._see(self.prefix + "gelu", y)
         return y
-
-
-class _Key:
-    """A hashable stand-in for the gate / gelu slots of a float block during calibration."""
 
 
 def calibrate(net: HPACNet, batches, spec: QuantSpec = QuantSpec()) -> dict[str, float]:
     """Activation scales s_t (name -> float) from float runs of ``net`` over ``batches`` of
     normalised (B, C, P, P) inputs: the ``spec.quantile`` of |t| over the table's or grid's range."""
-    names: dict[int, str] = {}
-    slots = []
-    for name, mod in net.named_modules():
-        names[id(mod)] = name
-    for i, blk in enumerate(net.blocks):
-        g, e = _Key(), _Key()
-        names[id(g)], names[id(e)] = f"blocks.{i}.gate", f"blocks.{i}.gelu"
-        slots.append((blk, g, e))
+    names = {id(mod): name for name, mod in net.named_modules()}
     seen: dict[str, list] = {}
-    ar = _Observer(names, seen)
+    observers = [_Observer(names, seen, f"blocks.{i}.") for i in range(len(net.blocks))]
     with torch.no_grad():
         for x in batches:
             h = net.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
-            for blk, g, e in slots:
-                blk.gate, blk.gelu = g, e  # instance attributes shadow the class's None
-                try:
-                    h = gated_block(ar, blk, h, plane_depthwise)
-                finally:
-                    del blk.gate, blk.gelu
-            ar._see("head_norm", net.head_norm(h))
+            for blk, ar in zip(net.blocks, observers):
+                h = gated_block(ar, blk, h, plane_depthwise)
+            observers[0]._see("head_norm", net.head_norm(h))
             raw = net.head(net.head_norm(h))
             n = net.cfg.channels * net.cfg.mixtures
-            ar._see("coef", raw[..., 3 * n :])
+            observers[0]._see("coef", raw[..., 3 * n :])
     out = {}
     for name, parts in seen.items():
         v = torch.cat(parts)
         top = float(torch.quantile(v, spec.quantile)) if v.numel() else 1.0
         out[name] = max(top, 1e-6)
     return out
+
+
+# ---- quantisation-aware training: the float network on the integer network's grids -------------
+
+def _on_grid(t: torch.Tensor, step, lim: float) -> torch.Tensor:
+    """t rounded onto ``step`` and clamped to +-lim steps; the gradient passes the rounding
+    (straight-through) and stops at the clamp. ``step``: a float or a tensor broadcasting on t."""
+    c = torch.maximum(torch.minimum(t, step * lim), -step * lim) if isinstance(step, torch.Tensor) \
+        else t.clamp(-step * lim, step * lim)
+    return c + (torch.round(c / step) * step - c).detach()
+
+
+def _fake_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """w on its per-output-channel grid (:func:`quant_weight`'s step, float32), straight-through."""
+    top = w.detach().abs().flatten(1).amax(1).clamp_min(1e-30)
+    step = (top / qmax(bits)).reshape(-1, *([1] * (w.dim() - 1)))
+    return _on_grid(w, step, qmax(bits))
+
+
+class FakeQuant(FloatArith):
+    """The float arithmetic of one block with every tensor put where the integer network puts
+    it (:func:`load`): weights and activations rounded onto their grids, tables' outputs
+    rounded, the residual on 2^-res_frac. Gradients pass the roundings (straight-through), so
+    training with it fits the weights to the grids that code (``hpac train --qat``)."""
+
+    def __init__(self, blk, grid: dict[str, torch.Tensor], spec: QuantSpec, prefix: str):
+        self.spec, self.A, self.L = spec, qmax(spec.act_bits), qmax(spec.lut_bits)
+        s = lambda k: float(grid[prefix + k][0])  # noqa: E731
+        av = grid[prefix + "to_av.s"]
+        d = av.numel() // 2
+        self.norm_s = {id(blk.norm1): s("norm1.s"), id(blk.norm2): s("norm2.s")}
+        self.a_s, self.v_s = float(av[0]), float(av[d])
+        self.dw_s, self.silu_s, self.gate_s = s("dw.s"), s("silu.s"), s("gate.s")
+        self.up_s, self.gelu_s = s("mlp_up.s"), s("gelu.s")
+        self.blk = blk
+
+    def norm(self, x, ln):
+        return _on_grid(ln(x), self.norm_s[id(ln)], self.A)
+
+    def linear(self, t, lin):
+        y = F.linear(t, _fake_weight(lin.weight, self.spec.wbits), lin.bias)
+        if lin is self.blk.to_av:
+            a, v = y.chunk(2, dim=-1)
+            return torch.cat([_on_grid(a, self.a_s, self.A), _on_grid(v, self.v_s, self.A)], dim=-1)
+        if lin is self.blk.mlp_up:
+            return _on_grid(y, self.up_s, self.L)
+        return _on_grid(y, 2.0 ** -self.spec.res_frac, self.spec.res_limit * 2.0 ** self.spec.res_frac)
+
+    def depthwise(self, a, dw):
+        """The masked depthwise conv with integer-grid weights (NHWC in and out)."""
+        x = a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        w = _fake_weight(dw.masked_weight(), self.spec.wbits_dw)
+        return F.conv2d(x, w, dw.bias, padding=dw.padding, groups=dw.groups).permute(0, 2, 3, 1)
+
+    def depthwise_out(self, a, dw):
+        return _on_grid(a, self.dw_s, self.L)
+
+    def gate(self, u, v, table):
+        return _on_grid(_on_grid(F.silu(u), self.silu_s, self.L) * v, self.gate_s, self.A)
+
+    def act(self, u, table):
+        return _on_grid(F.gelu(u), self.gelu_s, self.A)
+
+    def add(self, x, y):
+        return (x + y).clamp(-self.spec.res_limit, self.spec.res_limit)
+
+
+def fake_quant_forward(net: HPACNet, x: torch.Tensor, grid: dict[str, torch.Tensor], spec: QuantSpec,
+                       bits: int) -> torch.Tensor:
+    """:meth:`HPACNet.forward` as the integer network computes it (straight-through gradients):
+    x (B, C, H, W) normalised ``bits``-bit pixels -> raw mixture parameters (B, H, W, n_params).
+    The channel coefficients' tanh output (2^-coef_frac) is left unrounded: the loss applies tanh."""
+    cfg = net.cfg
+    edge, res = spec.wbits_edge, 2.0 ** -spec.res_frac
+    ck = cfg.channels * cfg.mixtures
+    mean_step = 2.0 ** -spec.mean_frac / (((1 << bits) - 1) / 2.0)  # 2^-mean_frac symbols, normalised
+    xc = x.contiguous(memory_format=torch.channels_last)
+    conv = lambda m: F.conv2d(xc, _fake_weight(m.masked_weight(), edge), m.bias, padding=m.padding)  # noqa: E731
+    h = _on_grid(conv(net.stem), res, spec.res_limit / res).permute(0, 2, 3, 1)
+    for i, blk in enumerate(net.blocks):
+        ar = FakeQuant(blk, grid, spec, f"blocks.{i}.")
+        h = gated_block(ar, blk, h, ar.depthwise)
+    h = _on_grid(net.head_norm(h), float(grid["head_norm.s"][0]), qmax(spec.act_bits))
+    raw = F.linear(h, _fake_weight(net.head.weight, edge), net.head.bias)
+    hf = 2.0 ** -spec.head_frac
+    big = float(1 << 40)
+    parts = [_on_grid(raw[..., :ck], hf, 64 / hf),
+             _on_grid(raw[..., ck : 2 * ck], mean_step, big)
+             + _on_grid(conv(net.skip).permute(0, 2, 3, 1), mean_step, big),
+             _on_grid(raw[..., 2 * ck : 3 * ck], hf, 64 / hf),
+             _on_grid(raw[..., 3 * ck :], float(grid["coef.s"][0]), qmax(spec.lut_bits))]
+    return torch.cat(parts, dim=-1)
 
 
 # ---- the integer network ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ class TrainOptions:
     crop: int | None = None  # training / validation crop side (default: the coding patch P)
     level_shift: float = 0.0  # >8-bit data: share of crops moved to a random level / batches to a wider range
     compile: bool = False  # torch.compile the training loss (fuses the mixture's elementwise chain on a GPU)
+    qat: bool = False  # quantisation-aware fine-tuning of ``init`` on its integer grids (hpac.quant.FakeQuant)
     progress: bool = True
 
 
@@ -139,9 +141,18 @@ def _sample_batch(images: list, p: int, batch: int, gen: torch.Generator,
     return torch.from_numpy(np.stack(crops)), coded
 
 
-def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int, amp: bool = False) -> torch.Tensor:
+Forward = Callable[[HPACNet, torch.Tensor, int], torch.Tensor]  # (net, x (B,C,P,P), bits) -> raw params
+
+
+def float_forward(net: HPACNet, x: torch.Tensor, bits: int) -> torch.Tensor:
+    return net(x)
+
+
+def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int, amp: bool = False,
+               forward: Forward = float_forward) -> torch.Tensor:
     """Mean bits per subpixel of integer crops sym (B, P, P, C); ``amp`` runs the network
-    body in bfloat16 for 8-bit crops (the mixture likelihood is always computed in float32).
+    body in bfloat16 for 8-bit crops (the mixture likelihood is always computed in float32);
+    ``forward``: the float network, or its integer grids (:func:`qat_forward`).
 
     Crops of more than 8 bits always run in float32: bfloat16 resolves about 2^-8 of a value
     near 1, which is 16 levels of a 12-bit image, so a model trained that way cannot place
@@ -150,11 +161,17 @@ def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int, amp: bool = False) ->
     cfg = net.cfg
     x = normalise(sym, bits).permute(0, 3, 1, 2)
     with torch.autocast(device_type=sym.device.type, dtype=torch.bfloat16, enabled=amp and bits <= 8):
-        raw = net(x)
+        raw = forward(net, x, bits)
     return nll_bits(raw.float(), sym, bits, cfg.channels, cfg.mixtures).mean()
 
 
-def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16) -> float:
+def qat_forward(grid: dict, spec: QuantSpec) -> Forward:
+    """The forward pass of quantisation-aware training on fixed ``grid`` (hpac.quant.grids)."""
+    grid = {k: v.detach().cpu() for k, v in grid.items()}
+    return lambda net, x, bits: quant.fake_quant_forward(net, x, grid, spec, bits)
+
+
+def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16, forward: Forward = float_forward) -> float:
     """Mean bpsp over validation crops (each crop weighs the same)."""
     net.eval()
     total = 0.0
@@ -164,7 +181,7 @@ def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16) -> float:
             for bits in sorted({b for _, b in group}):
                 arrs = [a for a, b in group if b == bits]
                 sym = torch.from_numpy(np.stack(arrs).astype(np.int64)).to(device)
-                total += batch_bits(net, sym, bits).item() * len(arrs)
+                total += batch_bits(net, sym, bits, forward=forward).item() * len(arrs)
     net.train()
     return total / max(1, len(crops))
 
@@ -261,6 +278,19 @@ def train(opt: TrainOptions) -> dict:
 
         init_net, _ = load_weights(opt.init)
         grow_from(net, init_net)
+    fixed_grid = None  # --qat trains on, and saves, the grids of the --init weights
+    forward: Forward = float_forward
+    if opt.qat:
+        if not opt.init:
+            raise HpacError("--qat fine-tunes trained weights on their integer grids: give them with --init")
+        from .weights import load_weights
+
+        init_net, init_info = load_weights(opt.init)
+        if "grid" in init_info:
+            fixed_grid = (init_info["grid"], QuantSpec(**init_info["quant_spec"]))
+        else:
+            fixed_grid = calibrated_grid(init_net.to(opt.device), val)
+        forward = qat_forward(*fixed_grid)
     if opt.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=opt.device, weights_only=False)
         if ModelConfig(**state["cfg"]) != opt.cfg:
@@ -281,6 +311,7 @@ def train(opt: TrainOptions) -> dict:
         "crop": crop,
         "level_shift": opt.level_shift,
         "compile": opt.compile,
+        "qat": opt.qat,
     }
 
     def save(val_bpsp: float | None) -> None:
@@ -292,7 +323,7 @@ def train(opt: TrainOptions) -> dict:
         )
         os.replace(str(ckpt_path) + ".tmp", ckpt_path)
         info = dict(meta, steps=step, seconds=round(elapsed), val_bpsp=val_bpsp, gray=opt.gray)
-        grid, spec = calibrated_grid(net, val)
+        grid, spec = fixed_grid or calibrated_grid(net, val)
         save_weights(net, opt.out, info, grid, dataclasses.asdict(spec))
 
     t0 = time.time()
@@ -308,14 +339,14 @@ def train(opt: TrainOptions) -> dict:
 
     def validate(note: str) -> float:
         """Validation bpsp at this step: logged, and printed for background runs."""
-        v = evaluate(net, val, opt.device)
+        v = evaluate(net, val, opt.device, forward=forward)
         log.append({"step": step, "train_bpsp": running, "val_bpsp": v})
         if bar is None:
             print(f"step {step}/{total}: train {running or float('nan'):.4f} val {v:.4f} bpsp ({note})", flush=True)
         return v
 
     def loss_fn(sym: torch.Tensor, bits: int) -> torch.Tensor:
-        return batch_bits(net, sym, bits, opt.amp)
+        return batch_bits(net, sym, bits, opt.amp, forward)
 
     if opt.compile:  # the net is closed over, not wrapped, so checkpoints keep the plain module's keys
         loss_fn = torch.compile(loss_fn)
