@@ -171,7 +171,18 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
                 assert coder.decode(afc.categorical(), table)[0] == 127
         return real(coder, w, mu, s, bits, sym, floored, **kw)
 
+    real_calls = afc.encode_calls
+
+    def refused_calls(coder, w, mu, s, bits, sy, bounds, floored=False):
+        # the encoder's batched calls, segment by segment, each after the extra symbol
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b > a:
+                coder.encode(np.array([127], np.int32), afc.categorical(),
+                             afc.floor_tables(row[None]) if floored else row[None])
+                real_calls(coder, w[a:b], mu[a:b], s[a:b], bits, sy[a:b], np.array([0, b - a]), floored)
+
     monkeypatch.setattr(afc, "code_symbols", refused)
+    monkeypatch.setattr(afc, "encode_calls", refused_calls)
     img = smooth_image(20, 20, 3)
     # the floor makes the table codable: the encoder falls back to it and says so in the file
     data = codec.encode(img, tiny_models, threads=threads)
@@ -179,7 +190,6 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
     assert np.array_equal(codec.decode(data, list(tiny_models.values()), threads=threads), img)
     # a table refused even floored is a clear error, not a crash
     monkeypatch.setattr(afc, "floor_tables", lambda probs: probs)
-    monkeypatch.setattr(afc, "code_symbols", refused)
     with pytest.raises(CodingError, match="refused a probability table"):
         codec.encode(img, tiny_models, threads=threads)
 

@@ -259,7 +259,7 @@ def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
 
 
 def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: int, w: np.ndarray, mu: np.ndarray,
-               s: np.ndarray, escape: bool, low: int = 0):
+               s: np.ndarray, escape: bool, low: int = 0, keys: np.ndarray | None = None):
     """Yield (first, end, float32 table) per run of equal ``n_bins`` (ascending) of rows:
     the masses of bins [start + j step, start + (j+1) step) (the first / last bin take the
     tail below 0 / above 2^bits - 1 where they touch the alphabet's ends, the first only where
@@ -268,11 +268,12 @@ def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: in
 
     Args:
         start, step, n_bins: (n,) int64; w, mu, s: (n, K) int64 integer mixtures.
+        keys: (n,) runs are runs of equal keys instead (each holding one ``n_bins``).
     """
     cdfs, rest = _edge_cdfs(start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
     flat = _entries(cdfs, rest, n_bins, escape)
     pos = 0
-    for first, end in _runs(n_bins):
+    for first, end in _runs(n_bins if keys is None else keys):
         e = int(n_bins[first]) + int(escape)
         yield first, end, flat[pos : pos + (end - first) * e].reshape(end - first, e)
         pos += (end - first) * e
@@ -384,3 +385,51 @@ def code_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
     if esc.size:
         out[esc] = vals
     return torch.from_numpy(out)
+
+
+def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
+                 bounds: np.ndarray, floored: bool = False) -> None:
+    """Encode what :func:`code_symbols` (``low`` = 0) would over each row segment
+    [bounds[i], bounds[i+1]) in turn, with the tables of all segments built at once: the same
+    bytes with a fraction of the calls. The encoder knows every segment in advance; the
+    decoder, whose later mixtures depend on decoded values, calls code_symbols.
+
+    Args:
+        w, mu, s: (M, K) int64 integer mixtures; sy: (M,) int64 symbols; bounds: (n + 1,) int64
+            ascending, bounds[0] = 0, bounds[-1] = M.
+    """
+    m = w.shape[0]
+    if m == 0:
+        return
+    seg = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
+    lo, delta, width = windows(w, mu, s, bits)
+    # stage 1 of every segment, each bucketed by width as code_symbols does (stable, so rows
+    # keep their order inside a bucket): one sort on (segment, width)
+    key1 = seg * (MAX_BINS + 1) + width
+    order = np.argsort(key1, kind="stable")
+    coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
+    coarse_o = coarse[order].astype(np.int32)
+    ops: list[list] = [[] for _ in range(len(bounds) - 1)]  # per segment: (values, table | None)
+    for i, j, probs in bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order],
+                                  escape=True, keys=key1[order]):
+        ops[int(seg[order[i]])].append((coarse_o[i:j], probs))
+    escaped = coarse == width
+    bin_lo = lo + coarse * delta
+    fine = np.flatnonzero((~escaped) & (delta > 1))
+    if fine.size:
+        key2 = seg[fine] * (np.int64(1) << 40) + delta[fine]
+        o2 = np.argsort(key2, kind="stable")
+        fine, key2 = fine[o2], key2[o2]
+        off = (sy[fine] - bin_lo[fine]).astype(np.int32)
+        for i, j, probs in bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine],
+                                      mu[fine], s[fine], escape=False, keys=key2):
+            ops[int(seg[fine[i]])].append((off[i:j], probs))
+    esc = np.flatnonzero(escaped)
+    for i, j in _runs(seg[esc]) if esc.size else ():
+        ops[int(seg[esc[i]])].append((sy[esc[i:j]].astype(np.int32), None))
+    for seg_ops in ops:
+        for values, probs in seg_ops:
+            if probs is None:
+                coder.encode(values, _uniform(), np.full(values.size, 1 << bits, dtype=np.int32))
+            else:
+                coder.encode(values, categorical(), floor_tables(probs) if floored else probs)

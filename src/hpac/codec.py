@@ -130,12 +130,16 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         sym = sym.to(torch.int64)
         out = sym
         step = max(1, PLANE_PASS_PIXELS // (cfg.patch * cfg.patch))
-        plane = torch.zeros(b, cfg.patch, cfg.patch, cfg.n_params, dtype=torch.float64)
+        # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
+        plane = torch.empty(b, cfg.patch, cfg.patch, cfg.n_params, dtype=torch.float64)
         for i in range(0, b, step):
             rows, cols = quant.needed_extent(cfg, valid[i : i + step])
             plane[i : i + step, :rows, :cols] = quant.plane_params(net, sym[i : i + step, :rows, :cols],
                                                                    valid[i : i + step, :rows, :cols])
         q_all = quant.centred(sym, bits)
+        if not zero_flags:
+            _encode_groups(coder, net, plane, sym, q_all, valid, sched, bits, floored)
+            return coder.get_compressed()
     else:
         out = torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
         stepper = CSIStepper(net, b)
@@ -176,6 +180,51 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     if out.numel() and int(out.max()) >= (1 << bits):
         raise ChecksumError("decoded values out of range: corrupt payload")
     return out.to(torch.int32)
+
+
+ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this many pixels
+
+
+def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: torch.Tensor, valid: torch.Tensor,
+                   sched, bits: int, floored: bool) -> None:
+    """The encoder's side of code_shard's loop (no zero flags): the same (group, channel)
+    calls in the same order, their mixtures and tables built for many groups at once
+    (:func:`hpac.afc.encode_calls`).
+
+    Args:
+        plane: (B, P, P, n_params) every position's integer parameters; sym: (B, P, P, C) int64;
+            q_all: sym centred (float64).
+    """
+    b, p = valid.shape[0], sched.patch
+    ch = sym.shape[-1]
+    base = (torch.arange(b) * (p * p))[:, None]
+    flat_valid = valid.reshape(-1)
+    per_group = []  # per group: flat positions of its real pixels, patches outer
+    for g in range(_last_group(valid) + 1):
+        pos = (base + (sched.rows[g] * p + sched.cols[g])[None, :]).reshape(-1)
+        per_group.append(pos[flat_valid[pos]])
+    params = plane.reshape(b * p * p, -1)
+    syms = sym.reshape(b * p * p, ch)
+    qs = q_all.reshape(b * p * p, ch)
+    g0 = 0
+    while g0 < len(per_group):
+        g1, rows = g0, 0
+        while g1 < len(per_group) and (rows == 0 or rows + per_group[g1].numel() <= ENCODE_BATCH_ROWS):
+            rows += per_group[g1].numel()
+            g1 += 1
+        idx = torch.cat(per_group[g0:g1])
+        sizes = np.array([per_group[g].numel() for g in range(g0, g1)], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        par, q, target = params[idx], qs[idx], syms[idx].numpy()
+        units = [quant.units(net, par, cc, q) for cc in range(ch)]  # (w, mu, s) per channel
+        # rows of (group, channel) segments in coding order: group outer, channel inner
+        order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
+                                for i in range(g1 - g0) for cc in range(ch)])
+        w, mu, s = (np.concatenate([u[k] for u in units])[order] for k in range(3))
+        sy = target.T.reshape(-1)[order]
+        bounds = np.concatenate([[0], np.cumsum(np.repeat(sizes, ch))])
+        afc.encode_calls(coder, w, mu, s, bits, sy, bounds, floored)
+        g0 = g1
 
 
 _WARMED: set = set()
