@@ -142,16 +142,13 @@ class FloatArith:
         return lin(t)
 
     @staticmethod
-    def depthwise_out(a, dw):
-        return a
-
-    @staticmethod
-    def gate(u, v, table):
+    def gate(u, v, p):
+        """silu(u) * v, u the depthwise conv's output of block ``p``."""
         return F.silu(u) * v
 
-    @staticmethod
-    def act(u, table):
-        return F.gelu(u)
+    def linear_act(self, t, lin, table):
+        """gelu(lin(t)) (``table``: the integer arithmetic's GELU)."""
+        return F.gelu(self.linear(t, lin))
 
     @staticmethod
     def add(x, y):
@@ -170,8 +167,8 @@ def gated_block(ar, p, x: torch.Tensor, depthwise) -> torch.Tensor:
         a, v = W_av LN(x);  x += W_o( silu(DW(a)) * v );  x += W_down gelu(W_up LN(x))
     """
     a, v = ar.linear(ar.norm(x, p.norm1), p.to_av).chunk(2, dim=-1)
-    x = ar.add(x, ar.linear(ar.gate(ar.depthwise_out(depthwise(a, p.dw), p.dw), v, p.gate), p.proj))
-    return ar.add(x, ar.linear(ar.act(ar.linear(ar.norm(x, p.norm2), p.mlp_up), p.gelu), p.mlp_down))
+    x = ar.add(x, ar.linear(ar.gate(depthwise(a, p.dw), v, p), p.proj))
+    return ar.add(x, ar.linear(ar.linear_act(ar.norm(x, p.norm2), p.mlp_up, p.gelu), p.mlp_down))
 
 
 class HPACNet(nn.Module):

@@ -113,17 +113,14 @@ class _Observer(FloatArith):
             self._see(name, y)
         return y
 
-    def depthwise_out(self, a, dw):
-        self._see(self.names[id(dw)], a)
-        return a
-
-    def gate(self, u, v, table):
+    def gate(self, u, v, p):
+        self._see(self.names[id(p.dw)], u)
         g = F.silu(u) * v
         self._see(self.prefix + "gate", g)
         return g
 
-    def act(self, u, table):
-        y = F.gelu(u)
+    def linear_act(self, t, lin, table):
+        y = F.gelu(self.linear(t, lin))
         self._see(self.prefix + "gelu", y)
         return y
 
@@ -203,14 +200,12 @@ class FakeQuant(FloatArith):
         w = _fake_weight(dw.masked_weight(), self.spec.wbits_dw)
         return F.conv2d(x, w, dw.bias, padding=dw.padding, groups=dw.groups).permute(0, 2, 3, 1)
 
-    def depthwise_out(self, a, dw):
-        return _on_grid(a, self.dw_s, self.L)
-
-    def gate(self, u, v, table):
+    def gate(self, u, v, p):
+        u = _on_grid(u, self.dw_s, self.L)
         return _on_grid(_on_grid(F.silu(u), self.silu_s, self.L) * v, self.gate_s, self.A)
 
-    def act(self, u, table):
-        return _on_grid(F.gelu(u), self.gelu_s, self.A)
+    def linear_act(self, t, lin, table):
+        return _on_grid(F.gelu(self.linear(t, lin)), self.gelu_s, self.A)
 
     def add(self, x, y):
         return (x + y).clamp(-self.spec.res_limit, self.spec.res_limit)
@@ -346,20 +341,28 @@ def _requant(acc, m, c, lim, out):
 
 
 @njit(cache=True)
-def _gate_rows(u, v, table, off, m, lim, out):
-    rows, cols = u.shape
+def _gate_rows(acc, m, c, lim, v, table, off, mg, glim, out):
+    """The depthwise conv's requantisation U, then the gate round(F[U] V m_g), clamped."""
+    rows, cols = acc.shape
     for r in range(rows):
         for o in range(cols):
-            y = (table[np.int64(u[r, o]) + off] * v[r, o]) * m[0]
-            out[r, o] = min(max(np.rint(y), -lim), lim)
+            u = acc[r, o] * m[o]
+            u = u + c[o]
+            u = min(max(np.rint(u), -lim[o]), lim[o])
+            y = (table[np.int64(u) + off] * v[r, o]) * mg[0]
+            out[r, o] = min(max(np.rint(y), -glim), glim)
 
 
 @njit(cache=True)
-def _lookup(u, table, off, out):
-    rows, cols = u.shape
+def _requant_lookup(acc, m, c, lim, table, off, out):
+    """A layer's requantisation U, then the table F[U]."""
+    rows, cols = acc.shape
     for r in range(rows):
         for o in range(cols):
-            out[r, o] = table[np.int64(u[r, o]) + off]
+            u = acc[r, o] * m[o]
+            u = u + c[o]
+            u = min(max(np.rint(u), -lim[o]), lim[o])
+            out[r, o] = table[np.int64(u) + off]
 
 
 def _rows(t: torch.Tensor) -> np.ndarray:
@@ -388,21 +391,19 @@ class IntArith:
         return out
 
     @staticmethod
-    def depthwise_out(acc: torch.Tensor, p: IntDepthwise) -> torch.Tensor:
+    def gate(acc: torch.Tensor, v: torch.Tensor, p: IntBlock) -> torch.Tensor:
+        """acc: the depthwise conv's exact output (float32 integers)."""
+        dw, t = p.dw, p.gate
         out = torch.empty(acc.shape, dtype=F32)
-        _requant(_rows(acc.contiguous()), p.m.numpy(), p.c.numpy(), p.lim.numpy(), _rows(out))
+        _gate_rows(_rows(acc.contiguous()), dw.m.numpy(), dw.c.numpy(), dw.lim.numpy(), _rows(v), t.f.numpy(), t.off,
+                   t.m.reshape(1).numpy(), t.lim, _rows(out))
         return out
 
     @staticmethod
-    def gate(u: torch.Tensor, v: torch.Tensor, p: IntTable) -> torch.Tensor:
-        out = torch.empty(u.shape, dtype=F32)
-        _gate_rows(_rows(u), _rows(v), p.f.numpy(), p.off, p.m.reshape(1).numpy(), p.lim, _rows(out))
-        return out
-
-    @staticmethod
-    def act(u: torch.Tensor, p: IntTable) -> torch.Tensor:
-        out = torch.empty(u.shape, dtype=F32)
-        _lookup(_rows(u), p.f.numpy(), p.off, _rows(out))
+    def linear_act(t: torch.Tensor, p: IntLayer, table: IntTable) -> torch.Tensor:
+        acc = F.linear(t.to(p.w.dtype), p.w)
+        out = torch.empty(acc.shape, dtype=F32)
+        _requant_lookup(_rows(acc), p.m.numpy(), p.c.numpy(), p.lim.numpy(), table.f.numpy(), table.off, _rows(out))
         return out
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
