@@ -54,7 +54,10 @@ CATALOG: dict[str, CatalogEntry] = {
                      "3.9 min alone; validation 2.011 bpsp on the same 276 crops; then (session 16, one "
                      "H200, float32, --compile, 299 train / 34 val files) 18502 steps x 64 crops 64x64 at "
                      "lr 5e-5, 7.8 min, and 9379 more at lr 2e-5, 3.9 min; model NLL on the 34 held-out "
-                     "files (whole images, P = 128) 2.1945 -> 2.1737 bpsp",
+                     "files (whole images, P = 128) 2.1945 -> 2.1737 bpsp; then (0.2.0, session 24) integer grids "
+                     "calibrated by scripts/quantize_models.py and hpac train --qat on them: 276 steps x 16 "
+                     "crops 64x64 on ../shared/data/train, lr 1e-5, 13 min on one CPU core; integer-network "
+                     "NLL on the 5 held-out files 2.0176 -> 2.0126 bpsp (scripts/qat_eval.py)",
         ),
         CatalogEntry(
             name="hpac-gray",
@@ -65,7 +68,10 @@ CATALOG: dict[str, CatalogEntry] = {
             adapted_patch=256,
             training="hpac train --gray --amp (luma) on the same data (229 train / 25 val files) from "
                      "scratch: 9919 steps x 64 crops 64x64, lr 1e-3, 8.2 min on one H200 GPU shared by 4 "
-                     "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545)",
+                     "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545); then "
+                     "(0.2.0, session 24) hpac train --gray --qat on its calibrated integer grids: 366 steps "
+                     "x 16 crops 64x64 on ../shared/data/train, lr 1e-5, 12 min on one CPU core; integer-"
+                     "network NLL on the 5 held-out files 2.5344 -> 2.5317 bpsp (scripts/qat_eval.py)",
         ),
         # P = 256 (not 128): held-out head CT 1.0% smaller at effort 0 and 1.5% at effort 2, for
         # about 1.4x the coding time of P = 128 (docs/sarp-ft.md, session 12)

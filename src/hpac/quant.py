@@ -249,10 +249,19 @@ class IntLayer:
     c: torch.Tensor
     lim: torch.Tensor  # (O,) clamp bound
 
-    @property
+    @cached_property
     def out(self) -> torch.dtype:
         """float32 holds the outputs where every bound is below 2^24."""
         return F32 if float(self.lim.max()) < EXACT_F32 else F64
+
+    @cached_property
+    def wt(self) -> torch.Tensor:
+        """W^T (I, O), contiguous: T W^T as a plain product is the fastest form here."""
+        return self.w.t().contiguous()
+
+    def acc(self, t: torch.Tensor) -> torch.Tensor:
+        """The exact sums T W^T: t (..., I) -> (..., O) in ``w.dtype``."""
+        return torch.mm(t.reshape(-1, t.shape[-1]).to(self.w.dtype), self.wt).reshape(*t.shape[:-1], -1)
 
 
 @dataclass
@@ -385,7 +394,7 @@ class IntArith:
 
     @staticmethod
     def linear(t: torch.Tensor, p: IntLayer) -> torch.Tensor:
-        acc = F.linear(t.to(p.w.dtype), p.w)
+        acc = p.acc(t)
         out = torch.empty(acc.shape, dtype=p.out)
         _requant(_rows(acc), p.m.numpy(), p.c.numpy(), p.lim.numpy(), _rows(out))
         return out
@@ -401,7 +410,7 @@ class IntArith:
 
     @staticmethod
     def linear_act(t: torch.Tensor, p: IntLayer, table: IntTable) -> torch.Tensor:
-        acc = F.linear(t.to(p.w.dtype), p.w)
+        acc = p.acc(t)
         out = torch.empty(acc.shape, dtype=F32)
         _requant_lookup(_rows(acc), p.m.numpy(), p.c.numpy(), p.lim.numpy(), table.f.numpy(), table.off, _rows(out))
         return out
