@@ -131,7 +131,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         out = sym
         step = max(1, PLANE_PASS_PIXELS // (cfg.patch * cfg.patch))
         # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
-        plane = torch.empty(b, cfg.patch, cfg.patch, cfg.n_params, dtype=torch.float64)
+        plane = torch.empty(b, cfg.patch, cfg.patch, cfg.n_params, dtype=net.params_dtype)
         for i in range(0, b, step):
             rows, cols = quant.needed_extent(cfg, valid[i : i + step])
             plane[i : i + step, :rows, :cols] = quant.plane_params(net, sym[i : i + step, :rows, :cols],

@@ -442,6 +442,20 @@ class IntNet:
         bound = float(self.in_w.abs().flatten(1).sum(1).max()) * ((1 << self.bits) - 1)
         return F32 if bound < EXACT_F32 else F64
 
+    @cached_property
+    def params_dtype(self) -> torch.dtype:
+        """float32 where every mixture parameter is bounded below 2^24, else float64: the
+        encoder holds a whole shard's parameters, and half the memory is half the page faults.
+        Bounds from the weights: a head output by sum |W| A |m| + |c| (and its clamp), a
+        mean plus the skip's sum |W| (2^b - 1) |m| + |c|; coefficients by the tanh table's."""
+        cfg, h = self.cfg, self.head
+        ck, d = cfg.channels * cfg.mixtures, cfg.dim
+        head = torch.minimum(h.w.abs().sum(1).to(F64) * qmax(self.spec.act_bits) * h.m.abs() + h.c.abs(), h.lim)
+        skip = self.in_w[d:].abs().flatten(1).sum(1) * ((1 << self.bits) - 1) * self.in_m[d:].abs() + self.in_c[d:].abs()
+        bound = max(float(head[: 3 * ck].max()), float((head[ck : 2 * ck] + skip).max()),
+                    float(self.tanh.f.abs().max()))
+        return F32 if bound < EXACT_F32 else F64
+
     @property
     def arith(self) -> IntArith:
         return IntArith(self.spec.res_limit * 2.0 ** self.spec.res_frac)
