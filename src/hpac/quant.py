@@ -259,6 +259,11 @@ class IntLayer:
         """W^T (I, O), contiguous: T W^T as a plain product is the fastest form here."""
         return self.w.t().contiguous()
 
+    @cached_property
+    def req(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m, c, lim) as numpy views, for the kernels."""
+        return self.m.numpy(), self.c.numpy(), self.lim.numpy()
+
     def acc(self, t: torch.Tensor) -> torch.Tensor:
         """The exact sums T W^T: t (..., I) -> (..., O) in ``w.dtype``."""
         return torch.mm(t.reshape(-1, t.shape[-1]).to(self.w.dtype), self.wt).reshape(*t.shape[:-1], -1)
@@ -273,6 +278,10 @@ class IntNorm:
     k: float  # 2^(-2 res_frac) / D^3: V -> variance
     lim: float
 
+    @cached_property
+    def gb(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.g.numpy(), self.b.numpy()
+
 
 @dataclass
 class IntDepthwise:
@@ -281,6 +290,10 @@ class IntDepthwise:
     m: torch.Tensor  # (D,) float32
     c: torch.Tensor
     lim: torch.Tensor  # (D,) float32 clamp bound (the table's input range)
+
+    @cached_property
+    def req(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.m.numpy(), self.c.numpy(), self.lim.numpy()
 
 
 @dataclass
@@ -291,6 +304,11 @@ class IntTable:
     off: int
     m: torch.Tensor | None = None  # 0-dim float32
     lim: float = 0.0
+
+    @cached_property
+    def fm(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(F, m as a 1-element array) as numpy views, for the kernels."""
+        return self.f.numpy(), None if self.m is None else self.m.reshape(1).numpy()
 
 
 @dataclass
@@ -379,6 +397,15 @@ def _rows(t: torch.Tensor) -> np.ndarray:
     return t.reshape(-1, t.shape[-1]).numpy()
 
 
+_NP = {F32: np.float32, F64: np.float64}
+
+
+def _empty(shape: torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """A new (..., D) tensor and its (M, D) numpy rows."""
+    rows = np.empty((int(np.prod(shape[:-1])), shape[-1]), _NP[dtype])
+    return torch.from_numpy(rows).view(shape), rows
+
+
 class IntArith:
     """The integer arithmetic of :func:`hpac.model.gated_block` (module docstring);
     ``res_lim`` bounds the residual stream (integer units)."""
@@ -388,31 +415,30 @@ class IntArith:
 
     @staticmethod
     def norm(x: torch.Tensor, p: IntNorm) -> torch.Tensor:
-        out = torch.empty(x.shape, dtype=F32)
-        _norm_rows(_rows(x), p.g.numpy(), p.b.numpy(), p.k, p.lim, _rows(out))
+        out, rows = _empty(x.shape, F32)
+        _norm_rows(_rows(x), *p.gb, p.k, p.lim, rows)
         return out
 
     @staticmethod
     def linear(t: torch.Tensor, p: IntLayer) -> torch.Tensor:
         acc = p.acc(t)
-        out = torch.empty(acc.shape, dtype=p.out)
-        _requant(_rows(acc), p.m.numpy(), p.c.numpy(), p.lim.numpy(), _rows(out))
+        out, rows = _empty(acc.shape, p.out)
+        _requant(_rows(acc), *p.req, rows)
         return out
 
     @staticmethod
     def gate(acc: torch.Tensor, v: torch.Tensor, p: IntBlock) -> torch.Tensor:
         """acc: the depthwise conv's exact output (float32 integers)."""
-        dw, t = p.dw, p.gate
-        out = torch.empty(acc.shape, dtype=F32)
-        _gate_rows(_rows(acc.contiguous()), dw.m.numpy(), dw.c.numpy(), dw.lim.numpy(), _rows(v), t.f.numpy(), t.off,
-                   t.m.reshape(1).numpy(), t.lim, _rows(out))
+        t = p.gate
+        out, rows = _empty(acc.shape, F32)
+        _gate_rows(_rows(acc.contiguous()), *p.dw.req, _rows(v), t.fm[0], t.off, t.fm[1], t.lim, rows)
         return out
 
     @staticmethod
     def linear_act(t: torch.Tensor, p: IntLayer, table: IntTable) -> torch.Tensor:
         acc = p.acc(t)
-        out = torch.empty(acc.shape, dtype=F32)
-        _requant_lookup(_rows(acc), p.m.numpy(), p.c.numpy(), p.lim.numpy(), table.f.numpy(), table.off, _rows(out))
+        out, rows = _empty(acc.shape, F32)
+        _requant_lookup(_rows(acc), *p.req, table.fm[0], table.off, rows)
         return out
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
