@@ -28,6 +28,7 @@ its integer arithmetic, as :class:`hpac.model.FloatArith` is its float one.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -266,7 +267,11 @@ class IntLayer:
 
     def acc(self, t: torch.Tensor) -> torch.Tensor:
         """The exact sums T W^T: t (..., I) -> (..., O) in ``w.dtype``."""
-        return torch.mm(t.reshape(-1, t.shape[-1]).to(self.w.dtype), self.wt).reshape(*t.shape[:-1], -1)
+        rows = t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
+        if rows.dtype != self.w.dtype:
+            rows = rows.to(self.w.dtype)
+        out = torch.mm(rows, self.wt)
+        return out if t.dim() == 2 else out.reshape(*t.shape[:-1], -1)
 
 
 @dataclass
@@ -394,7 +399,7 @@ def _requant_lookup(acc, m, c, lim, table, off, out):
 
 def _rows(t: torch.Tensor) -> np.ndarray:
     """A (..., D) tensor as (M, D) numpy rows (a view where the layout allows)."""
-    return t.reshape(-1, t.shape[-1]).numpy()
+    return (t if t.dim() == 2 else t.reshape(-1, t.shape[-1])).numpy()
 
 
 _NP = {F32: np.float32, F64: np.float64}
@@ -402,8 +407,9 @@ _NP = {F32: np.float32, F64: np.float64}
 
 def _empty(shape: torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
     """A new (..., D) tensor and its (M, D) numpy rows."""
-    rows = np.empty((int(np.prod(shape[:-1])), shape[-1]), _NP[dtype])
-    return torch.from_numpy(rows).view(shape), rows
+    rows = np.empty((math.prod(shape[:-1]), shape[-1]), _NP[dtype])
+    out = torch.from_numpy(rows)
+    return (out if len(shape) == 2 else out.view(shape)), rows
 
 
 class IntArith:
