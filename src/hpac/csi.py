@@ -19,10 +19,11 @@ exact, so the encoder computes the same integers for a whole plane in one pass
 Skewed caches. In coordinates ``v = c + 2r`` (the group) and ``u = r``, group ``g`` is one
 row ``v = g``, its positions a contiguous run of ``u``, and a kernel tap (dr, dc) reads row
 ``g + dc + 2dr`` at ``u + dr``. Every masked tap therefore lies in the band of the last
-``3(k//2) + 1`` rows, and a masked kxk conv of the whole group is ONE small dense conv2d over
-that band (kernel ``(3(k//2)+1) x k``, masked taps zero). Only the band is kept, in a ring
-buffer written twice (rows ``i`` and ``i + R``) so the band is always contiguous. Memory per
-cache: (B, D, 2R, P + k - 1) float32 integers, channels-last (the pixel cache: float64).
+``3(k//2) + 1`` rows, and a masked kxk conv of the whole group is one pass over that band
+(kernel ``(3(k//2)+1) x k``; the numba kernels visit only its nonzero taps). Only the band
+is kept, in a ring buffer written twice (rows ``i`` and ``i + R``) so the band is always
+contiguous. Memory per cache: (B, D, 2R, P + k - 1) float32 integers, channels-last (the
+pixel cache: the network's input dtype, IntNet.in_dtype).
 """
 from __future__ import annotations
 
@@ -135,11 +136,6 @@ class Band:
             rows[:, :, :, max(lo, e) : hi].zero_()
         rows[:, :, :, a:e] = values.permute(0, 2, 1)[:, :, None, :]
         self.span[slot] = (a, e)
-
-    def band(self, g: int, height: int, first_row: int, n: int) -> torch.Tensor:
-        """Rows g-height+1 .. g (oldest first), u-window of the n positions plus the kernel reach."""
-        top = (g - height + 1) % self.rows
-        return self.buf[:, :, top : top + height, first_row : first_row + n + 2 * self.pad]
 
 
 @njit(cache=True)
