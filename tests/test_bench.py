@@ -36,3 +36,25 @@ def test_bench_of_the_current_folder_names_its_domain(tmp_path, monkeypatch):
     monkeypatch.chdir(d)  # `hpac bench .`: the relative paths have no parent name
     out = run_bench([d.relative_to(d)], threads=1, codecs=["png"])
     assert list(out["summary"]) == ["kodak (8-bit)"]
+
+
+def test_an_opaque_alpha_dropped_by_png_and_webp_is_the_same_image(tmp_path):
+    """PNG and WebP store an RGBA image whose alpha is opaque everywhere as RGB: the same image,
+    not a failure. A dropped alpha that was not opaque, or other pixels, stay failures."""
+    from hpac.bench import same_image
+
+    rgba = smooth_image(12, 10, 4)
+    rgba[:, :, 3] = 255
+    d = tmp_path / "screen"
+    d.mkdir()
+    Image.fromarray(rgba, "RGBA").save(d / "chart.png")
+    out = run_bench([d], threads=1, codecs=["png", "webp", "jxl_e7"])
+    assert all(m["ok"] for m in out["images"][0]["codecs"].values()), out["images"][0]["codecs"]
+    assert same_image(rgba[:, :, :3].copy(), rgba)
+    translucent = rgba.copy()
+    translucent[0, 0, 3] = 254
+    assert not same_image(translucent[:, :, :3].copy(), translucent)
+    other = rgba[:, :, :3].copy()
+    other[5, 5, 1] ^= 1
+    assert not same_image(other, rgba)
+    assert not same_image(rgba[:, :, :3].astype(np.uint16), rgba)

@@ -118,9 +118,21 @@ def _measure(fn: CodecFn, arr: np.ndarray, threads: int) -> dict | None:
     t2 = time.perf_counter()
     back = np.asarray(dec(data))
     t3 = time.perf_counter()
-    ok = back.reshape(arr.shape).dtype == arr.dtype and np.array_equal(back.reshape(arr.shape), arr) \
-        if back.size == arr.size else False
-    return {"bytes": len(data), "bpsp": 8 * len(data) / arr.size, "enc_s": t1 - t0, "dec_s": t3 - t2, "ok": ok}
+    return {"bytes": len(data), "bpsp": 8 * len(data) / arr.size, "enc_s": t1 - t0, "dec_s": t3 - t2,
+            "ok": same_image(back, arr)}
+
+
+def same_image(back: np.ndarray, arr: np.ndarray) -> bool:
+    """Does a codec's output ``back`` hold the pixels of ``arr`` (H, W, C)? Bit for bit, except
+    that an alpha channel that is opaque everywhere may come back dropped: PNG and WebP store
+    such an RGBA image as RGB, which means the same image."""
+    if back.dtype != arr.dtype:
+        return False
+    if back.size == arr.size:
+        return np.array_equal(back.reshape(arr.shape), arr)
+    opaque = arr.shape[2] in (2, 4) and bool(np.all(arr[:, :, -1] == np.iinfo(arr.dtype).max))
+    return opaque and back.size == arr[:, :, :-1].size and np.array_equal(back.reshape(arr[:, :, :-1].shape),
+                                                                           arr[:, :, :-1])
 
 
 def _images(dirs: list[Path], limit: int | None) -> list[Path]:
