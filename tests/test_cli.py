@@ -214,3 +214,21 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     err = proc.stderr.read()
     assert proc.wait(timeout=600) != 0
     assert b"Traceback" not in err, err.decode()
+
+
+def test_a_jpeg_is_refused_in_one_line_unless_its_pixels_are_asked_for(tmp_path, tiny_weights):
+    import io
+
+    from PIL import Image as PILImage
+
+    src = tmp_path / "photo.jpg"
+    buf = io.BytesIO()
+    PILImage.fromarray(smooth_image(12, 10, 3)).save(buf, "JPEG", quality=90)
+    src.write_bytes(buf.getvalue())
+    res = run("encode", src, tmp_path / "a.hpac", *_model_args(tiny_weights))
+    assert res.returncode != 0 and b"Traceback" not in res.stderr
+    assert len(res.stderr.decode().strip().splitlines()) == 1 and "--jpeg-pixels" in res.stderr.decode()
+    assert not (tmp_path / "a.hpac").exists()
+    res = run("encode", src, tmp_path / "b.hpac", "--jpeg-pixels", *_model_args(tiny_weights))
+    assert res.returncode == 0, res.stderr.decode()
+    assert run("decode", tmp_path / "b.hpac", tmp_path / "b.png", *_model_args(tiny_weights)).returncode == 0

@@ -447,3 +447,60 @@ def test_multi_image_files_are_refused_not_cut_to_their_first_image():
         read_image(imagecodecs.tiff_encode(rgb[::-1].copy(), appendto=first))
     with_thumbnail = imagecodecs.tiff_encode(rgb[::2, ::2].copy(), subfiletype=1, appendto=first)
     assert np.array_equal(read_image(with_thumbnail).pixels, rgb)
+
+
+def _pillow_file(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    frames = [PILImage.fromarray(a) for a in (arr if isinstance(arr, list) else [arr])]
+    frames[0].save(buf, fmt, save_all=len(frames) > 1, append_images=frames[1:], **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,channels,kw", [("BMP", 3, {}), ("BMP", 1, {}), ("GIF", 3, {}),
+                                             ("WEBP", 3, {"lossless": True}), ("WEBP", 4, {"lossless": True})])
+def test_bmp_gif_and_lossless_webp_inputs_round_trip(fmt, channels, kw, tiny_models):
+    """Pillow's formats read as the pixels Pillow decodes (a GIF's palette as RGB), then code
+    bit-exactly."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from hpac import codec
+    from hpac.imageio import read_image
+
+    src = smooth_image(17, 23, channels)
+    data = _pillow_file(src[:, :, 0] if channels == 1 else src, fmt, **kw)
+    img = read_image(data)
+    with PILImage.open(io.BytesIO(data)) as im:
+        want = np.asarray(im.convert("RGB") if im.mode == "P" else im)
+    assert np.array_equal(img.pixels.reshape(want.shape), want)
+    if fmt != "GIF":  # a GIF's palette is a lossy reduction; the others keep the source
+        assert np.array_equal(img.pixels.reshape(src.shape), src)
+    out = codec.decode(codec.encode(img, tiny_models), list(tiny_models.values()))
+    assert np.array_equal(out.reshape(img.pixels.shape), img.pixels)
+
+
+def test_animated_gif_and_webp_lossy_webp_and_jpeg_are_refused_with_a_reason():
+    from hpac.errors import UnsupportedImageError
+    from hpac.imageio import read_image
+
+    a, b = smooth_image(9, 8, 3), smooth_image(9, 8, 3, seed=1)
+    with pytest.raises(UnsupportedImageError, match="animated GIF with 2 frames"):
+        read_image(_pillow_file([a, b], "GIF"))
+    with pytest.raises(UnsupportedImageError, match="animated WebP"):
+        read_image(_pillow_file([a, b], "WEBP", lossless=True))
+    with pytest.raises(UnsupportedImageError, match="lossy WebP"):
+        read_image(_pillow_file(a, "WEBP", quality=90))
+    huge = bytearray(_pillow_file(a, "WEBP", lossless=True, exif=b"Exif\x00\x00MM"))
+    assert huge[12:16] == b"VP8X"
+    huge[24:30] = b"\xff\xff\xff\xff\xff\x00"  # a 16777216 x 65536 canvas: refused before Pillow allocates it
+    with pytest.raises(UnsupportedImageError, match="exceeds the format limit"):
+        read_image(bytes(huge))
+    jpeg = _pillow_file(a, "JPEG", quality=95)
+    with pytest.raises(UnsupportedImageError, match="JPEG input.*jpeg_pixels=True"):
+        read_image(jpeg)
+    assert read_image(jpeg, jpeg_pixels=True).pixels.shape == (9, 8, 3)

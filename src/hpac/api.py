@@ -83,11 +83,12 @@ def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
         raise
 
 
-def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, **kw) -> int:
-    """Read an image file, write its .hpac; returns the output size in bytes."""
+def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, jpeg_pixels: bool = False, **kw) -> int:
+    """Read an image file, write its .hpac; returns the output size in bytes. ``jpeg_pixels``:
+    code a JPEG file's decoded pixels (refused by default, :data:`hpac.imageio.JPEG_REFUSED`)."""
     from .imageio import read_image
 
-    data = encode(read_image(src), **kw)
+    data = encode(read_image(src, jpeg_pixels=jpeg_pixels), **kw)
     atomic_write(dst, data, force)
     return len(data)
 

@@ -135,7 +135,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     out = args.output or _default_out(args.input, ".hpac")
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
-    img = read_image(_read_input(args.input))
+    img = read_image(_read_input(args.input), jpeg_pixels=args.jpeg_pixels)
     data = api.encode(img, model=args.model, threads=args.threads, effort=args.effort, seed=args.seed,
                       progress=not args.quiet and sys.stderr.isatty())
     if args.verify:
@@ -293,10 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-j", "--jobs", type=int, default=1,
                         help="with -r: worker processes (each with cores / JOBS threads unless --threads)")
 
-    p = sub.add_parser("encode", parents=[common], help="compress an image (PNG, TIFF, PPM/PGM, NPY, DICOM)")
+    p = sub.add_parser("encode", parents=[common], help="compress an image (PNG, TIFF, BMP, GIF, lossless WebP, PPM/PGM, NPY, DICOM)")
     p.add_argument("input", help="image file, - for stdin, or a folder with -r")
     p.add_argument("output", nargs="?", help="output .hpac (default: INPUT with .hpac; - for stdout)")
     p.add_argument("--verify", action="store_true", help="decode the result before writing it")
+    p.add_argument("--jpeg-pixels", action="store_true",
+                   help="code a JPEG input's decoded pixels (refused by default: they take several times the "
+                        "JPEG's bytes; JPEG XL recompresses JPEG files losslessly)")
     p.add_argument("-e", "--effort", type=int, default=None, choices=sorted(EFFORT_LEVELS),
                    help=f"0 = pre-trained model only; higher = per-image fine-tuning (slower, smaller; "
                         f"default {DEFAULT_EFFORT})")

@@ -1,7 +1,8 @@
 """Image files <-> integer arrays, at native depth.
 
-Reads PNG and TIFF (imagecodecs), PPM/PGM (its own reader), NPY (numpy) and DICOM (pydicom, see
-:mod:`hpac.dicom`); writes PNG (8 or 16 bit), TIFF, PGM/PPM and NPY.
+Reads PNG and TIFF (imagecodecs), BMP, GIF (one frame) and lossless WebP (Pillow), PPM/PGM
+(its own reader), NPY (numpy) and DICOM (pydicom, see :mod:`hpac.dicom`); JPEG only when asked
+for its pixels. Writes PNG (8 or 16 bit), TIFF, PGM/PPM and NPY.
 Arrays are always (H, W, C) with C in 1..4, dtype uint8, uint16 or int16.
 """
 from __future__ import annotations
@@ -73,8 +74,14 @@ def detect_bits(arr: np.ndarray) -> int:
     return max(8, int(arr.max()).bit_length())
 
 
-def read_image(src: str | Path | bytes) -> Image:
-    """Read an image file (or its bytes) into an :class:`Image`."""
+JPEG_REFUSED = ("JPEG input: its decoded pixels take several times the JPEG's bytes, and JPEG XL "
+                 "recompresses a JPEG file losslessly (cjxl); to code its pixels anyway, ask for them "
+                 "(read_image(..., jpeg_pixels=True); command line: --jpeg-pixels)")
+
+
+def read_image(src: str | Path | bytes, jpeg_pixels: bool = False) -> Image:
+    """Read an image file (or its bytes) into an :class:`Image`; ``jpeg_pixels``: accept a JPEG
+    file as its decoded pixels (refused by default, :data:`JPEG_REFUSED`)."""
     data = src if isinstance(src, bytes) else _read_bytes(Path(src))
     from . import dicom
 
@@ -83,7 +90,7 @@ def read_image(src: str | Path | bytes) -> Image:
         img = as_image(arr)
         return Image(img.pixels, img.bits, dicom.METADATA_KIND, header)
     try:
-        arr = _decode(data)
+        arr = _decode(data, jpeg_pixels)
     except UnsupportedImageError:
         raise
     except Exception as exc:  # the decoders raise many types; the user needs one message
@@ -248,8 +255,8 @@ def _read_bytes(path: Path) -> bytes:
         raise UnsupportedImageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _decode(data: bytes) -> np.ndarray:
-    """Pixels of a PNG, TIFF, NPY or PNM file, its declared size checked before decoding."""
+def _decode(data: bytes, jpeg_pixels: bool = False) -> np.ndarray:
+    """Pixels of an image file, its declared size checked before decoding."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         import imagecodecs
 
@@ -268,13 +275,82 @@ def _decode(data: bytes) -> np.ndarray:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     elif data[:2] in (b"P5", b"P6", b"P2", b"P3"):
         arr = _decode_pnm(data)
+    elif data[:2] == b"BM":
+        from PIL import BmpImagePlugin
+
+        arr = _pillow(data, BmpImagePlugin.BmpImageFile, "BMP")
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        from PIL import GifImagePlugin
+
+        arr = _pillow(data, GifImagePlugin.GifImageFile, "GIF")
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        from PIL import WebPImagePlugin
+
+        chunks = _riff_chunks(data)
+        if b"ANIM" in chunks:
+            raise UnsupportedImageError("animated WebP (hpac codes one image)")
+        if b"VP8L" not in chunks:
+            raise UnsupportedImageError("lossy WebP input: its pixels are not the original's (hpac codes "
+                                        "lossless sources; lossless WebP is read)")
+        check_size(*_webp_size(data))  # before Pillow's decoder allocates its canvas
+        arr = _pillow(data, WebPImagePlugin.WebPImageFile, "WebP")
+    elif data[:3] == b"\xff\xd8\xff":
+        if not jpeg_pixels:
+            raise UnsupportedImageError(JPEG_REFUSED)
+        from PIL import JpegImagePlugin
+
+        arr = _pillow(data, JpegImagePlugin.JpegImageFile, "JPEG")
     elif data[:4] == b"HPAC":
         raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")
     else:
-        raise UnsupportedImageError("unknown image format (supported: PNG, TIFF, PPM/PGM, NPY, DICOM)")
+        raise UnsupportedImageError("unknown image format (supported: PNG, TIFF, BMP, GIF, lossless WebP, "
+                                    "PPM/PGM, NPY, DICOM)")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr
+
+
+def _riff_chunks(data: bytes) -> set[bytes]:
+    """The top-level chunk ids of a RIFF file (a WebP: VP8 lossy, VP8L lossless, VP8X, ALPH,
+    ANIM, ANMF ...)."""
+    ids, pos = set(), 12
+    while pos + 8 <= len(data):
+        ids.add(data[pos : pos + 4])
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        pos += 8 + size + (size & 1)  # chunks are padded to an even size
+    return ids
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """(height, width) a WebP declares: the VP8X canvas, or the VP8L header's 14-bit fields."""
+    if data[12:16] == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
+    if data[12:16] == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    raise UnsupportedImageError("WebP header without a size")
+
+
+_PILLOW_MODES = {"1": "L", "L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "I;16": "I;16"}
+
+
+def _pillow(data: bytes, opener, kind: str) -> np.ndarray:
+    """One frame of a file Pillow reads, its size checked before any pixel is decoded (the
+    plugin class, not Image.open, so no 179 Mpx guard stands in for hpac's own limit).
+    Palette images come back as RGB (RGBA where the palette has a transparent entry)."""
+    with opener(io.BytesIO(data)) as im:
+        check_size(im.height, im.width)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise UnsupportedImageError(f"animated {kind} with {frames} frames (hpac codes one image)")
+        if im.mode == "P":
+            mode = "RGBA" if "transparency" in im.info or im.palette.mode == "RGBA" else "RGB"
+        elif im.mode in _PILLOW_MODES:
+            mode = _PILLOW_MODES[im.mode]
+        else:
+            raise UnsupportedImageError(f"{kind} in Pillow mode {im.mode} (hpac reads gray, RGB and RGBA)")
+        im.load()
+        return np.asarray(im if im.mode == mode else im.convert(mode))
 
 
 _PNM_HEADER_FIELD = re.compile(rb"(?:\s|#[^\r\n]*)+(\d{1,10})")  # whitespace and comments, then a number

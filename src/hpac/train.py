@@ -28,7 +28,7 @@ from .model import HPACNet, ModelConfig
 from .quant import QuantSpec
 from .weights import save_weights
 
-IMAGE_SUFFIXES = {".png", ".ppm", ".pgm", ".tif", ".tiff", ".npy"}
+IMAGE_SUFFIXES = {".png", ".ppm", ".pgm", ".tif", ".tiff", ".npy", ".bmp", ".gif", ".webp"}
 
 
 @dataclass
