@@ -311,20 +311,14 @@ def _runs(keys: np.ndarray):
     return zip([0] + cuts, cuts + [keys.size])
 
 
-def _code_runs(coder, tables, values: np.ndarray, encoding: bool, floored: bool) -> None:
-    """Range-code (n,) int32 ``values`` run by run under the (first, end, table) runs of
-    ``tables``; decoding writes them into ``values``."""
-    for first, end, probs in tables:
-        probs = floor_tables(probs) if floored else probs
-        if encoding:
-            coder.encode(values[first:end], categorical(), probs)
-        else:
-            values[first:end] = coder.decode(categorical(), probs)
-
-
 def code_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor | None = None,
                  floored: bool = False, low: int = 0) -> torch.Tensor:
     """Encode (``sym`` given) or decode M subpixels with one integer mixture each.
+
+    Stream order: stage 1 (bin index or ESCAPE) bucketed by window width, stage 2 (offset inside
+    the bin, where delta > 1) bucketed by bin size, then the escapes; each bucketing is one
+    stable sort, so rows keep their index order inside a bucket. Encoding is
+    :func:`encode_calls` on one segment.
 
     Args:
         coder: constriction RangeEncoder (encode) or RangeDecoder (decode).
@@ -337,59 +331,45 @@ def code_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
         (M,) int64 symbols (the input when encoding).
     """
     m = w.shape[0]
-    encoding = sym is not None
+    if sym is not None:
+        encode_calls(coder, w, mu, s, bits, sym.numpy(), np.array([0, m], np.int64), floored, low)
+        return sym
     if m == 0:
-        return sym if encoding else torch.zeros(0, dtype=torch.int64)
+        return torch.zeros(0, dtype=torch.int64)
     lo, delta, width = windows(w, mu, s, bits, low)
-    sy = sym.numpy() if encoding else None
-
-    # stage 1: bin index or ESCAPE, bucketed by window width; one stable sort makes every
-    # bucket a run (rows keep their index order inside it)
     order = np.argsort(width, kind="stable")
-    if encoding:
-        coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
-        coarse_o = coarse[order].astype(np.int32)
-    else:
-        coarse_o = np.empty(m, np.int32)
+    coarse_o = np.empty(m, np.int32)
     tables = bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order], escape=True, low=low)
-    _code_runs(coder, tables, coarse_o, encoding, floored)
-    if not encoding:
-        coarse = np.empty(m, np.int64)
-        coarse[order] = coarse_o
+    _decode_runs(coder, tables, coarse_o, floored)
+    coarse = np.empty(m, np.int64)
+    coarse[order] = coarse_o
     escaped = coarse == width
     bin_lo = lo + coarse * delta
-
-    # stage 2: offset inside the bin, exact conditional, bucketed by bin size
-    offset = (sy - bin_lo) if encoding else np.zeros(m, np.int64)
+    offset = np.zeros(m, np.int64)
     fine = np.flatnonzero((~escaped) & (delta > 1))
     if fine.size:
         fine = fine[np.argsort(delta[fine], kind="stable")]
-        off = offset[fine].astype(np.int32) if encoding else np.empty(fine.size, np.int32)
+        off = np.empty(fine.size, np.int32)
         tables = bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine], mu[fine], s[fine],
                             escape=False)
-        _code_runs(coder, tables, off, encoding, floored)
-        if not encoding:
-            offset[fine] = off
-
-    # escapes: uniform over the whole alphabet
-    esc = np.flatnonzero(escaped)
-    if esc.size:
-        sizes = np.full(esc.size, 1 << bits, dtype=np.int32)
-        if encoding:
-            coder.encode(sy[esc].astype(np.int32), _uniform(), sizes)
-        else:
-            vals = coder.decode(_uniform(), sizes)
-    if encoding:
-        return sym
+        _decode_runs(coder, tables, off, floored)
+        offset[fine] = off
     out = bin_lo + offset
-    if esc.size:
-        out[esc] = vals
+    esc = np.flatnonzero(escaped)
+    if esc.size:  # uniform over the whole alphabet
+        out[esc] = coder.decode(_uniform(), np.full(esc.size, 1 << bits, dtype=np.int32))
     return torch.from_numpy(out)
 
 
+def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
+    """Decode into (n,) int32 ``values`` run by run under the (first, end, table) runs of ``tables``."""
+    for first, end, probs in tables:
+        values[first:end] = coder.decode(categorical(), floor_tables(probs) if floored else probs)
+
+
 def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
-                 bounds: np.ndarray, floored: bool = False) -> None:
-    """Encode what :func:`code_symbols` (``low`` = 0) would over each row segment
+                 bounds: np.ndarray, floored: bool = False, low: int = 0) -> None:
+    """Encode what :func:`code_symbols` would over each row segment
     [bounds[i], bounds[i+1]) in turn, with the tables of all segments built at once: the same
     bytes with a fraction of the calls. The encoder knows every segment in advance; the
     decoder, whose later mixtures depend on decoded values, calls code_symbols.
@@ -402,7 +382,7 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
     if m == 0:
         return
     seg = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
-    lo, delta, width = windows(w, mu, s, bits)
+    lo, delta, width = windows(w, mu, s, bits, low)
     # stage 1 of every segment, each bucketed by width as code_symbols does (stable, so rows
     # keep their order inside a bucket): one sort on (segment, width)
     key1 = seg * (MAX_BINS + 1) + width
@@ -411,7 +391,7 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
     coarse_o = coarse[order].astype(np.int32)
     ops: list[list] = [[] for _ in range(len(bounds) - 1)]  # per segment: (values, table | None)
     for i, j, probs in bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order],
-                                  escape=True, keys=key1[order]):
+                                  escape=True, low=low, keys=key1[order]):
         ops[int(seg[order[i]])].append((coarse_o[i:j], probs))
     escaped = coarse == width
     bin_lo = lo + coarse * delta

@@ -123,10 +123,16 @@ class GatedBlock(nn.Module):
         return gated_block(FLOAT, self, x, plane_depthwise)
 
 
+def depthwise_nhwc(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A depthwise conv (weight (D, 1, k, k), same padding) of a whole plane, NHWC in and out."""
+    # NHWC viewed as channels-last NCHW: the depthwise conv runs without layout copies
+    x = a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0]).permute(0, 2, 3, 1)
+
+
 def plane_depthwise(a: torch.Tensor, dw) -> torch.Tensor:
     """The masked depthwise conv of a whole plane, NHWC in and out."""
-    # NHWC viewed as channels-last NCHW: the depthwise conv runs without layout copies
-    return dw(a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+    return depthwise_nhwc(a, dw.masked_weight(), dw.bias)
 
 
 class FloatArith:

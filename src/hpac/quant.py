@@ -42,7 +42,7 @@ from . import afc
 from .csi import skew_kernel
 from .distribution import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
 from .errors import ModelMismatchError
-from .model import FloatArith, HPACNet, ModelConfig, causal_mask, gated_block, plane_depthwise
+from .model import FloatArith, HPACNet, ModelConfig, causal_mask, depthwise_nhwc, gated_block, plane_depthwise
 
 F32, F64 = torch.float32, torch.float64
 EXACT_F32 = float(1 << 24)  # float32 holds every integer up to this: sums below it are exact
@@ -197,9 +197,7 @@ class FakeQuant(FloatArith):
 
     def depthwise(self, a, dw):
         """The masked depthwise conv with integer-grid weights (NHWC in and out)."""
-        x = a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        w = _fake_weight(dw.masked_weight(), self.spec.wbits_dw)
-        return F.conv2d(x, w, dw.bias, padding=dw.padding, groups=dw.groups).permute(0, 2, 3, 1)
+        return depthwise_nhwc(a, _fake_weight(dw.masked_weight(), self.spec.wbits_dw), dw.bias)
 
     def gate(self, u, v, p):
         u = _on_grid(u, self.dw_s, self.L)
@@ -362,14 +360,20 @@ def _norm_rows(x, g, b, k, lim, out):
             out[r, i] = min(max(np.rint(y), -lim), lim)
 
 
+@njit(cache=True, inline="always")
+def _requant_one(a, m, c, lim):
+    """One layer output: clamp(round(a m + c), +-lim), two rounded IEEE operations."""
+    y = a * m
+    y = y + c
+    return min(max(np.rint(y), -lim), lim)
+
+
 @njit(cache=True)
 def _requant(acc, m, c, lim, out):
     rows, cols = acc.shape
     for r in range(rows):
         for o in range(cols):
-            y = acc[r, o] * m[o]
-            y = y + c[o]
-            out[r, o] = min(max(np.rint(y), -lim[o]), lim[o])
+            out[r, o] = _requant_one(acc[r, o], m[o], c[o], lim[o])
 
 
 @njit(cache=True)
@@ -378,9 +382,7 @@ def _gate_rows(acc, m, c, lim, v, table, off, mg, glim, out):
     rows, cols = acc.shape
     for r in range(rows):
         for o in range(cols):
-            u = acc[r, o] * m[o]
-            u = u + c[o]
-            u = min(max(np.rint(u), -lim[o]), lim[o])
+            u = _requant_one(acc[r, o], m[o], c[o], lim[o])
             y = (table[np.int64(u) + off] * v[r, o]) * mg[0]
             out[r, o] = min(max(np.rint(y), -glim), glim)
 
@@ -391,9 +393,7 @@ def _requant_lookup(acc, m, c, lim, table, off, out):
     rows, cols = acc.shape
     for r in range(rows):
         for o in range(cols):
-            u = acc[r, o] * m[o]
-            u = u + c[o]
-            u = min(max(np.rint(u), -lim[o]), lim[o])
+            u = _requant_one(acc[r, o], m[o], c[o], lim[o])
             out[r, o] = table[np.int64(u) + off]
 
 
@@ -767,14 +767,9 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
     acc = F.conv2d(q.to(dt).contiguous(memory_format=torch.channels_last), net.in_w.to(dt), padding=k // 2)
     acc = acc.permute(0, 2, 3, 1)
     x, skip = net.stem_out(acc)
-
-    def depthwise(a, p):
-        a = a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        return F.conv2d(a, p.w, padding=k // 2, groups=a.shape[1]).permute(0, 2, 3, 1)
-
     ar = net.arith
     for blk in net.blocks:
-        x = gated_block(ar, blk, x, depthwise)
+        x = gated_block(ar, blk, x, lambda a, p: depthwise_nhwc(a, p.w))
     return net.tail(x, skip)
 
 
