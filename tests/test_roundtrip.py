@@ -504,3 +504,39 @@ def test_animated_gif_and_webp_lossy_webp_and_jpeg_are_refused_with_a_reason():
     with pytest.raises(UnsupportedImageError, match="JPEG input.*jpeg_pixels=True"):
         read_image(jpeg)
     assert read_image(jpeg, jpeg_pixels=True).pixels.shape == (9, 8, 3)
+
+
+@pytest.mark.parametrize("shape,dtype,container", [((17, 23, 3), np.uint8, False), ((17, 23, 4), np.uint8, True),
+                                                   ((19, 21), np.uint16, False), ((12, 300, 3), np.uint16, True)])
+def test_lossless_jpeg_xl_input_round_trips(shape, dtype, container, tiny_models):
+    """A lossless JPEG XL (bare codestream or ISO BMFF container) reads as its exact source pixels."""
+    import imagecodecs
+
+    from hpac import codec
+    from hpac.imageio import read_image
+
+    src = np.random.default_rng(3).integers(0, 256 if dtype == np.uint8 else 1 << 12, shape).astype(dtype)
+    img = read_image(imagecodecs.jpegxl_encode(src, lossless=True, usecontainer=container))
+    assert np.array_equal(img.pixels.reshape(src.shape), src)
+    out = codec.decode(codec.encode(img, tiny_models), list(tiny_models.values()))
+    assert np.array_equal(out.reshape(img.pixels.shape), img.pixels)
+
+
+def test_lossy_animated_and_huge_jpeg_xl_are_refused_before_decoding():
+    import imagecodecs
+
+    from hpac.errors import UnsupportedImageError
+    from hpac.imageio import read_image
+
+    a = smooth_image(16, 24, 3)
+    with pytest.raises(UnsupportedImageError, match="lossy JPEG XL"):
+        read_image(imagecodecs.jpegxl_encode(a, distance=1.0))
+    with pytest.raises(UnsupportedImageError, match="animated JPEG XL"):
+        read_image(imagecodecs.jpegxl_encode(np.stack([a, a[::-1]]), lossless=True))
+    # SizeHeader: not small, height selector 3 (1 + 30 bits), ratio 1 (square): 2^30 x 2^30
+    bits = 0 | (3 << 1) | ((2**30 - 1) << 3) | (1 << 33)
+    huge = b"\xff\x0a" + bits.to_bytes(5, "little") + bytes(8)
+    with pytest.raises(UnsupportedImageError, match="exceeds the format limit"):
+        read_image(huge)
+    with pytest.raises(UnsupportedImageError, match="truncated"):
+        read_image(b"\xff\x0a\x00")

@@ -65,6 +65,18 @@ def decode(data: bytes, *, model=None, threads: int | None = None, max_pixels: i
     return arr[:, :, 0] if arr.shape[2] == 1 else arr
 
 
+def read_info(data: bytes) -> dict:
+    """The metadata an .hpac file keeps, under Pillow's ``Image.info`` keys: icc_profile, exif,
+    xmp, dpi and the PNG text keywords (:meth:`hpac.metadata.ImageMetadata.pillow_info`); empty
+    when it keeps none (a DICOM header is read with :func:`hpac.dicom.read_dicom` on .dcm output)."""
+    from . import container, metadata
+
+    header, _ = container.read(data)
+    if header.metadata_kind != metadata.KIND:
+        return {}
+    return metadata.from_bytes(header.metadata).pillow_info()
+
+
 def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
     """Write ``data`` to ``path`` via a temp file + rename; never leaves a partial file."""
     from .errors import HpacError
@@ -83,12 +95,15 @@ def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
         raise
 
 
-def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, jpeg_pixels: bool = False, **kw) -> int:
+def encode_file(src: str | Path, dst: str | Path, *, force: bool = False, jpeg_pixels: bool = False,
+                strip: bool = False, **kw) -> int:
     """Read an image file, write its .hpac; returns the output size in bytes. ``jpeg_pixels``:
-    code a JPEG file's decoded pixels (refused by default, :data:`hpac.imageio.JPEG_REFUSED`)."""
+    code a JPEG file's decoded pixels (refused by default, :data:`hpac.imageio.JPEG_REFUSED`);
+    ``strip``: drop the file's metadata (colour profile, EXIF, XMP, PNG text, resolution,
+    DICOM header), kept by default and written back by :func:`decode_file`."""
     from .imageio import read_image
 
-    data = encode(read_image(src, jpeg_pixels=jpeg_pixels), **kw)
+    data = encode(read_image(src, jpeg_pixels=jpeg_pixels, metadata=not strip), **kw)
     atomic_write(dst, data, force)
     return len(data)
 
@@ -140,11 +155,12 @@ def image_file_bytes(img, name: str) -> bytes:
     """The bytes of a decoded :class:`hpac.imageio.Image` in the format ``name``'s suffix asks
     for (:data:`OUTPUT_FORMATS`); .dcm needs a stored DICOM header, PNG and PGM/PPM refuse
     signed data."""
-    from . import dicom
+    from . import dicom, metadata
     from .errors import HpacError
     from .imageio import write_npy, write_png, write_pnm, write_tiff
 
     fmt = output_format(name)
+    meta = metadata.from_bytes(img.metadata) if img.metadata_kind == metadata.KIND else None
     if fmt == "NPY":
         return write_npy(img.pixels)
     if fmt == "DICOM":
@@ -152,7 +168,9 @@ def image_file_bytes(img, name: str) -> bytes:
             raise HpacError("this file stores no DICOM header; decode to .png, .tif or .npy")
         return dicom.write_dicom(img.pixels, img.metadata)
     if fmt == "TIFF":
-        return write_tiff(img.pixels)
+        tiff = write_tiff(img.pixels)
+        return metadata.into_tiff(tiff, meta) if meta else tiff
     if fmt == "PNM":
         return write_pnm(img.pixels, img.bits)
-    return write_png(img.pixels)
+    png = write_png(img.pixels)
+    return metadata.into_png(png, meta) if meta else png

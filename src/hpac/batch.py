@@ -59,10 +59,11 @@ def _models(paths: tuple[str, ...]) -> list:
 
 
 def encode_one(src: Path, dst: Path, *, effort: int | None = None, threads: int | None = None, seed: int = 0,
-               model: tuple[str, ...] = (), force: bool = False, verify: bool = False) -> Result:
-    """Encode one image file to ``dst`` unless ``dst`` already holds its pixels."""
+               model: tuple[str, ...] = (), force: bool = False, verify: bool = False, strip: bool = False) -> Result:
+    """Encode one image file to ``dst`` unless ``dst`` already holds its pixels (and metadata;
+    ``strip``: none)."""
     try:
-        img = read_image(src)
+        img = read_image(src, metadata=not strip)
         bytes_in = src.stat().st_size
         if dst.exists() and not force:
             data = dst.read_bytes()

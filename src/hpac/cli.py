@@ -116,7 +116,7 @@ def _cmd_batch(args: argparse.Namespace) -> int | None:
         raise HpacError("--jobs must be at least 1")
     kw = {"model": tuple(args.model or ()), "force": args.force}
     if args.cmd == "encode":
-        kw.update(effort=args.effort, seed=args.seed, verify=args.verify)
+        kw.update(effort=args.effort, seed=args.seed, verify=args.verify, strip=args.strip)
     else:
         kw.update(max_pixels=args.max_pixels)
     results = run_batch(args.cmd, Path(args.input), args.out_dir, jobs=args.jobs, threads=args.threads,
@@ -135,7 +135,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     out = args.output or _default_out(args.input, ".hpac")
     if out != "-" and Path(out).exists() and not args.force:
         raise HpacError(f"{out} exists (use --force to overwrite)")
-    img = read_image(_read_input(args.input), jpeg_pixels=args.jpeg_pixels)
+    img = read_image(_read_input(args.input), jpeg_pixels=args.jpeg_pixels, metadata=not args.strip)
     data = api.encode(img, model=args.model, threads=args.threads, effort=args.effort, seed=args.seed,
                       progress=not args.quiet and sys.stderr.isatty())
     if args.verify:
@@ -208,7 +208,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import container
+    from . import container, metadata
 
     data = _read_input(args.input)
     h, _ = container.read(data)
@@ -217,7 +217,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"image:      {h.width}x{h.height}, {h.channels} channel(s), {h.dtype}, {h.bits} significant bits")
     print(f"bpsp:       {8 * len(data) / (h.width * h.height * h.channels):.4f}")
     print(f"pixel hash: sha256 {h.pixel_sha256.hex()}")
-    if h.metadata_kind:
+    if h.metadata_kind == metadata.KIND:
+        for line in metadata.from_bytes(h.metadata).summary():
+            print(f"metadata:   {line}")
+    elif h.metadata_kind:
         print(f"metadata:   {container.METADATA_KINDS[h.metadata_kind]}, {len(h.metadata)} bytes")
     for i, p in enumerate(h.planes):
         chans = f"{p.first_channel}" if p.n_channels == 1 else f"{p.first_channel}-{p.first_channel + p.n_channels - 1}"
@@ -304,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"0 = pre-trained model only; higher = per-image fine-tuning (slower, smaller; "
                         f"default {DEFAULT_EFFORT})")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    p.add_argument("--strip", action="store_true",
+                   help="drop what the input says besides its pixels (colour profile, EXIF, XMP, PNG text, "
+                        "resolution, DICOM header); kept by default")
     p = sub.add_parser("decode", parents=[common, decoding],
                        help="decompress to .png, .tif, .ppm/.pgm, .npy or .dcm (by the output suffix)")
     p.add_argument("input", help=".hpac file, - for stdin, or a folder with -r")

@@ -16,7 +16,8 @@
                   adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
                   value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
                   plane_options u8  bit 0: zero flags (hpac.zeroflags); other bits 0
-      metadata_kind u8 (0 none, 1 DICOM header), metadata_len u32, metadata bytes
+      metadata_kind u8 (0 none, 1 DICOM header, 2 image metadata: hpac.metadata), metadata_len u32,
+      metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import metadata as image_metadata
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
@@ -45,7 +47,7 @@ MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28  # 268 Mpx: refuse bigger headers before allocating anything
 MAX_PATCH = 1024
 MAX_SHARD_PIXELS = 1 << 19  # a shard holds at most this many pixels, or one patch where P x P is more
-METADATA_KINDS = {0: "none", 1: "DICOM header"}
+METADATA_KINDS = {0: "none", 1: "DICOM header", 2: "image metadata"}
 MAX_METADATA = 1 << 26
 MAX_ADAPTER = 1 << 22
 MAX_VALUE_MAP = 1 << 14
@@ -222,6 +224,8 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     if meta_kind not in METADATA_KINDS or meta_len > MAX_METADATA or (meta_kind == 0) != (meta_len == 0):
         raise FormatError("invalid metadata section in header")
     metadata = r.take(meta_len)
+    if meta_kind == image_metadata.KIND:
+        image_metadata.from_bytes(metadata)  # malformed or oversized records: a FormatError now
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")
     header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored)

@@ -1,6 +1,6 @@
 """Image files <-> integer arrays, at native depth.
 
-Reads PNG and TIFF (imagecodecs), BMP, GIF (one frame) and lossless WebP (Pillow), PPM/PGM
+Reads PNG, TIFF and lossless JPEG XL (imagecodecs), BMP, GIF (one frame) and lossless WebP (Pillow), PPM/PGM
 (its own reader), NPY (numpy) and DICOM (pydicom, see :mod:`hpac.dicom`); JPEG only when asked
 for its pixels. Writes PNG (8 or 16 bit), TIFF, PGM/PPM and NPY.
 Arrays are always (H, W, C) with C in 1..4, dtype uint8, uint16 or int16.
@@ -31,7 +31,8 @@ class Image:
         pixels: (H, W, C) array, dtype uint8 / uint16 / int16, C in 1..4.
         bits: significant bits of the coded (offset, non-negative) integers, 8..16.
         metadata_kind, metadata: what the container keeps beside the pixels (0 and b"" for
-            none; :data:`hpac.dicom.METADATA_KIND` and the DICOM header for DICOM input).
+            none; :data:`hpac.dicom.METADATA_KIND` and the DICOM header for DICOM input;
+            :data:`hpac.metadata.KIND` and the record set of PNG and TIFF metadata).
     """
 
     pixels: np.ndarray
@@ -79,23 +80,31 @@ JPEG_REFUSED = ("JPEG input: its decoded pixels take several times the JPEG's by
                  "(read_image(..., jpeg_pixels=True); command line: --jpeg-pixels)")
 
 
-def read_image(src: str | Path | bytes, jpeg_pixels: bool = False) -> Image:
+def read_image(src: str | Path | bytes, jpeg_pixels: bool = False, metadata: bool = True) -> Image:
     """Read an image file (or its bytes) into an :class:`Image`; ``jpeg_pixels``: accept a JPEG
-    file as its decoded pixels (refused by default, :data:`JPEG_REFUSED`)."""
+    file as its decoded pixels (refused by default, :data:`JPEG_REFUSED`); ``metadata``: keep
+    what the file says besides its pixels (a DICOM header; a PNG's or TIFF's colour profile,
+    EXIF, XMP, text and resolution, :mod:`hpac.metadata`), False to drop it."""
     data = src if isinstance(src, bytes) else _read_bytes(Path(src))
     from . import dicom
+    from . import metadata as meta
 
     if dicom.is_dicom(data):
         arr, header = dicom.read_dicom(data)
         img = as_image(arr)
-        return Image(img.pixels, img.bits, dicom.METADATA_KIND, header)
+        return Image(img.pixels, img.bits, dicom.METADATA_KIND, header) if metadata else img
     try:
         arr = _decode(data, jpeg_pixels)
     except UnsupportedImageError:
         raise
     except Exception as exc:  # the decoders raise many types; the user needs one message
         raise UnsupportedImageError(f"cannot read image: {exc}") from None
-    return as_image(arr)
+    img = as_image(arr)
+    if not metadata:
+        return img
+    found = meta.from_png(data) if data[:8] == b"\x89PNG\r\n\x1a\n" \
+        else meta.from_tiff(data) if data[:4] in (b"II*\x00", b"MM\x00*") else None
+    return Image(img.pixels, img.bits, meta.KIND, found.to_bytes()) if found else img
 
 
 def check_size(height: int, width: int, channels: int = 1) -> None:
@@ -294,6 +303,17 @@ def _decode(data: bytes, jpeg_pixels: bool = False) -> np.ndarray:
                                         "lossless sources; lossless WebP is read)")
         check_size(*_webp_size(data))  # before Pillow's decoder allocates its canvas
         arr = _pillow(data, WebPImagePlugin.WebPImageFile, "WebP")
+    elif data[:2] == b"\xff\x0a" or data[:12] == _JXL_CONTAINER:
+        import imagecodecs
+
+        jxl = _jxl_header(data)
+        check_size(jxl.height, jxl.width)
+        if jxl.animated:
+            raise UnsupportedImageError("animated JPEG XL (hpac codes one image)")
+        if jxl.xyb:
+            raise UnsupportedImageError("lossy JPEG XL input (XYB colours): its pixels are not the original's "
+                                        "(hpac codes lossless sources; lossless JPEG XL is read)")
+        arr = imagecodecs.jpegxl_decode(data)
     elif data[:3] == b"\xff\xd8\xff":
         if not jpeg_pixels:
             raise UnsupportedImageError(JPEG_REFUSED)
@@ -304,10 +324,129 @@ def _decode(data: bytes, jpeg_pixels: bool = False) -> np.ndarray:
         raise UnsupportedImageError("input is already an .hpac file (did you mean decode?)")
     else:
         raise UnsupportedImageError("unknown image format (supported: PNG, TIFF, BMP, GIF, lossless WebP, "
-                                    "PPM/PGM, NPY, DICOM)")
+                                    "lossless JPEG XL, PPM/PGM, NPY, DICOM)")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr
+
+
+_JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+
+
+class _JxlHeader(NamedTuple):
+    height: int
+    width: int
+    animated: bool
+    xyb: bool  # colours coded as XYB: what lossy JPEG XL does, and lossless JPEG XL never
+
+
+class _Bits:
+    """JPEG XL's bit reader: least significant bit first; U32 fields as (distribution, extra bits)."""
+
+    def __init__(self, data: bytes):
+        self.value, self.n, self.pos = int.from_bytes(data, "little"), 8 * len(data), 0
+
+    def u(self, n: int) -> int:
+        if self.pos + n > self.n:
+            raise UnsupportedImageError("JPEG XL header is truncated")
+        out = (self.value >> self.pos) & ((1 << n) - 1)
+        self.pos += n
+        return out
+
+    def u32(self, *dists: tuple[int, int]) -> int:
+        """U32(d0, d1, d2, d3), each (offset, bits): a 2-bit selector, then offset + u(bits)."""
+        offset, bits = dists[self.u(2)]
+        return offset + self.u(bits)
+
+
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+_JXL_SIZE = ((1, 9), (1, 13), (1, 18), (1, 30))
+_JXL_BITS_PER_SAMPLE = ((8, 0), (10, 0), (12, 0), (1, 6))
+
+
+def _jxl_codestream(data: bytes) -> bytes:
+    """The start of a JPEG XL codestream: the file itself, or from the container's jxlc / first
+    jxlp box (ISO/IEC 18181-2)."""
+    if data[:2] == b"\xff\x0a":
+        return data
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        head = 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        if kind in (b"jxlc", b"jxlp"):
+            body = data[pos + head + (4 if kind == b"jxlp" else 0) :]
+            return body if size == 0 else body[: size - head - (4 if kind == b"jxlp" else 0)]
+        if size < head:
+            break
+        pos += size
+    raise UnsupportedImageError("JPEG XL container without a codestream")
+
+
+def _jxl_header(data: bytes) -> _JxlHeader:
+    """Size, animation and colour coding of a JPEG XL file from its SizeHeader and ImageMetadata
+    (ISO/IEC 18181-1), read before any pixel is decoded."""
+    stream = _jxl_codestream(data)
+    if stream[:2] != b"\xff\x0a":
+        raise UnsupportedImageError("JPEG XL codestream without its signature")
+    b = _Bits(stream[2:2 + 512])  # the headers read here fit in far fewer bytes
+
+    def dim(small: bool) -> int:
+        return (b.u(5) + 1) * 8 if small else b.u32(*_JXL_SIZE)
+
+    small = bool(b.u(1))
+    height = dim(small)
+    ratio = b.u(3)
+    width = dim(small) if ratio == 0 else height * _JXL_RATIOS[ratio][0] // _JXL_RATIOS[ratio][1]
+    if b.u(1):  # all_default: XYB, no animation
+        return _JxlHeader(height, width, False, True)
+    animated = False
+    if b.u(1):  # extra_fields
+        b.u(3)  # orientation
+        if b.u(1):  # intrinsic size
+            s = bool(b.u(1))
+            dim(s)
+            if b.u(3) == 0:
+                dim(s)
+        if b.u(1):  # preview
+            if b.u(1):
+                b.u32((16, 0), (32, 0), (1, 5), (33, 9))
+            else:
+                b.u32((1, 6), (65, 8), (321, 10), (1345, 12))
+            if b.u(3) == 0:
+                if b.u(1):
+                    b.u32((16, 0), (32, 0), (1, 5), (33, 9))
+                else:
+                    b.u32((1, 6), (65, 8), (321, 10), (1345, 12))
+        animated = bool(b.u(1))
+        if animated:
+            return _JxlHeader(height, width, True, False)
+    _jxl_bit_depth(b)
+    b.u(1)  # modular_16_bit_buffer_sufficient
+    for _ in range(b.u32((0, 0), (1, 0), (2, 4), (1, 12))):  # extra channels
+        if b.u(1):  # all_default (an 8-bit alpha channel)
+            continue
+        kind = b.u32((0, 0), (1, 0), (2, 4), (18, 6))
+        _jxl_bit_depth(b)
+        b.u32((0, 0), (3, 0), (4, 0), (1, 3))  # dim_shift
+        for _ in range(b.u32((0, 0), (0, 4), (16, 5), (48, 10))):  # name, UTF-8 bytes
+            b.u(8)
+        if kind == 0:  # alpha
+            b.u(1)
+        elif kind == 2:  # spot colour: four float16
+            b.u(64)
+        elif kind == 5:  # colour filter array
+            b.u32((1, 0), (0, 2), (3, 4), (19, 8))
+    return _JxlHeader(height, width, animated, bool(b.u(1)))
+
+
+def _jxl_bit_depth(b: _Bits) -> None:
+    if b.u(1):  # float samples
+        b.u32((32, 0), (16, 0), (24, 0), (1, 6))
+        b.u(4)
+    else:
+        b.u32(*_JXL_BITS_PER_SAMPLE)
 
 
 def _riff_chunks(data: bytes) -> set[bytes]:

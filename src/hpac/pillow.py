@@ -3,7 +3,9 @@
 Importing this module registers the plugin (that is its purpose); :func:`register` does it
 explicitly and may be called again. Modes: L, LA, RGB, RGBA (8-bit), I;16 (16-bit gray), and
 I (32-bit ints holding 16-bit values; saved as unsigned or signed 16-bit, opened as I;16 or I).
-Save options: ``img.save(f, effort=0, threads=2)`` as in :func:`hpac.encode`.
+Save options: ``img.save(f, effort=0, threads=2)`` as in :func:`hpac.encode`. Metadata: the
+image's (or the save call's) ``icc_profile``, ``exif``, ``xmp`` and ``dpi`` are kept; opening a
+file puts what it keeps in ``img.info`` (:func:`hpac.read_info`).
 """
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import api, container
+from . import api, container, metadata
 from .errors import UnsupportedImageError
+from .imageio import Image as HpacImage
+from .imageio import as_image
 
 FORMAT = "HPAC"
 # (dtype, channels) of the decoded array -> (Pillow mode, raw mode of its bytes)
@@ -49,6 +53,8 @@ class HpacImageFile(ImageFile.ImageFile):
         self._mode = _MODES[key][0]
         self._size = (header.width, header.height)
         self.info["bits"] = header.bits
+        if header.metadata_kind == metadata.KIND:
+            self.info.update(metadata.from_bytes(header.metadata).pillow_info())
         self.tile = [("hpac", (0, 0) + self.size, 0, (_MODES[key][1],))]  # a plain tuple: Pillow 10 has no _Tile
 
 
@@ -83,7 +89,11 @@ def _to_array(im: Image.Image) -> np.ndarray:
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     opts = im.encoderinfo
-    fp.write(api.encode(_to_array(im), effort=opts.get("effort"), threads=opts.get("threads")))
+    img = as_image(_to_array(im))
+    meta = metadata.from_pillow_info({**im.info, **opts})
+    if meta:
+        img = HpacImage(img.pixels, img.bits, metadata.KIND, meta.to_bytes())
+    fp.write(api.encode(img, effort=opts.get("effort"), threads=opts.get("threads")))
 
 
 def register() -> None:
