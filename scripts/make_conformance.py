@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import corpus_models, scan_like, smooth_image  # noqa: E402
 
-from hpac import codec, container  # noqa: E402
+from hpac import codec, container, metadata  # noqa: E402
 from hpac.catalog import load_catalog_model  # noqa: E402
 from hpac.imageio import Image, as_image  # noqa: E402
 
@@ -63,7 +63,23 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
         "tiny_zero_flags_floored": (scan_like(20, 21, np.uint8, floor=0), "tiny"),  # and floored tables
         "tiny_zero_flags_e2": (scan_like(40, 36, np.int16, floor=-1024), "tiny"),  # at effort 2 (no adapter pays here)
         "shipped_gray16_zero_flags": (scan_like(40, 36), "shipped"),
+        "tiny_image_metadata": (smooth_image(6, 6, 3), "tiny"),  # metadata kind 2 (profile, text, resolution)
+        "shipped_rgba_regions": (_page(sample), "shipped"),  # classical regions: WebP / JPEG XL beside the model
     }
+
+
+def _page(sample: np.ndarray) -> np.ndarray:
+    """A 256 x 384 RGBA web-page-like image: text on white, a photo over three of its six 128-patches."""
+    from PIL import Image as PILImage, ImageDraw
+
+    im = PILImage.new("RGB", (384, 256), "white")
+    draw = ImageDraw.Draw(im)
+    for y in range(130, 256, 13):
+        draw.text((136, y), "let map: HashMap<&str, i32> = HashMap::new();", fill=(25, 25, 25))
+    rgb = np.array(im)
+    rgb[:128, :256] = sample[:128, :256]
+    rgb[128:, :128] = sample[64:192, :128]
+    return np.concatenate([rgb, np.full((256, 384, 1), 255, np.uint8)], axis=2)
 
 
 def main() -> None:
@@ -77,6 +93,10 @@ def main() -> None:
         img = as_image(pixels)
         if name == "tiny_metadata":
             img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
+        if name == "tiny_image_metadata":
+            icc = (ROOT / "tests" / "data" / "metadata" / "canon_eos_rebel_t6.icc").read_bytes()
+            meta = metadata.ImageMetadata(icc, b"", b"", ((b"tEXt", b"Title\x00conformance"),), (72, 1, 72, 1, 2))
+            img = Image(img.pixels, img.bits, metadata.KIND, meta.to_bytes())
         models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
         if name in PATCH:
             models = {c: m.with_patch(PATCH[name]) for c, m in models.items()}

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import make_model, smooth_image  # noqa: E402
 
-from hpac import HpacError, codec, container  # noqa: E402
+from hpac import HpacError, codec, container, metadata  # noqa: E402
 from hpac.imageio import as_image, Image  # noqa: E402
 
 MODELS = [make_model(1), make_model(3)]
@@ -49,6 +49,14 @@ def seed_files() -> list[bytes]:
     padded[:, :5] = padded[:3] = 0  # a zero-flagged plane, also with floored tables and adapters
     out += [codec.encode(padded, _BY_CH, threads=1, floored=f) for f in (False, True)]
     out.append(codec.encode(padded, _BY_CH, threads=1, effort=2))
+    page = np.full((64, 96, 3), 250, np.uint8)  # flat with a noisy corner: classical regions beside the model
+    page[:32, :32] = smooth_image(32, 32, 3)
+    page[40:44, 10:90] = 20
+    out.append(codec.encode(page, {c: m.with_patch(32) for c, m in _BY_CH.items()}, threads=1))
+    meta = metadata.ImageMetadata(b"\x00" * 40 + b"acsp", b"II*\x00\x08\x00\x00\x00\x00\x00",
+                                  b"<x:xmpmeta/>", ((b"tEXt", b"Title\x00fuzz"),), (72, 1, 72, 1, 2))
+    img = as_image(smooth_image(5, 5, 3))
+    out.append(codec.encode(Image(img.pixels, img.bits, metadata.KIND, meta.to_bytes()), _BY_CH, threads=1))
     return out
 
 

@@ -34,6 +34,7 @@ def seed_files() -> list[bytes]:
     """Small valid inputs of every format hpac reads."""
     import imagecodecs
     from PIL import Image as PILImage
+    from PIL import PngImagePlugin
 
     gray, rgb, deep = smooth_image(9, 7, 1)[:, :, 0], smooth_image(6, 5, 3), smooth_image(5, 8, 1, dtype=np.uint16)
     out = [imageio.write_png(a) for a in (smooth_image(9, 7, 1), rgb, smooth_image(4, 4, 4), deep)]
@@ -54,6 +55,15 @@ def seed_files() -> list[bytes]:
     out.append(b"P2\n3 2\n65535\n0 1 2\n65535 4 5\n")
     out.append(b"P3 # plain, 10-bit\n2 1\n1023\n0 1 2 # c\n1023 4 5\n")
     out.append(b"P6\n2 1\n1000\n" + np.arange(6, dtype=">u2").tobytes())
+    out += [imagecodecs.jpegxl_encode(a, lossless=True) for a in (gray, rgb)]  # lossless JPEG XL
+    out.append(imagecodecs.webp_encode(rgb, level=100, lossless=True))
+    buf = io.BytesIO()  # a PNG with metadata: profile, EXIF, text, resolution
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "fuzz")
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>")
+    PILImage.fromarray(rgb).save(buf, "PNG", icc_profile=b"\x00" * 40 + b"acsp", exif=b"II*\x00\x08\x00\x00\x00\x00\x00",
+                                 pnginfo=info, dpi=(72, 72))
+    out.append(buf.getvalue())
     try:
         from pydicom.data import get_testdata_file
     except ImportError:

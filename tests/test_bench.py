@@ -58,3 +58,20 @@ def test_an_opaque_alpha_dropped_by_png_and_webp_is_the_same_image(tmp_path):
     other[5, 5, 1] ^= 1
     assert not same_image(other, rgba)
     assert not same_image(rgba[:, :, :3].astype(np.uint16), rgba)
+
+
+def test_bench_reports_the_classical_share(tmp_path):
+    from PIL import ImageDraw
+
+    d = tmp_path / "screen"
+    d.mkdir()
+    page = Image.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(page)
+    for y in range(0, 256, 14):
+        draw.text((6, y), "pub fn insert(&mut self, k: K, v: V) -> Option<V>", fill=(30, 30, 30))
+    page.save(d / "page.png")
+    out = run_bench([d], threads=1, codecs=["hpac", "png"], markdown=tmp_path / "r.md")
+    m = out["images"][0]["codecs"]["hpac"]
+    assert m["ok"] and m["classical"] == 1.0  # text on white: every patch to the classical codec
+    assert "classical" not in out["images"][0]["codecs"]["png"]
+    assert "hpac coded 100% of the subpixels" in (tmp_path / "r.md").read_text()

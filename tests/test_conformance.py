@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,20 @@ def test_conformance_file_decodes(name, fixed_tiny):
         by_ch = fixed_tiny
     else:
         by_ch = {p.n_channels: load_catalog_model(p.model_name).with_patch(p.patch) for p in header.planes}
-    assert codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0), floored=entry.get("floored", False)) == data
+    again = codec.encode(img, by_ch, threads=1, effort=entry.get("effort", 0), floored=entry.get("floored", False))
+    assert _model_part(again) == _model_part(data)
+    assert again == data or _model_part(data) != data  # byte for byte, but for other libwebp / libjxl builds' streams
+
+
+def _model_part(data: bytes) -> bytes:
+    """The file with each classical region stream cut to its codec byte and bitmap (hpac.regions):
+    what hpac's own arithmetic and decisions write; WebP / JPEG XL builds may write other streams."""
+    header, payload = container.read(data)
+    if not any(p.regions for p in header.planes):
+        return data
+    planes = tuple(replace(p, regions=p.regions[: 1 + -(-p.classical(header.height, header.width).size // 8)])
+                   for p in header.planes)
+    return container.write(replace(header, planes=planes), [bytes(payload)])
 
 
 def test_files_of_another_patch_size_decode_with_the_same_weights():

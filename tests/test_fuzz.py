@@ -23,7 +23,8 @@ def test_seeds_decode():
     headers = [container.read(s)[0] for s in seeds]  # every section of the format is fuzzed
     assert any(p.adapter for h in headers for p in h.planes) and any(p.value_map for h in headers for p in h.planes)
     assert any(h.floored_tables for h in headers) and any(p.zero_flags for h in headers for p in h.planes)
-    assert any(h.metadata for h in headers)
+    assert any(h.metadata for h in headers) and any(p.regions for h in headers for p in h.planes)
+    assert {h.metadata_kind for h in headers} >= {1, 2}
     for data in seeds:
         fuzz_decoder.one_input(b"\x00" + data)  # must decode cleanly
         fuzz_decoder.one_input(b"\x01" + data)  # CRC recomputation of an intact file is a no-op
@@ -35,7 +36,7 @@ def test_plain_mutation_fuzz():
 
 def test_input_seeds_read():
     seeds = fuzz_input.seed_files()
-    magics = {b"\x89PNG", b"II*\x00", b"\x93NUM", b"P5\n", b"P6\n", b"P2\n"}
+    magics = {b"\x89PNG", b"II*\x00", b"\x93NUM", b"P5\n", b"P6\n", b"P2\n", b"\xff\x0a", b"RIFF"}
     assert {m for m in magics for s in seeds if s.startswith(m)} == magics  # every input format is fuzzed
     assert sum(s[128:132] == b"DICM" for s in seeds) == len(fuzz_input.DICOM_SEEDS)
     for data in seeds:

@@ -121,7 +121,7 @@ def test_flag_contexts_see_only_coded_real_neighbours():
 def test_container_refuses_bad_options(tiny_models, monkeypatch):
     img = scan_like(20, 20)
     good = codec.encode(img, tiny_models, threads=1)
-    monkeypatch.setattr(container, "ZERO_FLAGS_BIT", 2)  # an option bit this reader does not know
+    monkeypatch.setattr(container, "ZERO_FLAGS_BIT", 4)  # an option bit this reader does not know
     bad = codec.encode(img, tiny_models, threads=1)
     monkeypatch.undo()
     container.read(good)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import container
 from .effort import DEFAULT_EFFORT, EFFORTS
 from .imageio import read_image
 from .train import IMAGE_SUFFIXES
@@ -118,8 +119,22 @@ def _measure(fn: CodecFn, arr: np.ndarray, threads: int) -> dict | None:
     t2 = time.perf_counter()
     back = np.asarray(dec(data))
     t3 = time.perf_counter()
-    return {"bytes": len(data), "bpsp": 8 * len(data) / arr.size, "enc_s": t1 - t0, "dec_s": t3 - t2,
-            "ok": same_image(back, arr)}
+    out = {"bytes": len(data), "bpsp": 8 * len(data) / arr.size, "enc_s": t1 - t0, "dec_s": t3 - t2,
+           "ok": same_image(back, arr)}
+    if data[: len(container.MAGIC)] == container.MAGIC:
+        out["classical"] = classical_share(data)
+    return out
+
+
+def classical_share(data: bytes) -> float:
+    """Share of an .hpac file's subpixels in patches a classical codec codes (hpac.regions)."""
+    header, _ = container.read(data)
+    total = coded = 0
+    for p in header.planes:
+        chosen = p.classical(header.height, header.width)
+        total += chosen.size * p.n_channels
+        coded += int(chosen.sum()) * p.n_channels
+    return coded / total
 
 
 def same_image(back: np.ndarray, arr: np.ndarray) -> bool:
@@ -169,7 +184,9 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
         for name in names:
             row["codecs"][name] = _measure(CODECS[name], arr, threads)
         rows.append(row)
-        cells = "  ".join(f"{n}={r['bpsp']:.3f}{'' if r['ok'] else '(FAIL)'}" for n, r in row["codecs"].items() if r)
+        cells = "  ".join(f"{n}={r['bpsp']:.3f}{'' if r['ok'] else '(FAIL)'}"
+                          + (f"[classical {r['classical']:.0%}]" if r.get("classical") else "")
+                          for n, r in row["codecs"].items() if r)
         print(f"{path.name:36} {w}x{h}x{c} {img.bits:2}b  {cells}", flush=True)
     summary = summarise(rows, names)
     print()
@@ -239,6 +256,8 @@ def summarise(rows: list[dict], names: list[str]) -> dict:
             entry["enc_s_per_mp"][n] = sum(m["enc_s"] for _, m in got) / mp
             entry["dec_s_per_mp"][n] = sum(m["dec_s"] for _, m in got) / mp
             entry["failures"][n] = sum(not m["ok"] for _, m in got)
+            if all("classical" in m for _, m in got):
+                entry.setdefault("classical", {})[n] = float(np.mean([m["classical"] for _, m in got]))
         b = entry["bpsp"]
         for n in HPAC_LEVELS:
             if n in b and "jxl_e9" in b:
@@ -269,6 +288,10 @@ def format_markdown(summary: dict, names: list[str], threads: int) -> str:
     lines.append(f"\n(bits per subpixel, mean over images; hpac and JPEG XL ran with {threads} thread(s); "
                  f"hpac = effort 0, hpac_eN = effort N)")
     for key, e in summary.items():
+        for n, share in e.get("classical", {}).items():
+            if share:
+                lines.append(f"{key}: {n} coded {share:.0%} of the subpixels (mean over images) in patches given to "
+                             "a classical codec (hpac.regions)")
         for n in levels:
             if f"{n}_over_hpac" in e:
                 lines.append(f"{key}: {n} is {e[f'{n}_over_hpac']:.3f}x the size of effort 0 at "

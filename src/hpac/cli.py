@@ -227,10 +227,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"plane {i}:    channels {chans}, model {p.model_name} (weights {p.weights_id}), patch {p.patch}, "
               f"{len(p.shard_lengths)} shard(s) of <= {p.patches_per_shard} patches, {sum(p.shard_lengths)} bytes"
               + (f", adapter {len(p.adapter)} bytes" if p.adapter else "") + _map_text(p, h.bits)
-              + (", zeros flagged" if p.zero_flags else ""))
+              + (", zeros flagged" if p.zero_flags else "") + _regions_text(p, h))
     if h.floored_tables:
         print("tables:     floored")
     return 0
+
+
+def _regions_text(plane, header) -> str:
+    """", k of N patches <codec> (n bytes)" where a classical codec codes some of the plane's patches."""
+    from . import container, regions
+
+    if not plane.regions:
+        return ""
+    k = int(plane.classical(header.height, header.width).sum())
+    total = container.n_patches(header.height, header.width, plane.patch)
+    return f", {k} of {total} patches {regions.codec_of(plane.regions)} ({len(plane.regions)} bytes)"
 
 
 def _map_text(plane, bits: int) -> str:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import adapt, afc, container, quant, valuemap, zeroflags
+from . import adapt, afc, container, quant, regions, valuemap, zeroflags
 from .catalog import CodecModel, default_model_name, load_catalog_model
 from .csi import CSIStepper, cache_bytes, group_schedule
 from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
@@ -44,6 +44,8 @@ class _Plane(NamedTuple):
     fitted: adapt.Fit | None  # SARP-FT adapters, if any
     vmap: valuemap.ValueMap
     zero_flags: bool  # zeros flagged (hpac.zeroflags)
+    classical: np.ndarray  # (N,) bool: patches WebP codes (hpac.regions); the model codes the others
+    regions: bytes  # their section of the plane header (b"" where there are none)
 
 
 def patches_per_shard(n_patches: int, patch: int, patch_cache_bytes: int = 0) -> int:
@@ -256,7 +258,7 @@ def _model_for(nch: int, bits: int, models: dict[int, CodecModel] | None) -> Cod
 
 def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = None,
            threads: int | None = None, effort: int = 0, seed: int = 0, progress: bool = False,
-           floored: bool = False, zero_flags: bool = True) -> bytes:
+           floored: bool = False, zero_flags: bool = True, classical_regions: bool = True) -> bytes:
     """Losslessly code an (H, W[, C]) uint8/uint16/int16 array into .hpac bytes.
 
     Args:
@@ -267,6 +269,8 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
             by itself when the range coder refuses a normal table.
         zero_flags: flag the zeros of gray planes where they are common (format version 6,
             :func:`hpac.zeroflags.wanted`); False writes the files of earlier releases.
+        classical_regions: let lossless WebP code the patches of 8-bit planes where the model
+            loses (:mod:`hpac.regions`); False: the model codes every patch.
     """
     img = pixels if isinstance(pixels, Image) else as_image(pixels)
     arr = img.pixels
@@ -287,6 +291,13 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         coded = vmap.forward(sym[:, :, first : first + nch])
         flagged = zero_flags and zeroflags.wanted(coded)
         patches, valid = to_patches(coded, model.config.patch)
+        values = arr[:, :, first : first + nch]
+        classical = np.zeros(len(patches), bool)
+        if classical_regions:
+            classical = regions.choose(values, model.config.patch,
+                                       lambda idx, side, m=model, b=vmap.coding_bits, z=flagged, p=patches, v=valid:
+                                       _model_bytes(m, b, z, p, v, idx, side))
+        section = regions.encode(values, classical, model.config.patch, workers) if classical.any() else b""
         fitted = None
         if plan is not None:
             tile = adapt.fit_tile(model.config, h, w)
@@ -300,7 +311,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
                 fitted = adapt.fit(model.net, tiles.to(torch.int64), tvalid, vmap.coding_bits, grid, plan,
                                    seed=seed, workers=workers, progress=progress, zero_flags=flagged,
                                    coding=coding)
-        planes.append(_Plane(first, nch, model, coded, patches, valid, fitted, vmap, flagged))
+        planes.append(_Plane(first, nch, model, coded, patches, valid, fitted, vmap, flagged, classical, section))
     if all(p.fitted is None for p in planes):
         return _encode_planes(img, planes, workers, False, floored)[0]
     data, plane_bytes = _encode_planes(img, planes, workers, True, floored)
@@ -316,6 +327,26 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     return data if len(data) < len(plain) else plain
 
 
+def _model_bytes(model: CodecModel, bits: int, zero_flags: bool, patches: torch.Tensor, valid: torch.Tensor,
+                 indices: list[int], side: int) -> list[int]:
+    """Bytes of the top-left side x side pixels of each of ``patches[indices]`` coded by the
+    model alone (the classical-region decision's measure, :func:`hpac.regions.choose`); in this
+    process (a few small patches: forked workers would cost more); a patch the range coder
+    refuses costs its raw bits."""
+    out = []
+    for i in indices:
+        v = valid[i : i + 1].clone()
+        v[:, side:] = False
+        v[:, :, side:] = False
+        try:
+            out.append(int(code_shard(model, bits, v, sym=patches[i : i + 1], zero_flags=zero_flags).nbytes))
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException:  # a Rust panic: the file will be coded with floored tables
+            out.append(int(v.sum()) * patches.shape[-1] * bits // 8)
+    return out
+
+
 def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters: bool,
                    floored: bool) -> tuple[bytes, list[int]]:
     """Code the prepared planes into a file; where the range coder refuses a table, again with
@@ -323,22 +354,25 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
 
     Returns the file and, per plane, the bytes of its streams and adapters."""
     jobs, layout = [], []
-    for first, nch, model, coded, patches, valid, fitted, vmap, flagged in planes:
+    for first, nch, model, coded, patches, valid, fitted, vmap, flagged, classical, section in planes:
         blob = b""
-        if use_adapters and fitted is not None:
-            model = model.adapted(fitted.merged(model.net))
+        adapted = model.adapted(fitted.merged(model.net)) if use_adapters and fitted is not None else None
+        if adapted is not None and (adapted.config.patch == patches.shape[1] or not classical.any()):
+            # (the regions are decided on the effort-0 patches: a plane with some keeps those)
+            model, blob = adapted, fitted.blob
             if model.config.patch != patches.shape[1]:
                 patches, valid = to_patches(coded, model.config.patch)
-            blob = fitted.blob
-            blob = fitted.blob
+        if classical.any():  # (then the patches are still the effort-0 ones the mask is of)
+            keep = torch.from_numpy(~classical)
+            patches, valid = patches[keep], valid[keep]
         p = model.config.patch
         pps = patches_per_shard(patches.shape[0], p, cache_bytes(model.config, 1))
         shards = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
-        layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits), flagged))
+        layout.append((first, nch, model, pps, len(shards), blob, vmap.to_bytes(img.bits), flagged, section))
         jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits, z=flagged:
                  code_shard(m, b, v, sym=s, floored=floored, zero_flags=z) for v, s in shards]
     if workers > 1 and len(jobs) > 1:
-        for _, nch, model, *_rest, vbytes, flagged in layout:
+        for _, nch, model, *_rest, vbytes, flagged, _section in layout:
             _warm_kernels(model, valuemap.ValueMap.from_bytes(vbytes, img.bits).coding_bits, flagged)
     try:
         streams = run_jobs(jobs, workers)
@@ -350,15 +384,15 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
         raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None
     it = iter(streams)
     headers = []
-    for first, nch, model, pps, n_shards, blob, vbytes, flagged in layout:
+    for first, nch, model, pps, n_shards, blob, vbytes, flagged, section in layout:
         lens = tuple(next(it).nbytes for _ in range(n_shards))
         headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id,
-                                             lens, blob, vbytes, flagged))
+                                             lens, blob, vbytes, flagged, section))
     arr = img.pixels
     header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
                               container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata,
                               floored)
-    plane_bytes = [sum(ph.shard_lengths) + len(ph.adapter) for ph in headers]
+    plane_bytes = [sum(ph.shard_lengths) + len(ph.adapter) + len(ph.regions) for ph in headers]
     return container.write(header, [s.astype("<u4").tobytes() for s in streams]), plane_bytes
 
 
@@ -414,14 +448,15 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
         if ph.adapter:
             rank, qstep, ints = adapt.decode_ints(model.net, ph.adapter)
             model = replace(model, net=adapt.merge(model.net, rank, qstep, ints))
-        valid = valid_mask(header.height, header.width, ph.patch)
+        indices = ph.model_patches(header.height, header.width)
+        valid = valid_mask(header.height, header.width, ph.patch)[torch.from_numpy(indices)]
         for i, ln in enumerate(ph.shard_lengths):
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
-            v = valid[i * ph.patches_per_shard : (i + 1) * ph.patches_per_shard]
-            jobs.append(lambda v=v, words=words, m=model, b=vmap.coding_bits, z=ph.zero_flags:
+            at = slice(i * ph.patches_per_shard, (i + 1) * ph.patches_per_shard)
+            jobs.append(lambda v=valid[at], words=words, m=model, b=vmap.coding_bits, z=ph.zero_flags:
                         code_shard(m, b, v, stream=words, floored=header.floored_tables, zero_flags=z))
-            places.append((ph, i, vmap))
+            places.append((ph, indices[at], vmap))
         if (threads or default_threads()) > 1 and len(ph.shard_lengths) > 1:
             _warm_kernels(model, vmap.coding_bits, ph.zero_flags)
     try:
@@ -433,21 +468,28 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     dtype = np.dtype(header.dtype)
     offset = (1 << (header.bits - 1)) if dtype == np.int16 else 0
     pixels = np.empty((header.height, header.width, header.channels), dtype=dtype)
-    for (ph, i, vmap), shard in zip(places, results):  # values no map produces raise ChecksumError
-        _place_shard(pixels, vmap.inverse(shard.numpy(), header.bits), ph, i, offset)
+    for (ph, indices, vmap), shard in zip(places, results):  # values no map produces raise ChecksumError
+        _place_patches(pixels, vmap.inverse(shard.numpy(), header.bits) - offset, ph, indices)
+    for ph in header.planes:
+        if ph.regions:
+            if dtype != np.uint8:
+                raise FormatError("classical regions in a plane of more than 8 bits")
+            chosen = ph.classical(header.height, header.width)
+            values = regions.decode(ph.regions, chosen.size, header.height, header.width, ph.n_channels)
+            _place_patches(pixels, to_patches(values, ph.patch)[0].numpy()[chosen], ph, np.flatnonzero(chosen))
     if container.pixel_digest(pixels) != header.pixel_sha256:
         # every machine computes the same tables (integer arithmetic): only the bytes can be wrong
         raise ChecksumError("decoded pixels do not match the stored hash: the file is corrupt")
     return Image(pixels, header.bits, header.metadata_kind, header.metadata)
 
 
-def _place_shard(pixels: np.ndarray, shard: np.ndarray, ph: container.PlaneHeader, index: int, offset: int) -> None:
-    """Write decoded patches (B, P, P, c) of shard ``index`` of plane ``ph`` into pixels (H, W, C)."""
+def _place_patches(pixels: np.ndarray, values: np.ndarray, ph: container.PlaneHeader, indices: np.ndarray) -> None:
+    """Write (B, P, P, c) patch values into pixels (H, W, C) at the plane's patches ``indices`` (B,)."""
     h, w = pixels.shape[:2]
     p = ph.patch
     per_row = -(-w // p)
     chans = slice(ph.first_channel, ph.first_channel + ph.n_channels)
-    for j in range(shard.shape[0]):
-        r, c = divmod(index * ph.patches_per_shard + j, per_row)
+    for j, index in enumerate(indices.tolist()):
+        r, c = divmod(index, per_row)
         tile = pixels[r * p : (r + 1) * p, c * p : (c + 1) * p, chans]
-        tile[...] = shard[j, : tile.shape[0], : tile.shape[1]] - offset
+        tile[...] = values[j, : tile.shape[0], : tile.shape[1]]

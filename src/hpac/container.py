@@ -15,7 +15,9 @@
                   shard byte lengths u32 * n_shards,
                   adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
                   value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
-                  plane_options u8  bit 0: zero flags (hpac.zeroflags); other bits 0
+                  plane_options u8  bit 0: zero flags (hpac.zeroflags), bit 1: classical regions;
+                                    other bits 0
+                  if bit 1: regions_len u32, regions (hpac.regions: patch bitmap, WebP stream)
       metadata_kind u8 (0 none, 1 DICOM header, 2 image metadata: hpac.metadata), metadata_len u32,
       metadata bytes
     header_crc   u32  CRC-32 of everything above
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metadata as image_metadata
+from . import regions as classical
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
@@ -41,6 +44,7 @@ FORMAT_VERSION = 8  # the integer network (hpac.quant) and integer AFC tables; e
 LAST_RELEASE_OF = {v: "0.1.0" for v in range(2, 8)}  # older versions -> the release that reads them
 FLOORED_BIT = 1  # coding_options
 ZERO_FLAGS_BIT = 1  # plane_options
+REGIONS_BIT = 2  # plane_options: some patches are coded by a classical codec (hpac.regions)
 DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 MAX_SIDE = 1 << 20
@@ -51,6 +55,7 @@ METADATA_KINDS = {0: "none", 1: "DICOM header", 2: "image metadata"}
 MAX_METADATA = 1 << 26
 MAX_ADAPTER = 1 << 22
 MAX_VALUE_MAP = 1 << 14
+MAX_REGIONS = 1 << 31
 _FIXED = struct.Struct("<IIBBBB")
 _PLANE = struct.Struct("<BBHI")
 
@@ -69,6 +74,15 @@ class PlaneHeader:
     adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapt), merged into the model by the decoder
     value_map: bytes = b""  # stored values <-> coded symbols (hpac.valuemap); empty = identity
     zero_flags: bool = False  # a "symbol is 0" flag ahead of every subpixel (hpac.zeroflags)
+    regions: bytes = b""  # patches a classical codec codes (hpac.regions); empty = the model codes all
+
+    def classical(self, height: int, width: int) -> np.ndarray:
+        """(N,) bool: which of the plane's patches the classical stream holds (all False: none)."""
+        return classical.bitmap(self.regions, n_patches(height, width, self.patch))
+
+    def model_patches(self, height: int, width: int) -> np.ndarray:
+        """(M,) int64 indices of the patches the model's shards hold, in shard order."""
+        return np.flatnonzero(~self.classical(height, width))
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,9 @@ def write(header: Header, streams: list[bytes]) -> bytes:
         body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
         body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
         body += _sized(p.adapter) + _sized(p.value_map)
-        body += struct.pack("<B", ZERO_FLAGS_BIT if p.zero_flags else 0)
+        body += struct.pack("<B", (ZERO_FLAGS_BIT if p.zero_flags else 0) | (REGIONS_BIT if p.regions else 0))
+        if p.regions:
+            body += _sized(p.regions)
     body += struct.pack("<BI", header.metadata_kind, len(header.metadata)) + header.metadata
     head = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(body)) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(streams)
@@ -206,17 +222,22 @@ def read(data: bytes) -> tuple[Header, memoryview]:
             raise FormatError("invalid plane description in header")
         if pps > max_patches_per_shard(patch):  # the decoder codes a shard's patches at once: bound its memory
             raise FormatError(f"{pps} patches per shard of {patch} x {patch} pixels is above the format's limit")
-        if n_shards != -(-n_patches(h, w, patch) // pps):
+        if n_shards > -(-n_patches(h, w, patch) // pps):  # checked exactly once the regions are read
             raise FormatError("shard count does not match the image size")
         lengths = r.unpack(f"<{n_shards}I")
         adapter = r.sized(MAX_ADAPTER, "adapter section")
         value_map = r.sized(MAX_VALUE_MAP, "value map")
         (options,) = r.unpack("<B")
-        if options & ~ZERO_FLAGS_BIT or (options and nch != 1):
+        if options & ~(ZERO_FLAGS_BIT | REGIONS_BIT) or (options & ZERO_FLAGS_BIT and nch != 1):
             raise FormatError("invalid plane options in header")
-        zero_flags = bool(options & ZERO_FLAGS_BIT)
-        planes.append(PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map,
-                                  zero_flags))
+        regions = r.sized(MAX_REGIONS, "classical region section") if options & REGIONS_BIT else b""
+        if options & REGIONS_BIT and not regions:
+            raise FormatError("invalid classical region section in header")
+        plane = PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map,
+                            bool(options & ZERO_FLAGS_BIT), regions)
+        if n_shards != -(-plane.model_patches(h, w).size // pps):
+            raise FormatError("shard count does not match the image size")
+        planes.append(plane)
         next_channel += nch
     if next_channel != c:
         raise FormatError("planes do not cover the channels exactly")
