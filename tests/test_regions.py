@@ -93,6 +93,9 @@ def test_hpac_info_lists_the_regions(tmp_path, models):
     out = subprocess.run([sys.executable, "-m", "hpac.cli", "info", str(tmp_path / "p.hpac")], capture_output=True,
                          text=True).stdout
     assert "11 of 15 patches WebP lossless" in out or "11 of 15 patches JPEG XL lossless" in out
+    grid = subprocess.run([sys.executable, "-m", "hpac.cli", "info", "--regions", str(tmp_path / "p.hpac")],
+                          capture_output=True, text=True).stdout
+    assert "  MMCCC\n  MMCCC\n  CCCCC\n" in grid
 
 
 def _with_section(data: bytes, section: bytes) -> bytes:

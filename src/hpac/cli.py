@@ -230,6 +230,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
               + (", zeros flagged" if p.zero_flags else "") + _regions_text(p, h))
     if h.floored_tables:
         print("tables:     floored")
+    if args.regions:
+        for i, p in enumerate(h.planes):
+            chosen = p.classical(h.height, h.width)
+            cols = -(-h.width // p.patch)
+            print(f"plane {i} patches ({p.patch} x {p.patch}; M model, C classical):")
+            for r in range(0, chosen.size, cols):
+                print("  " + "".join("C" if c else "M" for c in chosen[r : r + cols]))
     return 0
 
 
@@ -333,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also require the pixels (and DICOM header) of this original image")
     p = sub.add_parser("info", help="print the header of an .hpac file")
     p.add_argument("input")
+    p.add_argument("--regions", action="store_true",
+                   help="also draw each plane's patch grid: which patches the model codes, which a classical codec")
     p = sub.add_parser("models", help="list the model catalog")
     p.add_argument("-v", "--verbose", action="store_true", help="also print training facts of the weights")
     p = sub.add_parser("bench", help="hpac beside PNG, WebP, JPEG XL, JPEG-LS, JPEG 2000 on image folders")

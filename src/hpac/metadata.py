@@ -114,8 +114,12 @@ def from_pillow_info(info: dict) -> ImageMetadata:
     xmp = info.get("xmp") or b""
     dpi = info.get("dpi")
     resolution = None
-    if dpi and all(d > 0 for d in dpi[:2]):  # Pillow's dpi are floats: kept to 1/1000
-        resolution = (round(dpi[0] * 1000), 1000, round(dpi[1] * 1000), 1000, 2)
+    try:  # Pillow's dpi are floats: kept to 1/1000 of a dot where they fit the record's u32
+        x, y = (round(float(d) * 1000) for d in dpi[:2])
+        if 0 < x < 1 << 32 and 0 < y < 1 << 32:
+            resolution = (x, 1000, y, 1000, 2)
+    except (TypeError, ValueError, OverflowError):  # no dpi, or not two numbers
+        pass
     return ImageMetadata(bytes(info.get("icc_profile") or b""), exif,
                          xmp.encode() if isinstance(xmp, str) else bytes(xmp), (), resolution)
 
@@ -298,13 +302,21 @@ def from_tiff(data: bytes) -> ImageMetadata:
         for tag, value in tags.items():
             out[tag] = value
         block = out.tobytes()[6:]
-    resolution = None
-    if 282 in ifd and 283 in ifd:
-        x, y = ifd[282], ifd[283]
-        if x.denominator and y.denominator and x.numerator and y.numerator:
-            unit = int(ifd.get(296, 2))
-            resolution = (x.numerator, x.denominator, y.numerator, y.denominator, unit if unit in (1, 2, 3) else 2)
-    return ImageMetadata(_as_bytes(ifd.get(_TIFF_ICC, b"")), block, _as_bytes(ifd.get(_TIFF_XMP, b"")), (), resolution)
+    return ImageMetadata(_as_bytes(ifd.get(_TIFF_ICC, b"")), block, _as_bytes(ifd.get(_TIFF_XMP, b"")), (),
+                         _tiff_resolution(ifd))
+
+
+def _tiff_resolution(ifd) -> tuple[int, int, int, int, int] | None:
+    """(x num, x den, y num, y den, unit) of a loaded IFD; None where absent or malformed (a
+    resolution is not a pixel: a file whose tags say nothing sensible keeps none)."""
+    x, y, unit = ifd.get(282), ifd.get(283), ifd.get(296, 2)
+    parts = []
+    for r in (x, y):
+        num, den = getattr(r, "numerator", None), getattr(r, "denominator", None)
+        if not isinstance(num, int) or not isinstance(den, int) or not 0 < num < 1 << 32 or not 0 < den < 1 << 32:
+            return None
+        parts += [num, den]
+    return (*parts, unit if isinstance(unit, int) and unit in (1, 2, 3) else 2)
 
 
 def _as_bytes(value) -> bytes:
