@@ -232,3 +232,18 @@ def test_broken_icc_chunk_in_input_is_refused_cleanly():
     with pytest.raises(UnsupportedImageError, match="ICC profile"):
         read_image(broken)
     assert read_image(broken, metadata=False).metadata == b""
+
+
+def test_a_malformed_tiff_resolution_keeps_no_resolution():
+    """A fuzz find: an XResolution that is not a rational raised AttributeError."""
+    from PIL import TiffImagePlugin, TiffTags
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag in (282, 283):
+        ifd.tagtype[tag] = TiffTags.ASCII
+        ifd[tag] = "seventy-two"
+    buf = io.BytesIO()
+    Image.fromarray(_pixels((4, 4, 3))).save(buf, "TIFF", tiffinfo=ifd)
+    assert M.from_tiff(buf.getvalue()).resolution is None
+    assert np.array_equal(read_image(buf.getvalue()).pixels, _pixels((4, 4, 3)))
+    assert M.from_pillow_info({"dpi": (1e12, 3)}).resolution is None  # past the record's u32

@@ -75,6 +75,7 @@ def test_all_classical_planes_and_gray_planes_decode(models):
     assert all(c.all() for c in chosen)  # RGB and alpha
     assert all(len(p.shard_lengths) == 0 for p in header.planes)
     assert np.array_equal(codec.decode(data, list(models.values()), threads=1), rgba)
+    assert codec.encode(rgba, models, threads=1, effort=2) == data  # nothing left to fit adapters for
     gray = page[:, :, :1].copy()  # gray text: the (random) model may win some patches; any mix decodes
     data = codec.encode(gray, models, threads=1)
     assert _coded(data)[1][0].any()

@@ -299,7 +299,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
                                        _model_bytes(m, b, z, p, v, idx, side))
         section = regions.encode(values, classical, model.config.patch, workers) if classical.any() else b""
         fitted = None
-        if plan is not None:
+        if plan is not None and not classical.all():  # (no patch left for adapters to help)
             tile = adapt.fit_tile(model.config, h, w)
             if tile == model.config.patch:
                 tiles, tvalid, coding = patches, valid, None
