@@ -130,6 +130,15 @@ def test_bad_region_sections_are_clean_errors(models):
     assert np.array_equal(codec.decode(_with_section(data, section), list(models.values()), threads=1), page)
 
 
+def test_a_region_section_in_a_16_bit_plane_is_refused(models):
+    img = (_page().astype(np.uint16) * 257)[:, :, :1]
+    data = codec.encode(img, models, threads=1)
+    n = container.n_patches(*img.shape[:2], P)
+    section = b"\x01" + np.packbits(np.ones(n, bool), bitorder="little").tobytes() + b"RIFF"
+    with pytest.raises(FormatError, match="more than 8 bits"):
+        container.read(_with_section(data, section))
+
+
 def test_flat_share():
     a = np.zeros((4, 4, 3), np.uint8)
     assert regions.flat_share(a) == pytest.approx(15 / 16)  # all but the first pixel repeat a neighbour

@@ -471,9 +471,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     for (ph, indices, vmap), shard in zip(places, results):  # values no map produces raise ChecksumError
         _place_patches(pixels, vmap.inverse(shard.numpy(), header.bits) - offset, ph, indices)
     for ph in header.planes:
-        if ph.regions:
-            if dtype != np.uint8:
-                raise FormatError("classical regions in a plane of more than 8 bits")
+        if ph.regions:  # (container.read refused them in planes of more than 8 bits)
             chosen = ph.classical(header.height, header.width)
             values = regions.decode(ph.regions, chosen.size, header.height, header.width, ph.n_channels)
             _place_patches(pixels, to_patches(values, ph.patch)[0].numpy()[chosen], ph, np.flatnonzero(chosen))

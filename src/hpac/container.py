@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metadata as image_metadata
-from . import regions as classical
+from . import regions
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"HPAC\r\n\x1a\n"
@@ -78,7 +78,7 @@ class PlaneHeader:
 
     def classical(self, height: int, width: int) -> np.ndarray:
         """(N,) bool: which of the plane's patches the classical stream holds (all False: none)."""
-        return classical.bitmap(self.regions, n_patches(height, width, self.patch))
+        return regions.bitmap(self.regions, n_patches(height, width, self.patch))
 
     def model_patches(self, height: int, width: int) -> np.ndarray:
         """(M,) int64 indices of the patches the model's shards hold, in shard order."""
@@ -230,11 +230,13 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         (options,) = r.unpack("<B")
         if options & ~(ZERO_FLAGS_BIT | REGIONS_BIT) or (options & ZERO_FLAGS_BIT and nch != 1):
             raise FormatError("invalid plane options in header")
-        regions = r.sized(MAX_REGIONS, "classical region section") if options & REGIONS_BIT else b""
-        if options & REGIONS_BIT and not regions:
+        section = r.sized(MAX_REGIONS, "classical region section") if options & REGIONS_BIT else b""
+        if options & REGIONS_BIT and not section:
             raise FormatError("invalid classical region section in header")
+        if section and dcode != DTYPE_CODES["uint8"]:  # the classical codecs hold 8-bit planes only
+            raise FormatError("classical regions in a plane of more than 8 bits")
         plane = PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map,
-                            bool(options & ZERO_FLAGS_BIT), regions)
+                            bool(options & ZERO_FLAGS_BIT), section)
         if n_shards != -(-plane.model_patches(h, w).size // pps):
             raise FormatError("shard count does not match the image size")
         planes.append(plane)

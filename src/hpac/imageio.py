@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -18,10 +17,13 @@ from typing import NamedTuple
 import numpy as np
 
 from . import container
+from . import metadata as image_metadata
 from .errors import UnsupportedImageError
 from .classical import JXL_CONTAINER, jxl_header, webp_size
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,6 @@ def read_image(src: str | Path | bytes, jpeg_pixels: bool = False, metadata: boo
     EXIF, XMP, text and resolution, :mod:`hpac.metadata`), False to drop it."""
     data = src if isinstance(src, bytes) else _read_bytes(Path(src))
     from . import dicom
-    from . import metadata as meta
 
     if dicom.is_dicom(data):
         arr, header = dicom.read_dicom(data)
@@ -103,9 +104,9 @@ def read_image(src: str | Path | bytes, jpeg_pixels: bool = False, metadata: boo
     img = as_image(arr)
     if not metadata:
         return img
-    found = meta.from_png(data) if data[:8] == b"\x89PNG\r\n\x1a\n" \
-        else meta.from_tiff(data) if data[:4] in (b"II*\x00", b"MM\x00*") else None
-    return Image(img.pixels, img.bits, meta.KIND, found.to_bytes()) if found else img
+    found = image_metadata.from_png(data) if data[:8] == PNG_SIGNATURE \
+        else image_metadata.from_tiff(data) if data[:4] in TIFF_SIGNATURES else None
+    return Image(img.pixels, img.bits, image_metadata.KIND, found.to_bytes()) if found else img
 
 
 def check_size(height: int, width: int, channels: int = 1) -> None:
@@ -168,15 +169,8 @@ def _tiff_header(data: bytes) -> _TiffHeader:
     refused here, before decoding (size, depth, photometric interpretation, more pages).
     Read with Pillow's tag reader alone: its TIFF plugin refuses photometric
     interpretations that libtiff decodes, and such a file may declare any size."""
-    from PIL import TiffImagePlugin
-
-    f = io.BytesIO(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on every malformed tag; the checks below decide
-            ifd = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
-            f.seek(ifd.next)
-            ifd.load(f)
+        ifd = image_metadata.tiff_ifd(data)  # Pillow's warnings on malformed tags silenced: the checks below decide
         samples, bits = int(ifd.get(277, 1)), max(ifd.get(258, (1,)))
         header = _TiffHeader(int(ifd[257]), int(ifd[256]), samples, int(ifd.get(284, 1)),
                              int(ifd.get(262, 2 if samples >= 3 else 1)), bits, tuple(ifd.get(320, ())),
@@ -201,19 +195,13 @@ _MAX_TIFF_IFDS = 64  # IFDs looked at after the first: up to 65535 tags each, ab
 def _tiff_has_more_pages(data: bytes, first) -> bool:
     """Whether a full-resolution image follows ``first`` (a loaded Pillow IFD) in the IFD
     chain; reduced-resolution copies (thumbnails, previews) and masks are not pages."""
-    from PIL import TiffImagePlugin
-
-    ifd, seen, f = first, set(), io.BytesIO(data)
+    ifd, seen = first, set()
     while ifd.next and len(seen) < _MAX_TIFF_IFDS:
         if ifd.next in seen or ifd.next >= len(data):
             return False  # a loop or a dangling offset: libtiff stops there too
         seen.add(ifd.next)
-        f.seek(ifd.next)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
-                ifd.load(f)
+            ifd = image_metadata.tiff_ifd(data, ifd.next)
         except Exception:
             return False
         if not int(ifd.get(254, 0)) & 0b101:  # NewSubfileType: bit 0 reduced resolution, bit 2 mask
@@ -267,12 +255,12 @@ def _read_bytes(path: Path) -> bytes:
 
 def _decode(data: bytes, jpeg_pixels: bool = False) -> np.ndarray:
     """Pixels of an image file, its declared size checked before decoding."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
+    if data[:8] == PNG_SIGNATURE:
         import imagecodecs
 
         _check_png(data)
         arr = imagecodecs.png_decode(data)
-    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+    elif data[:4] in TIFF_SIGNATURES:
         import imagecodecs
 
         tiff = _tiff_header(data)

@@ -280,17 +280,28 @@ def _exif_tags(exif) -> dict:
     return tags
 
 
+def tiff_ifd(data: bytes, offset: int | None = None):
+    """Pillow's IFD of a TIFF file's bytes at ``offset`` (default: the first IFD), its tags
+    loaded; Pillow's warnings on malformed tags are silenced (callers check what they use)."""
+    from PIL import TiffImagePlugin
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+    f = io.BytesIO(data)
+    f.seek(ifd.next if offset is None else offset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ifd.load(f)
+    return ifd
+
+
 def from_tiff(data: bytes) -> ImageMetadata:
     """The metadata of a TIFF file's first IFD."""
     from PIL import Image, TiffImagePlugin, TiffTags
 
     try:
+        ifd = tiff_ifd(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
-            f = io.BytesIO(data)
-            f.seek(ifd.next)
-            ifd.load(f)
             exif = Image.Exif()
             exif.load(data)
             tags = _exif_tags(exif)
@@ -330,10 +341,7 @@ def into_tiff(tiff: bytes, meta: ImageMetadata) -> bytes:
     EXIF and GPS sub-IFDs), then the strips unchanged."""
     from PIL import Image, TiffImagePlugin, TiffTags
 
-    ifd = TiffImagePlugin.ImageFileDirectory_v2(tiff[:8])
-    f = io.BytesIO(tiff)
-    f.seek(ifd.next)
-    ifd.load(f)
+    ifd = tiff_ifd(tiff)
     tags = {tag: ifd[tag] for tag in list(ifd.keys())}  # loaded lazily; the serialiser writes loaded tags only
     offsets, counts = _tuple(tags[273]), _tuple(tags[279])
     strips = b"".join(tiff[o : o + c] for o, c in zip(offsets, counts))

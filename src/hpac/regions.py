@@ -54,6 +54,18 @@ def flat_share(values: np.ndarray) -> float:
     return float(same.mean())
 
 
+def _window(index: int, cols: int, patch: int, side: int | None = None) -> tuple[slice, slice]:
+    """Rows and columns of patch ``index`` (row-major, ``cols`` a row) of a plane; its top-left
+    ``side`` x ``side`` square where given."""
+    r, c = divmod(index, cols)
+    n = patch if side is None else side
+    return slice(r * patch, r * patch + n), slice(c * patch, c * patch + n)
+
+
+def _bitmap_bytes(n_patches: int) -> int:
+    return -(-n_patches // 8)
+
+
 def choose(values: np.ndarray, patch: int, model_bytes: Callable[[list[int], int], list[int]]) -> np.ndarray:
     """(N,) bool: which patches of an (H, W, c) uint8 plane a classical codec codes (patches
     row-major, as :func:`hpac.codec.to_patches` lays them out); none where WebP cannot hold
@@ -66,8 +78,7 @@ def choose(values: np.ndarray, patch: int, model_bytes: Callable[[list[int], int
         return out
     ambiguous = []
     for i in range(rows * cols):
-        r, c = divmod(i, cols)
-        tile = values[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch]
+        tile = values[_window(i, cols, patch)]
         if flat_share(tile) < FLAT_MIN:
             continue
         bpsp = 8 * len(webp_lossless(tile, PROBE_METHOD)) / tile.size
@@ -78,10 +89,7 @@ def choose(values: np.ndarray, patch: int, model_bytes: Callable[[list[int], int
     if ambiguous:
         probed = [ambiguous[j] for j in np.linspace(0, len(ambiguous) - 1, min(PROBES, len(ambiguous))).astype(int)]
         side = min(patch, PROBE_SIDE)
-        webp = 0
-        for i in probed:
-            r, c = divmod(i, cols)
-            webp += len(webp_lossless(values[r * patch : r * patch + side, c * patch : c * patch + side], STREAM_METHOD))
+        webp = sum(len(webp_lossless(values[_window(i, cols, patch, side)], STREAM_METHOD)) for i in probed)
         out[ambiguous] = webp < sum(model_bytes(probed, side))
     if out.mean() >= MOSTLY:
         out[:] = True
@@ -92,13 +100,10 @@ def encode(values: np.ndarray, chosen: np.ndarray, patch: int, threads: int = 1)
     """The section a plane's header stores: codec byte, the bitmap of the ``chosen`` (N,)
     patches, then one lossless stream of the (H, W, c) uint8 plane with every other patch 0:
     WebP, or JPEG XL where it is smaller (tried where the chosen patches are most of the plane)."""
-    h, w, _ = values.shape
-    cols = -(-w // patch)
+    cols = -(-values.shape[1] // patch)
     blanked = np.zeros_like(values)
-    for i in np.flatnonzero(chosen):
-        r, c = divmod(int(i), cols)
-        window = (slice(r * patch, (r + 1) * patch), slice(c * patch, (c + 1) * patch))
-        blanked[window] = values[window]
+    for i in np.flatnonzero(chosen).tolist():
+        blanked[_window(i, cols, patch)] = values[_window(i, cols, patch)]
     codec, stream = 1, webp_lossless(blanked, STREAM_METHOD)
     if chosen.mean() >= JXL_MIN_SHARE:
         jxl = jxl_lossless(blanked, JXL_EFFORT, threads)
@@ -117,7 +122,7 @@ def bitmap(section: bytes, n_patches: int) -> np.ndarray:
     be known, some patch chosen and the padding bits 0."""
     if not section:
         return np.zeros(n_patches, dtype=bool)
-    n = -(-n_patches // 8)
+    n = _bitmap_bytes(n_patches)
     if section[0] not in CODECS:
         raise FormatError(f"unknown classical codec {section[0]} in a region section")
     if len(section) < 1 + n:
@@ -133,7 +138,7 @@ def decode(section: bytes, n_patches: int, height: int, width: int, channels: in
     stream's declared size is checked before it is decoded."""
     import imagecodecs
 
-    stream = section[1 + -(-n_patches // 8) :]
+    stream = section[1 + _bitmap_bytes(n_patches) :]
     try:
         if section[0] == 1:
             size = webp_size(stream)
