@@ -12,9 +12,11 @@ import argparse
 import numpy as np
 import torch
 
-from hpac import afc, catalog, quant
-from hpac.codec import to_patches
-from hpac.imageio import read_image
+from hpac.entropy import afc
+from hpac.nn import integer
+from hpac.zoo import catalog
+from hpac.shards import to_patches
+from hpac.io.readers import read_image
 
 ap = argparse.ArgumentParser()
 ap.add_argument("images", nargs="+")
@@ -29,10 +31,10 @@ for path in args.images:
     net = model.integer(bits)
     pt, valid = to_patches(img.pixels[:, :, :3].astype(np.int64), model.config.patch)
     pt, valid = pt[: args.patches], valid[: args.patches]
-    params = quant.plane_params(net, pt, valid).reshape(-1, net.cfg.n_params)
+    params = integer.plane_params(net, pt, valid).reshape(-1, net.cfg.n_params)
     sym = pt.reshape(-1, 3).numpy()
-    q = quant.centred(pt, bits).reshape(-1, 3)
-    units = [quant.units(net, params, c, q) for c in range(3)]
+    q = integer.centred(pt, bits).reshape(-1, 3)
+    units = [integer.units(net, params, c, q) for c in range(3)]
     for mass in map(float, args.masses.split(",")):
         tails = afc.tail_table(mass)
         width, escapes = 0.0, 0

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from hpac import codec
-from hpac.imageio import as_image, read_image
+from hpac.io.image import as_image
+from hpac.io.readers import read_image
 
 
 def timed_encode(img, effort: int) -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 import hpac
-from hpac.bench import CODECS
-from hpac.imageio import read_image
+from hpac.tools.bench import CODECS
+from hpac.io.readers import read_image
 
 
 def main(path: str) -> int:

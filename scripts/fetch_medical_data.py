@@ -19,7 +19,7 @@ Preparation:
   inversion, no resampling). Compressed DICOM is accepted only with a lossless transfer syntax.
 * Unsigned data is written as is. Signed data (DICOM PixelRepresentation 1, int16 volumes) with a
   negative value anywhere in the file is shifted by 2^(b-1), where b is the smallest
-  two's-complement width that holds every value of the file (the rule of hpac.imageio.detect_bits,
+  two's-complement width that holds every value of the file (the rule of hpac.io.image.detect_bits,
   applied once per file so that all slices of a volume share one shift). Signed data without
   negative values is written unshifted. The shift is recorded.
 * Volumes are cut into 2-D slices at fixed, spaced positions (listed per source); multi-frame
@@ -748,7 +748,7 @@ READERS = {"dicom": read_dicom, "inv3": read_inv3, "nifti": read_nifti, "nrrd": 
 # Conversion and checks
 # --------------------------------------------------------------------------------------------
 def signed_width(lo: int, hi: int) -> int:
-    """Smallest two's-complement width holding lo..hi (as hpac.imageio.detect_bits, without its floor of 8)."""
+    """Smallest two's-complement width holding lo..hi (as hpac.io.image.detect_bits, without its floor of 8)."""
     return max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length()) + 1
 
 

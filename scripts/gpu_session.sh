@@ -40,7 +40,7 @@ for p in files:
         break
     rel = Path(*p.relative_to(root).parts[1:]).as_posix()  # the name hpac train sees after unpacking
     name = rel.removesuffix(".webp").removesuffix(".L").removesuffix(".png")
-    if zlib.crc32(name.encode()) % 10 == 0:  # hpac.train's validation split
+    if zlib.crc32(name.encode()) % 10 == 0:  # hpac.tools.train's validation split
         continue
     total -= p.stat().st_size
     print(f"left behind: {p.relative_to(root)}")
@@ -68,8 +68,8 @@ train() {
     data=$(ls -d /tmp/npy/*)
     # float32 and torch.compile: at equal GPU time as good as bfloat16 and better per step (session 9);
     # alone on the GPU: about 36 steps of 64 crops a second on an H100, 39-40 on an H200 (loading and compiling included)
-    PYTHONPATH=src $py -m hpac.cli train --data $data --out "$out/natural.safetensors" --device "${HPAC_DEVICE:-cuda}" \
-        --init "${HPAC_INIT:-src/hpac/weights/hpac-natural.safetensors}" --dim 64 --blocks 3 --mixtures 5 --patch 128 \
+    PYTHONPATH=src $py -m hpac.tools.cli train --data $data --out "$out/natural.safetensors" --device "${HPAC_DEVICE:-cuda}" \
+        --init "${HPAC_INIT:-src/hpac/zoo/data/hpac-natural.safetensors}" --dim 64 --blocks 3 --mixtures 5 --patch 128 \
         --crop 64 --batch "${HPAC_BATCH:-64}" --lr "${HPAC_LR:-5e-5}" --seed "${HPAC_SEED:-141}" ${HPAC_COMPILE---compile} \
         --minutes "$minutes" --val-every 2000 --no-progress 2>&1 | tee "$out/natural.log"
 }

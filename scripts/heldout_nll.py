@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from hpac.adapt import _patch_bits
-from hpac.codec import to_patches
-from hpac.train import _load_images, split_train_val
-from hpac.weights import load_weights
+from hpac.adapters.fit import _patch_bits
+from hpac.shards import to_patches
+from hpac.tools.train import _load_images, split_train_val
+from hpac.zoo.weights import load_weights
 
 BATCH_PIXELS = 8 * 128 * 128  # pixels per forward pass
 

@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import corpus_models, scan_like, smooth_image  # noqa: E402
 
-from hpac import codec, container, metadata  # noqa: E402
-from hpac.catalog import load_catalog_model  # noqa: E402
-from hpac.imageio import Image, as_image  # noqa: E402
+from hpac import codec, container, fileformat
+from hpac.io import metadata  # noqa: E402
+from hpac.zoo.catalog import load_catalog_model  # noqa: E402
+from hpac.io.image import as_image, Image  # noqa: E402
 
 OUT = ROOT / "tests" / "conformance"
 
@@ -96,7 +97,7 @@ def main() -> None:
         if name == "tiny_image_metadata":
             icc = (ROOT / "tests" / "data" / "metadata" / "canon_eos_rebel_t6.icc").read_bytes()
             meta = metadata.ImageMetadata(icc, b"", b"", ((b"tEXt", b"Title\x00conformance"),), (72, 1, 72, 1, 2))
-            img = Image(img.pixels, img.bits, metadata.KIND, meta.to_bytes())
+            img = Image(img.pixels, img.bits, fileformat.METADATA_IMAGE, meta.to_bytes())
         models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
         if name in PATCH:
             models = {c: m.with_patch(PATCH[name]) for c, m in models.items()}

@@ -83,7 +83,7 @@ def main() -> None:
         noise = np.random.default_rng(0).normal(0, 4, (h, w, 3 if mode == "RGB" else 1))
         arr = np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr[..., 0] if a.gray else arr)
-    hpac = [sys.executable, "-m", "hpac.cli"]
+    hpac = [sys.executable, "-m", "hpac"]
     with tempfile.TemporaryDirectory() as tmp:
         src, enc, dec = (Path(tmp) / n for n in ("in.png", "x.hpac", "out.png"))
         img.save(src)

@@ -3,11 +3,11 @@
 in docs/integer.md).
 
     .venv/bin/python scripts/qat_eval.py --data ../shared/data/train --arch hpac-natural \\
-        src/hpac/weights/hpac-natural.safetensors /work/qat/natural.safetensors [--gray]
+        src/hpac/zoo/data/hpac-natural.safetensors /work/qat/natural.safetensors [--gray]
 
-The images are those ``hpac train`` holds out for validation (hpac.train.split_train_val), cut
+The images are those ``hpac train`` holds out for validation (hpac.tools.train.split_train_val), cut
 into P x P patches as the codec cuts them; the code length is the exact NLL of the integer
-network's mixtures (hpac.quant.plane_params + hpac.quant.mixture). Training images only:
+network's mixtures (hpac.nn.integer.plane_params + hpac.nn.integer.mixture). Training images only:
 never point it at dev/.
 """
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpac import quant, train
-from hpac.catalog import get_entry, load_model_file
-from hpac.codec import to_patches
-from hpac.distribution import mixture_bits
+from hpac.nn import integer
+from hpac.tools import train
+from hpac.zoo.catalog import get_entry, load_model_file
+from hpac.shards import to_patches
+from hpac.nn.mixture import mixture_bits
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
             patches, valid = to_patches(sym, patch)
             patches = patches.to(torch.int64)
             for i in range(patches.shape[0]):
-                p = quant.plane_params(inet, patches[i : i + 1], valid[i : i + 1])
-                b = mixture_bits(quant.mixture(p, inet), patches[i : i + 1], bits)
+                p = integer.plane_params(inet, patches[i : i + 1], valid[i : i + 1])
+                b = mixture_bits(integer.mixture(p, inet), patches[i : i + 1], bits)
                 total += float(b.sum(-1)[valid[i : i + 1]].sum())
                 count += float(valid[i].sum()) * sym.shape[-1]
         print(f"{path}: {total / count:.4f} bpsp on {len(held)} held-out images ({model.weights_id})", flush=True)

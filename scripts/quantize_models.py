@@ -6,8 +6,8 @@
 
 Each model's float network runs over random 128x128 crops of training images (RGB for
 hpac-natural, luma for hpac-gray, 9-16-bit gray from scripts/fetch_medical_data.py output for
-hpac-gray16); every activation's range is the QuantSpec quantile of |t| (hpac.quant.calibrate),
-and hpac.quant.grids turns the ranges into grid steps and tables. Never point it at dev/ data.
+hpac-gray16); every activation's range is the QuantSpec quantile of |t| (hpac.nn.integer.calibrate),
+and hpac.nn.integer.grids turns the ranges into grid steps and tables. Never point it at dev/ data.
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hpac import quant, valuemap
-from hpac.catalog import CATALOG, weights_path
-from hpac.distribution import normalise
-from hpac.imageio import read_image
-from hpac.weights import load_weights, save_weights
+from hpac.entropy import valuemap
+from hpac.nn import integer
+from hpac.zoo.catalog import CATALOG, weights_path
+from hpac.nn.mixture import normalise
+from hpac.io.readers import read_image
+from hpac.zoo.weights import load_weights, save_weights
 
 CROP, CROPS_PER_FILE, BATCH = 128, 4, 16
 
@@ -58,7 +59,7 @@ def main() -> int:
     ap.add_argument("--medical", type=Path, help="folder of 9-16-bit gray training images (hpac-gray16)")
     ap.add_argument("--models", nargs="+", default=list(CATALOG))
     args = ap.parse_args()
-    spec = quant.QuantSpec()
+    spec = integer.QuantSpec()
     for name in args.models:
         entry = CATALOG[name]
         if name == "hpac-gray16":
@@ -75,8 +76,8 @@ def main() -> int:
         info.pop("grid", None)
         info.pop("quant_spec", None)
         batches = [x[i : i + BATCH] for i in range(0, len(x), BATCH)]
-        ranges = quant.calibrate(net, batches, spec)
-        grid = quant.grids(ranges, net.cfg, spec)
+        ranges = integer.calibrate(net, batches, spec)
+        grid = integer.grids(ranges, net.cfg, spec)
         info["integer"] = (f"grids: QuantSpec defaults, ranges the {spec.quantile} quantile of |t| over "
                            f"{len(x)} crops {CROP}x{CROP} of {len(files)} files (scripts/quantize_models.py)")
         wid = save_weights(net, path, info, grid, dataclasses.asdict(spec))

@@ -15,9 +15,10 @@ from unittest import mock
 
 import numpy as np
 
-from hpac import codec, container, regions
-from hpac.imageio import read_image
-from hpac.train import IMAGE_SUFFIXES
+from hpac import codec, container
+from hpac.entropy import regions
+from hpac.io.readers import read_image
+from hpac.io.readers import IMAGE_SUFFIXES
 
 
 def main(folders: list[str]) -> None:

@@ -8,7 +8,7 @@ transfer), and Pillow, which decodes it, is on the usual CUDA images where image
 not; `hpac train` reads .npy without imagecodecs. Gray tiles are stored as RGB WebP named
 ``*.L.webp`` and unpacked to one channel. Packing checks every tile decodes bit-exactly.
 16-bit PNGs (medical training images) are copied as they are: WebP holds 8 bits only.
-The validation split does not depend on the folders' location or the format (hpac.train).
+The validation split does not depend on the folders' location or the format (hpac.tools.train).
 """
 from __future__ import annotations
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from hpac import quant
-from hpac.catalog import CodecModel, load_model_file
-from hpac.determinism import splitmix64
-from hpac.weights import save_weights
-from hpac.distribution import normalise
-from hpac.quant import QuantSpec
-from hpac.model import HPACNet, ModelConfig
-from hpac.weights import tensors_hash
+from hpac.nn import integer
+from hpac.zoo.catalog import CodecModel, load_model_file
+from hpac.adapters.lora import splitmix64
+from hpac.zoo.weights import save_weights
+from hpac.nn.mixture import normalise
+from hpac.nn.integer import QuantSpec
+from hpac.nn.model import HPACNet, ModelConfig
+from hpac.zoo.weights import tensors_hash
 
 SAMPLE = Path(__file__).parent.parent / "samples" / "ihc_crop.png"  # the bundled sample
 
@@ -37,8 +37,8 @@ TINY_SPEC = QuantSpec(lut_bits=8)  # small tables: the mechanics tests do not ne
 def tiny_grid(net: HPACNet) -> tuple[dict, QuantSpec]:
     """Integer grids for a test model, calibrated on a synthetic image."""
     img = torch.from_numpy(smooth_image(32, 32, net.cfg.channels, seed=7).astype(np.int64))
-    ranges = quant.calibrate(net, [normalise(img[None], 8).permute(0, 3, 1, 2)], TINY_SPEC)
-    return quant.grids(ranges, net.cfg, TINY_SPEC), TINY_SPEC
+    ranges = integer.calibrate(net, [normalise(img[None], 8).permute(0, 3, 1, 2)], TINY_SPEC)
+    return integer.grids(ranges, net.cfg, TINY_SPEC), TINY_SPEC
 
 
 @pytest.fixture(scope="session")

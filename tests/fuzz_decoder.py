@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import make_model, smooth_image  # noqa: E402
 
-from hpac import HpacError, codec, container, metadata  # noqa: E402
-from hpac.imageio import as_image, Image  # noqa: E402
+from hpac import codec, container, fileformat, HpacError
+from hpac.io import metadata  # noqa: E402
+from hpac.io.image import as_image, Image  # noqa: E402
 
 MODELS = [make_model(1), make_model(3)]
 _BY_CH = {m.config.channels: m for m in MODELS}
@@ -56,16 +57,16 @@ def seed_files() -> list[bytes]:
     meta = metadata.ImageMetadata(b"\x00" * 40 + b"acsp", b"II*\x00\x08\x00\x00\x00\x00\x00",
                                   b"<x:xmpmeta/>", ((b"tEXt", b"Title\x00fuzz"),), (72, 1, 72, 1, 2))
     img = as_image(smooth_image(5, 5, 3))
-    out.append(codec.encode(Image(img.pixels, img.bits, metadata.KIND, meta.to_bytes()), _BY_CH, threads=1))
+    out.append(codec.encode(Image(img.pixels, img.bits, fileformat.METADATA_IMAGE, meta.to_bytes()), _BY_CH, threads=1))
     return out
 
 
 def fix_crcs(buf: bytes) -> bytes:
     """Recompute payload and header CRCs of a (mutated) file where its layout allows."""
-    start = len(container.MAGIC) + 6
+    start = len(fileformat.MAGIC) + 6
     if len(buf) < start:
         return buf
-    (body_len,) = struct.unpack_from("<I", buf, len(container.MAGIC) + 2)
+    (body_len,) = struct.unpack_from("<I", buf, len(fileformat.MAGIC) + 2)
     end = start + body_len
     crc_at = start + 12 + 32  # fixed image fields, pixel sha256, then payload_crc
     if end + 4 > len(buf) or crc_at + 4 > end:
@@ -176,5 +177,5 @@ def fuzz_main(run_plain, seeds: list[bytes], target, modules: tuple | None, corp
 
 
 if __name__ == "__main__":
-    fuzz_main(run_plain, [b"\x01" + s for s in seed_files()], one_input, (codec, container, sys.modules["hpac.afc"]),
+    fuzz_main(run_plain, [b"\x01" + s for s in seed_files()], one_input, (codec, container, sys.modules["hpac.entropy.afc"]),
               Path(__file__).parent / "fuzz-corpus")

@@ -24,7 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import smooth_image  # noqa: E402
 from fuzz_decoder import fuzz_main, mutate, plain_loop  # noqa: E402
 
-from hpac import HpacError, dicom, imageio  # noqa: E402
+from hpac import HpacError
+from hpac.io import dicom  # noqa: E402
+from hpac.io import writers
+from hpac.io import readers
 
 DICOM_SEEDS = ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_dcmtk.dcm",
                "SC_rgb_small_odd.dcm", "SC_rgb_small_odd_jpeg.dcm", "SC_rgb_rle_16bit.dcm")
@@ -37,7 +40,7 @@ def seed_files() -> list[bytes]:
     from PIL import PngImagePlugin
 
     gray, rgb, deep = smooth_image(9, 7, 1)[:, :, 0], smooth_image(6, 5, 3), smooth_image(5, 8, 1, dtype=np.uint16)
-    out = [imageio.write_png(a) for a in (smooth_image(9, 7, 1), rgb, smooth_image(4, 4, 4), deep)]
+    out = [writers.write_png(a) for a in (smooth_image(9, 7, 1), rgb, smooth_image(4, 4, 4), deep)]
     out += [imagecodecs.tiff_encode(a) for a in (gray, rgb, deep[:, :, 0])]
     out += [imagecodecs.tiff_encode(rgb, compression=c) for c in ("deflate", "lzw", "packbits")]
     out += [imagecodecs.tiff_encode(a, photometric="miniswhite") for a in (gray.copy(), gray > 128)]
@@ -47,7 +50,7 @@ def seed_files() -> list[bytes]:
     buf = io.BytesIO()
     palette.save(buf, "TIFF")
     out.append(buf.getvalue())
-    out += [imageio.write_npy(a) for a in (rgb, smooth_image(4, 6, 1, dtype=np.int16))]
+    out += [writers.write_npy(a) for a in (rgb, smooth_image(4, 6, 1, dtype=np.int16))]
     for mode, arr in (("L", gray), ("RGB", rgb)):
         buf = io.BytesIO()
         PILImage.fromarray(arr, mode).save(buf, "PPM")
@@ -86,7 +89,7 @@ def one_input(data: bytes) -> None:
             except HpacError:
                 pass
         try:
-            img = imageio.read_image(data)
+            img = readers.read_image(data)
         except HpacError:
             return
     assert img.pixels.ndim == 3 and 1 <= img.pixels.shape[2] <= 4, img.pixels.shape

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpac.batch import format_summary, run_batch
-from hpac.cli import main
-from hpac.imageio import read_image, write_npy, write_png
+from hpac.tools.batch import format_summary, run_batch
+from hpac.tools.cli import main
+from hpac.io.readers import read_image
+from hpac.io.writers import write_npy, write_png
 
 from conftest import smooth_image
 

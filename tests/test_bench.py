@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from hpac.bench import run_bench
+from hpac.tools.bench import run_bench
 
 from conftest import smooth_image
 
@@ -41,7 +41,7 @@ def test_bench_of_the_current_folder_names_its_domain(tmp_path, monkeypatch):
 def test_an_opaque_alpha_dropped_by_png_and_webp_is_the_same_image(tmp_path):
     """PNG and WebP store an RGBA image whose alpha is opaque everywhere as RGB: the same image,
     not a failure. A dropped alpha that was not opaque, or other pixels, stay failures."""
-    from hpac.bench import same_image
+    from hpac.tools.bench import same_image
 
     rgba = smooth_image(12, 10, 4)
     rgba[:, :, 3] = 255

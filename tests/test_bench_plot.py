@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="needs matplotlib (pip install 'hpac[plot]')")
 
-from hpac.bench import plot_summary  # noqa: E402
-from hpac.cli import build_parser  # noqa: E402
-from hpac.imageio import read_image  # noqa: E402
+from hpac.tools.bench import plot_summary  # noqa: E402
+from hpac.tools.cli import build_parser  # noqa: E402
+from hpac.io.readers import read_image  # noqa: E402
 
 SUMMARY = {  # the shape of bench.summarise output
     "natural (8-bit)": {"n": 3, "bpsp": {"hpac": 3.0, "png": 3.5, "webp": 3.2, "jxl_e9": 2.8}},

@@ -11,12 +11,12 @@ import imagecodecs
 import numpy as np
 import pytest
 
-from hpac.weights import save_weights
+from hpac.zoo.weights import save_weights
 from conftest import SAMPLE, smooth_image
 
 
 def run(*args, stdin: bytes | None = None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hpac.cli", *map(str, args)], input=stdin,
+    return subprocess.run([sys.executable, "-m", "hpac", *map(str, args)], input=stdin,
                           capture_output=True, cwd=cwd, timeout=600)
 
 
@@ -90,7 +90,7 @@ def test_decode_writes_the_format_its_suffix_names(tmp_path, tiny_weights):
     .dcm got PNG bytes); a suffix hpac cannot write is refused before decoding, with no file."""
     from PIL import Image
 
-    from hpac.imageio import read_image
+    from hpac.io.readers import read_image
 
     rgb, deep = smooth_image(9, 14, 3), smooth_image(12, 7, 1, np.uint16)[:, :, 0]
     for arr, name in ((rgb, "rgb"), (deep, "deep")):
@@ -207,7 +207,7 @@ def test_info_shows_value_maps_and_floored_tables():
 
 def test_a_reader_that_leaves_early_gets_no_traceback():
     """`hpac models -v | head -1`: the pipe closes under the writer; exit quietly, not with a traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "hpac.cli", "models", "-v"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "hpac", "models", "-v"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     proc.stdout.read(1)
     proc.stdout.close()  # the reader leaves while the writer still has lines to print

@@ -13,7 +13,7 @@ import pytest
 
 from hpac import codec, container
 from hpac.errors import FormatError
-from hpac.catalog import load_catalog_model
+from hpac.zoo.catalog import load_catalog_model
 
 from conftest import corpus_models
 
@@ -50,7 +50,7 @@ def test_conformance_file_decodes(name, fixed_tiny):
 
 
 def _model_part(data: bytes) -> bytes:
-    """The file with each classical region stream cut to its codec byte and bitmap (hpac.regions):
+    """The file with each classical region stream cut to its codec byte and bitmap (hpac.entropy.regions):
     what hpac's own arithmetic and decisions write; WebP / JPEG XL builds may write other streams."""
     header, payload = container.read(data)
     if not any(p.regions for p in header.planes):
@@ -80,7 +80,7 @@ def test_files_of_release_0_1_0_are_refused_naming_it(path, tmp_path):
     with pytest.raises(FormatError, match="decode it with hpac 0.1.0"):
         codec.decode_image(data, None, threads=1)
     out = tmp_path / "out.png"
-    run = subprocess.run([sys.executable, "-m", "hpac.cli", "decode", str(path), str(out)],
+    run = subprocess.run([sys.executable, "-m", "hpac", "decode", str(path), str(out)],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "hpac 0.1.0" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import hpac
-from hpac import container
+from hpac import container, fileformat, shards
+from hpac.nn import csi
 from conftest import smooth_image
 
 
@@ -26,7 +27,7 @@ def small_file(request, tiny_models):
         data = hpac.encode(img, model=list(tiny_models.values()), effort=2)
     plane = container.read(data)[0].planes[0]
     assert bool(plane.adapter) == (request.param == "adapter") and bool(plane.value_map) == (request.param == "table")
-    assert data[8:10] == container.FORMAT_VERSION.to_bytes(2, "little")
+    assert data[8:10] == fileformat.FORMAT_VERSION.to_bytes(2, "little")
     return img, data
 
 
@@ -80,12 +81,12 @@ def test_garbage_is_refused(blob, tiny_models):
         _decode(blob, tiny_models)
 
 
-def _forge(h: int, w: int, shards: int) -> bytes:
+def _forge(h: int, w: int, n_shards: int) -> bytes:
     """A header with a valid CRC claiming a huge image."""
     body = struct.pack("<IIBBBB", h, w, 1, 0, 8, 1) + b"\0" * 32
     body += struct.pack("<BBHI", 0, 1, 64, 64) + struct.pack("<B", 4) + b"evil" + b"\0" * 8
-    body += struct.pack("<I", shards) + struct.pack("<I", 4) * min(shards, 4)
-    head = container.MAGIC + struct.pack("<HI", container.FORMAT_VERSION, len(body)) + body
+    body += struct.pack("<I", n_shards) + struct.pack("<I", 4) * min(n_shards, 4)
+    head = fileformat.MAGIC + struct.pack("<HI", fileformat.FORMAT_VERSION, len(body)) + body
     return head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 16
 
 
@@ -97,9 +98,9 @@ def test_huge_sizes_refused_before_allocation(tiny_models):
 
 def _with_patches_per_shard(data: bytes, pps: int) -> bytes:
     """``data`` (one plane) with another patches_per_shard and a header CRC to match."""
-    at = len(container.MAGIC) + 6 + 12 + 32 + 4 + 1 + 4
-    (body_len,) = struct.unpack_from("<I", data, len(container.MAGIC) + 2)
-    end = len(container.MAGIC) + 6 + body_len
+    at = len(fileformat.MAGIC) + 6 + 12 + 32 + 4 + 1 + 4
+    (body_len,) = struct.unpack_from("<I", data, len(fileformat.MAGIC) + 2)
+    end = len(fileformat.MAGIC) + 6 + body_len
     out = bytearray(data)
     out[at : at + 4] = struct.pack("<I", pps)
     out[end : end + 4] = struct.pack("<I", zlib.crc32(bytes(out[:end])))
@@ -112,23 +113,21 @@ def test_oversized_shards_refused_before_allocation(tiny_models):
     data = hpac.encode(np.zeros((16, 16), np.uint8), model=tiny_models[1])
     assert container.read(data)[0].planes[0].patches_per_shard == 2
     assert _decode(_with_patches_per_shard(data, 2), tiny_models).shape == (16, 16)
-    assert container.max_patches_per_shard(64) * 64 * 64 == container.MAX_SHARD_PIXELS
-    for pps in (container.max_patches_per_shard(8) + 1, (1 << 32) - 1):
+    assert fileformat.max_patches_per_shard(64) * 64 * 64 == fileformat.MAX_SHARD_PIXELS
+    for pps in (fileformat.max_patches_per_shard(8) + 1, (1 << 32) - 1):
         with pytest.raises(hpac.FormatError, match="patches per shard"):
             _decode(_with_patches_per_shard(data, pps), tiny_models)
 
 
 def test_shard_caches_are_bounded_on_both_sides(tiny_models, monkeypatch):
     """The encoder splits shards so that the CSI caches of one stay under
-    codec.MAX_SHARD_CACHE_BYTES, and the decoder refuses a file whose shards would not."""
-    from hpac import codec, csi
-
+    shards.MAX_SHARD_CACHE_BYTES, and the decoder refuses a file whose shards would not."""
     img = smooth_image(30, 35, 3)
     models = list(tiny_models.values())
     data = hpac.encode(img, model=models)  # 20 patches of 8 x 8: two shards of 10
     per_patch = csi.cache_bytes(tiny_models[3].config, 1)
     assert csi.cache_bytes(tiny_models[3].config, 20) == 20 * per_patch
-    monkeypatch.setattr(codec, "MAX_SHARD_CACHE_BYTES", 6 * per_patch)
+    monkeypatch.setattr(shards, "MAX_SHARD_CACHE_BYTES", 6 * per_patch)
     with pytest.raises(hpac.FormatError, match="MiB of decoder caches"):
         _decode(data, tiny_models)
     small = hpac.encode(img, model=models)

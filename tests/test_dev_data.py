@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpac.effort import DEFAULT_EFFORT
-from hpac.imageio import read_image
+from hpac.adapters.effort import DEFAULT_EFFORT
+from hpac.io.readers import read_image
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 DOMAINS = ("natural", "satellite", "medical")
@@ -27,10 +27,10 @@ IMAGES = [p for d in DOMAINS for p in sorted((DEV / d).glob("*.png"))] if DEV.ex
 @pytest.mark.parametrize("path", IMAGES, ids=[f"{p.parent.name}/{p.name}" for p in IMAGES])
 def test_dev_image_roundtrips_through_cli(path, effort, tmp_path):
     src = read_image(path)
-    enc = subprocess.run([sys.executable, "-m", "hpac.cli", "encode", str(path), str(tmp_path / "x.hpac"),
+    enc = subprocess.run([sys.executable, "-m", "hpac", "encode", str(path), str(tmp_path / "x.hpac"),
                           "--effort", str(effort)], capture_output=True)
     assert enc.returncode == 0, enc.stderr
-    dec = subprocess.run([sys.executable, "-m", "hpac.cli", "decode", str(tmp_path / "x.hpac"), str(tmp_path / "y.npy")],
+    dec = subprocess.run([sys.executable, "-m", "hpac", "decode", str(tmp_path / "x.hpac"), str(tmp_path / "y.npy")],
                          capture_output=True)
     assert dec.returncode == 0, dec.stderr
     back = np.load(tmp_path / "y.npy")

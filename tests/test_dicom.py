@@ -13,8 +13,9 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid  # noqa: E402
 
 import hpac  # noqa: E402
-from hpac import codec, container, dicom  # noqa: E402
-from hpac.imageio import read_image  # noqa: E402
+from hpac import codec, container, fileformat
+from hpac.io import dicom  # noqa: E402
+from hpac.io.readers import read_image  # noqa: E402
 from conftest import smooth_image  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def test_dicom_roundtrip_api(signed, bits, tiny_models):
     img = read_image(src)
     assert img.pixels.dtype == (np.int16 if signed else np.uint16)
     assert img.bits <= bits + (0 if not signed else 1)
-    assert img.metadata_kind == dicom.METADATA_KIND and b"Phantom" in img.metadata
+    assert img.metadata_kind == fileformat.METADATA_DICOM and b"Phantom" in img.metadata
     data = codec.encode(img, {1: tiny_models[1]})
     back = codec.decode_image(data, [tiny_models[1]])
     assert np.array_equal(back.pixels, img.pixels)
@@ -78,7 +79,7 @@ def test_dicom_roundtrip_api(signed, bits, tiny_models):
 def test_dicom_roundtrip_cli(tmp_path):
     src = tmp_path / "scan.dcm"
     src.write_bytes(make_dicom(_ct(33, 21), 12, True))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "hpac.cli", *map(str, a)], capture_output=True, timeout=600)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "hpac", *map(str, a)], capture_output=True, timeout=600)
     r = run("encode", src, tmp_path / "scan.hpac")
     assert r.returncode == 0, r.stderr
     info = run("info", tmp_path / "scan.hpac")

@@ -12,8 +12,9 @@ import pytest
 
 import fuzz_decoder
 import fuzz_input
-from hpac import container, imageio
+from hpac import container, fileformat
 from hpac.errors import FormatError
+from hpac.io import readers
 
 HARNESS = Path(__file__).parent / "fuzz_decoder.py"
 
@@ -41,7 +42,7 @@ def test_input_seeds_read():
     assert sum(s[128:132] == b"DICM" for s in seeds) == len(fuzz_input.DICOM_SEEDS)
     for data in seeds:
         fuzz_input.one_input(data)
-        assert imageio.read_image(data).pixels.size > 0  # each seed is a valid image, not an early refusal
+        assert readers.read_image(data).pixels.size > 0  # each seed is a valid image, not an early refusal
 
 
 def test_plain_input_fuzz():
@@ -64,7 +65,7 @@ def test_the_fuzzers_out_of_memory_input_is_refused_in_the_header():
     data = bytearray(base64.b64decode(
         "AUhQQUMNChoKBgBdAAAAAdAAAAACAAABAAgBbjQLnAFKepicpUTmu3gKLHiQHT+zN3Y4owYRhRevoB08XPzMAAABCAABAP//"
         "BXRpbnkxw5z6InVEJKgBAAAABAAAAAAAAAAAAAAAAQAAAAAARR/ZqwAAAIA="))
-    data[9:11] = container.FORMAT_VERSION.to_bytes(2, "little")
+    data[9:11] = fileformat.FORMAT_VERSION.to_bytes(2, "little")
     data = bytes(data)
     with pytest.raises(FormatError, match="patches per shard"):
         container.read(fuzz_decoder.fix_crcs(data[1:]))

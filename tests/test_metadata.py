@@ -1,4 +1,4 @@
-"""Metadata kept beside the pixels (hpac.metadata): PNG -> .hpac -> PNG, TIFF -> .hpac -> TIFF,
+"""Metadata kept beside the pixels (hpac.io.metadata): PNG -> .hpac -> PNG, TIFF -> .hpac -> TIFF,
 across the two, through the Pillow plugin, and refused cleanly when a file's record set is bad.
 
 The profiles, EXIF and XMP blocks are real ones (tests/data/metadata/SOURCES.md); the PNG and
@@ -19,10 +19,11 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import hpac
-from hpac import api, codec, container
-from hpac import metadata as M
+from hpac import codec, container, fileformat
+from hpac.io import metadata as M
 from hpac.errors import FormatError, UnsupportedImageError
-from hpac.imageio import read_image
+from hpac.io.readers import read_image
+from hpac.io import writers
 
 DATA = Path(__file__).parent / "data" / "metadata"
 CAMERA_ICC = (DATA / "canon_eos_rebel_t6.icc").read_bytes()  # Adobe RGB (1998), as a camera embeds it
@@ -44,7 +45,7 @@ def _pixels(shape, dtype=np.uint8, seed=0) -> np.ndarray:
 def _through_hpac(src: bytes, out_name: str, **kw) -> bytes:
     """An image file's bytes -> .hpac -> the bytes of ``out_name``'s format."""
     data = hpac.encode(read_image(src, **kw), threads=1)
-    return api.image_file_bytes(codec.decode_image(data, threads=1), out_name)
+    return writers.image_file_bytes(codec.decode_image(data, threads=1), out_name)
 
 
 def _png_with_everything(pixels: np.ndarray, icc: bytes | None = CAMERA_ICC) -> bytes:
@@ -157,7 +158,7 @@ def test_strip_drops_metadata_and_keeps_pixels(tmp_path):
     assert set(hpac.read_info(kept)) >= {"icc_profile", "exif", "xmp", "dpi", "Title"}
     assert hpac.read_info(bare) == {}
     assert np.array_equal(hpac.decode(bare), hpac.decode(kept))
-    cli = [sys.executable, "-m", "hpac.cli"]
+    cli = [sys.executable, "-m", "hpac"]
     r = subprocess.run(cli + ["encode", "--strip", "-q", "--threads", "1", str(tmp_path / "in.png"),
                               str(tmp_path / "cli.hpac")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -169,7 +170,7 @@ def test_strip_drops_metadata_and_keeps_pixels(tmp_path):
 
 
 def test_pillow_plugin_carries_metadata():
-    import hpac.pillow  # noqa: F401 - registers the format
+    import hpac.integrations.pillow  # noqa: F401 - registers the format
 
     pixels = _pixels((10, 14, 3))
     buf = io.BytesIO()
@@ -190,7 +191,7 @@ def _file_with_metadata(records: bytes) -> bytes:
     data = hpac.encode(np.zeros((8, 8), np.uint8), threads=1)
     header, payload = container.read(data)
     header = container.Header(header.height, header.width, header.channels, header.dtype, header.bits,
-                              header.pixel_sha256, header.planes, M.KIND, records, header.floored_tables)
+                              header.pixel_sha256, header.planes, fileformat.METADATA_IMAGE, records, header.floored_tables)
     return container.write(header, [bytes(payload)])
 
 
@@ -208,7 +209,7 @@ def test_bad_metadata_section_is_a_clean_error(tmp_path, records, message):
     with pytest.raises(FormatError, match=message):
         hpac.decode(data)
     (tmp_path / "bad.hpac").write_bytes(data)
-    r = subprocess.run([sys.executable, "-m", "hpac.cli", "decode", str(tmp_path / "bad.hpac"),
+    r = subprocess.run([sys.executable, "-m", "hpac", "decode", str(tmp_path / "bad.hpac"),
                         str(tmp_path / "out.png")], capture_output=True, text=True)
     assert r.returncode == FormatError.exit_code and "Traceback" not in r.stderr
     assert not (tmp_path / "out.png").exists()

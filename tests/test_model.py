@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpac import quant
-from hpac.csi import CSIStepper
-from hpac.model import ModelConfig, causal_mask
+from hpac.nn import integer
+from hpac.nn.csi import CSIStepper
+from hpac.nn.model import causal_mask, ModelConfig
 from conftest import make_model
 
 
@@ -54,8 +54,8 @@ def csi_vs_plane_pass(model, bits: int, batch: int) -> int:
     net = model.integer(bits)
     cfg = net.cfg
     sym = torch.randint(0, 1 << bits, (batch, cfg.patch, cfg.patch, cfg.channels), generator=torch.Generator().manual_seed(1))
-    ref = quant.plane_params(net, sym)
-    q = quant.centred(sym, bits)
+    ref = integer.plane_params(net, sym)
+    q = integer.centred(sym, bits)
     st = CSIStepper(net, batch)
     for g in range(st.sched.groups):
         r, c = st.sched.rows[g], st.sched.cols[g]
@@ -71,7 +71,7 @@ def test_csi_matches_the_plane_pass(channels, patch, batch):
 
 
 def test_csi_matches_the_plane_pass_on_shipped_weights():
-    from hpac.catalog import load_catalog_model
+    from hpac.zoo.catalog import load_catalog_model
 
     csi_vs_plane_pass(load_catalog_model("hpac-natural").with_patch(24), 8, 1)
     csi_vs_plane_pass(load_catalog_model("hpac-gray16").with_patch(16), 12, 1)
@@ -82,20 +82,20 @@ def test_a_pixel_never_changes_earlier_integer_distributions():
     net = model.integer(8)
     grp = group_of(16)
     sym = torch.randint(0, 256, (1, 16, 16, 3), generator=torch.Generator().manual_seed(2))
-    base = quant.plane_params(net, sym)
+    base = integer.plane_params(net, sym)
     later = 0
     for r, c in [(0, 0), (5, 5), (7, 2), (15, 15), (10, 9)]:
         s2 = sym.clone()
         s2[0, r, c, 1] = 255 - s2[0, r, c, 1]
-        diff = (quant.plane_params(net, s2) - base).abs().amax(-1)[0]
+        diff = (integer.plane_params(net, s2) - base).abs().amax(-1)[0]
         assert torch.all(diff[grp <= grp[r, c]] == 0)
         later += int((diff[grp > grp[r, c]] > 0).sum())
     assert later > 0
 
 
 def test_catalog_models_are_ultra_light():
-    from hpac.catalog import CATALOG
-    from hpac.model import HPACNet
+    from hpac.zoo.catalog import CATALOG
+    from hpac.nn.model import HPACNet
 
     for entry in CATALOG.values():
         assert HPACNet(entry.config).param_count() < 1_000_000

@@ -10,7 +10,7 @@ numcodecs = pytest.importorskip("numcodecs", reason="needs numcodecs (pip instal
 zarr = pytest.importorskip("zarr", reason="needs zarr >= 3.1.3 (pip install 'hpac[zarr]')")
 
 from hpac.errors import FormatError, UnsupportedImageError  # noqa: E402
-from hpac.integrations.numcodecs_codec import STACK_MAGIC, HpacCodec, HpacZarr3, register  # noqa: E402
+from hpac.integrations.numcodecs_codec import HpacCodec, HpacZarr3, register, STACK_MAGIC  # noqa: E402
 
 from conftest import smooth_image  # noqa: E402
 
@@ -61,14 +61,14 @@ def test_hostile_chunks_are_refused_from_their_headers():
     than one chunk may hold, and a chunk must declare the size of the buffer it fills."""
     import struct
 
-    from hpac import container
+    from hpac import container, fileformat
 
     one = HpacCodec().encode(np.zeros((2, 3), np.uint8))  # 6 values, one small file
     with pytest.raises(FormatError, match="array expects 7"):
         HpacCodec().decode(one, out=np.zeros(7, np.uint8))
     side, p = 1 << 14, 128  # 2^28 values, the most one file holds; a header only, never decoded
-    shards = container.n_patches(side, side, p) // container.max_patches_per_shard(p)
-    plane = container.PlaneHeader(0, 1, p, container.max_patches_per_shard(p), "hpac-gray16", "00" * 8,
+    shards = fileformat.n_patches(side, side, p) // fileformat.max_patches_per_shard(p)
+    plane = container.PlaneHeader(0, 1, p, fileformat.max_patches_per_shard(p), "hpac-gray16", "00" * 8,
                                   (4,) * shards)
     huge = container.write(container.Header(side, side, 1, "uint8", 8, b"\0" * 32, (plane,)), [b"\0" * 4] * shards)
     assert container.read(huge)[0].height == side

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import hpac
-import hpac.pillow  # noqa: F401 - registers the plugin
+import hpac.integrations.pillow  # noqa: F401 - registers the plugin
 from hpac.errors import UnsupportedImageError
 
 from conftest import smooth_image

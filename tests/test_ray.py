@@ -8,7 +8,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'hpac
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'hpac[ray]')")
 
 import hpac  # noqa: E402
-from hpac.integrations.ray_data import HpacDecoder, HpacEncoder, decode_dataset, encode_dataset  # noqa: E402
+from hpac.integrations.ray_data import decode_dataset, encode_dataset, HpacDecoder, HpacEncoder  # noqa: E402
 
 from conftest import smooth_image  # noqa: E402
 

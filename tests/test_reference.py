@@ -1,4 +1,4 @@
-"""The fast integer path (hpac.quant / hpac.afc) against tests/reference_int.py, an independent
+"""The fast integer path (hpac.nn.integer / hpac.entropy.afc) against tests/reference_int.py, an independent
 plain-numpy reference written from docs/format.md: every compared integer must be equal."""
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 import reference_int as R
-from hpac import afc, quant
-from hpac.catalog import load_catalog_model, load_model_file
+from hpac.entropy import afc
+from hpac.nn import integer
+from hpac.zoo.catalog import load_catalog_model, load_model_file
 
 ROOT = Path(__file__).parent.parent
 TINY = {name: ROOT / "tests" / "conformance" / "models" / f"{name}.safetensors" for name in ("tiny1", "tiny3")}
-WEIGHTS = ROOT / "src" / "hpac" / "weights"
+WEIGHTS = ROOT / "src" / "hpac" / "zoo" / "data"
 SAMPLE = ROOT / "samples" / "ihc_crop.png"
 
 
@@ -64,7 +65,7 @@ def test_grid_tables_shipped(name):
 def _compare_params(path: Path, model, bits: int, sym: np.ndarray, patch: int, tables: str = "computed"):
     net = R.load(str(path), bits, patch=patch, tables=tables)
     ref = R.plane_params(net, sym)
-    fast = quant.plane_params(model.integer(bits), torch.from_numpy(sym.astype(np.int64)))
+    fast = integer.plane_params(model.integer(bits), torch.from_numpy(sym.astype(np.int64)))
     fast = fast.numpy()
     assert fast.shape == ref.shape
     assert np.array_equal(fast, np.rint(fast)), "fast parameters are not integers"
@@ -160,7 +161,7 @@ def test_mixture_units(natural, bits):
     rng = np.random.default_rng(bits)
     p, q = _random_params(rng, 300, C, K, bits)
     for c in range(C):
-        w, mu, S = quant.units(inet, torch.from_numpy(p.astype(np.float64)), c,
+        w, mu, S = integer.units(inet, torch.from_numpy(p.astype(np.float64)), c,
                                torch.from_numpy(q.astype(np.float64)))
         rw, rmu, rS = R.units(p, c, q, C, K, bits)
         for name, a, b in (("w", rw, w), ("mu", rmu, mu), ("S", rS, S)):

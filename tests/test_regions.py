@@ -1,4 +1,4 @@
-"""Classical regions (hpac.regions): patches of synthetic content coded by lossless WebP or
+"""Classical regions (hpac.entropy.regions): patches of synthetic content coded by lossless WebP or
 JPEG XL inside the file, the model coding the rest; decisions visible, sections validated."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from conftest import make_model, smooth_image
 from PIL import Image, ImageDraw
 
-from hpac import codec, container, regions
+from hpac import codec, container, fileformat
+from hpac.entropy import regions
 from hpac.errors import FormatError
 
 P = 32  # tiny models on 32 x 32 patches: a WebP header is small beside a patch
@@ -91,10 +92,10 @@ def test_hpac_info_lists_the_regions(tmp_path, models):
     page = _page()
     data = codec.encode(page, models, threads=1)
     (tmp_path / "p.hpac").write_bytes(data)
-    out = subprocess.run([sys.executable, "-m", "hpac.cli", "info", str(tmp_path / "p.hpac")], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "hpac", "info", str(tmp_path / "p.hpac")], capture_output=True,
                          text=True).stdout
     assert "11 of 15 patches WebP lossless" in out or "11 of 15 patches JPEG XL lossless" in out
-    grid = subprocess.run([sys.executable, "-m", "hpac.cli", "info", "--regions", str(tmp_path / "p.hpac")],
+    grid = subprocess.run([sys.executable, "-m", "hpac", "info", "--regions", str(tmp_path / "p.hpac")],
                           capture_output=True, text=True).stdout
     assert "  MMCCC\n  MMCCC\n  CCCCC\n" in grid
 
@@ -114,8 +115,8 @@ def test_bad_region_sections_are_clean_errors(models):
     page = _page()
     data = codec.encode(page, models, threads=1)
     section = container.read(data)[0].planes[0].regions
-    n = -(-container.n_patches(*page.shape[:2], P) // 8)
-    all_patches = np.packbits(np.ones(container.n_patches(*page.shape[:2], P), bool), bitorder="little").tobytes()
+    n = -(-fileformat.n_patches(*page.shape[:2], P) // 8)
+    all_patches = np.packbits(np.ones(fileformat.n_patches(*page.shape[:2], P), bool), bitorder="little").tobytes()
     bad = {
         "unknown classical codec": b"\x07" + section[1:],
         "shard count": section[:1] + all_patches + section[1 + n :],  # the model's patches now classical too
@@ -133,7 +134,7 @@ def test_bad_region_sections_are_clean_errors(models):
 def test_a_region_section_in_a_16_bit_plane_is_refused(models):
     img = (_page().astype(np.uint16) * 257)[:, :, :1]
     data = codec.encode(img, models, threads=1)
-    n = container.n_patches(*img.shape[:2], P)
+    n = fileformat.n_patches(*img.shape[:2], P)
     section = b"\x01" + np.packbits(np.ones(n, bool), bitorder="little").tobytes() + b"RIFF"
     with pytest.raises(FormatError, match="more than 8 bits"):
         container.read(_with_section(data, section))

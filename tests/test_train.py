@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hpac.errors import HpacError
-from hpac.model import ModelConfig
-from hpac.train import TrainOptions, train
-from hpac.weights import load_weights
+from hpac.nn.model import ModelConfig
+from hpac.tools.train import train, TrainOptions
+from hpac.zoo.weights import load_weights
 from conftest import smooth_image
 
 CFG = ModelConfig(channels=3, dim=8, blocks=1, mixtures=2, patch=8)
@@ -52,8 +52,8 @@ def test_init_starts_from_given_weights(data_dir, tmp_path):
 def test_init_grows_depth_and_changes_patch_without_changing_the_function(data_dir, tmp_path):
     from dataclasses import replace
 
-    from hpac.train import grow_from
-    from hpac.model import HPACNet
+    from hpac.tools.train import grow_from
+    from hpac.nn.model import HPACNet
 
     train(_opts(data_dir, tmp_path / "a.safetensors", 3))
     small, _ = load_weights(tmp_path / "a.safetensors")
@@ -78,7 +78,7 @@ def test_training_lowers_the_loss(data_dir, tmp_path):
 
 
 def test_step_planner_fits_the_schedule_to_the_deadline(monkeypatch):
-    from hpac import train as train_mod
+    from hpac.tools import train as train_mod
 
     clock = [1000.0]
     monkeypatch.setattr(train_mod.time, "time", lambda: clock[0])
@@ -107,8 +107,8 @@ def test_amp_training_runs_in_bfloat16_and_keeps_float32_weights(data_dir, tmp_p
 
 
 def test_amp_leaves_high_bit_depth_crops_in_float32():
-    from hpac.model import HPACNet
-    from hpac.train import batch_bits
+    from hpac.nn.model import HPACNet
+    from hpac.tools.train import batch_bits
 
     torch.manual_seed(0)
     net = HPACNet(ModelConfig(channels=1, dim=8, blocks=1, mixtures=2, patch=8))
@@ -123,7 +123,7 @@ def test_amp_leaves_high_bit_depth_crops_in_float32():
 def test_level_shift_moves_high_bit_crops_and_leaves_8_bit_ones():
     import numpy as np
 
-    from hpac.train import _sample_batch
+    from hpac.tools.train import _sample_batch
 
     ramp = np.add.outer(np.arange(16), np.arange(16))[:, :, None].astype(np.int32)
     hi = [("a", ramp + 1000, 11)]  # values 1000..1030 of an 11-bit range
@@ -144,8 +144,8 @@ def test_level_shift_moves_high_bit_crops_and_leaves_8_bit_ones():
 def test_validation_split_ignores_where_the_folders_live_the_format_and_other_files(data_dir, tmp_path):
     import numpy as np
 
-    from hpac.imageio import read_image
-    from hpac.train import _load_images, split_train_val
+    from hpac.io.readers import read_image
+    from hpac.tools.train import _load_images, split_train_val
 
     other = tmp_path / "a" / "copy"  # sorts before data_dir's path, stored as .npy
     other.mkdir(parents=True)

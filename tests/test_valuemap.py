@@ -1,4 +1,4 @@
-"""Value maps (hpac.valuemap): offset and table maps are chosen by rule, travel in the header
+"""Value maps (hpac.entropy.valuemap): offset and table maps are chosen by rule, travel in the header
 round-trip exactly, and corrupt map bytes are refused."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import hpac
-from hpac import container, valuemap
+from hpac import container, fileformat
+from hpac.entropy import valuemap
 from hpac.errors import ChecksumError, FormatError
 
 from conftest import smooth_image
@@ -95,7 +96,7 @@ def test_mapped_images_round_trip(name, make, kinds, tiny_models):
     models = list(tiny_models.values())
     data = hpac.encode(img, model=models, threads=2)
     assert _kinds(data) == kinds
-    assert data[8:10] == container.FORMAT_VERSION.to_bytes(2, "little")
+    assert data[8:10] == fileformat.FORMAT_VERSION.to_bytes(2, "little")
     back = hpac.decode(data, model=models, threads=1)
     assert back.dtype == img.dtype and np.array_equal(back, img)
 

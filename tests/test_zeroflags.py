@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import hpac
-from hpac import afc, codec, container, zeroflags
+from hpac import codec, container, fileformat
+from hpac.entropy import afc, zeroflags
 from hpac.errors import FormatError
 from conftest import scan_like, smooth_image
 
@@ -28,7 +29,7 @@ CASES = [
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_flagged_planes_roundtrip(name, make, tiny_models, monkeypatch):
     """Bit-exact through several shards and thread counts; the file says which planes are flagged."""
-    monkeypatch.setattr(container, "MAX_SHARD_PIXELS", 4 * 8 * 8)
+    monkeypatch.setattr(fileformat, "MAX_SHARD_PIXELS", 4 * 8 * 8)
     img = make()
     models = list(tiny_models.values())
     data = codec.encode(img, tiny_models, threads=2)

@@ -9,22 +9,22 @@
       height u32, width u32, channels u8, dtype u8 (DTYPE_CODES), bits u8, n_planes u8
       pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
       payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
-      coding_options u8  bit 0: floored AFC tables (hpac.afc.floor_tables); other bits 0
+      coding_options u8  bit 0: floored AFC tables (hpac.entropy.afc.floor_tables); other bits 0
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
                   shard byte lengths u32 * n_shards,
                   adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
-                  value_map_len u32, value map bytes (hpac.valuemap; 0 = identity)
-                  plane_options u8  bit 0: zero flags (hpac.zeroflags), bit 1: classical regions;
+                  value_map_len u32, value map bytes (hpac.entropy.valuemap; 0 = identity)
+                  plane_options u8  bit 0: zero flags (hpac.entropy.zeroflags), bit 1: classical regions;
                                     other bits 0
-                  if bit 1: regions_len u32, regions (hpac.regions: patch bitmap, WebP stream)
-      metadata_kind u8 (0 none, 1 DICOM header, 2 image metadata: hpac.metadata), metadata_len u32,
+                  if bit 1: regions_len u32, regions (hpac.entropy.regions: patch bitmap, WebP stream)
+      metadata_kind u8 (0 none, 1 DICOM header, 2 image metadata: hpac.io.metadata), metadata_len u32,
       metadata bytes
     header_crc   u32  CRC-32 of everything above
     payload      the shard streams, in plane then shard order (each a run of u32 words)
 
-Every length and count is checked against hard limits and against the file size before
-anything is allocated.
+Every length and count is checked against hard limits (:mod:`hpac.fileformat`, the format's
+constants) and against the file size before anything is allocated.
 """
 from __future__ import annotations
 
@@ -35,27 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import metadata as image_metadata
-from . import regions
+from .entropy import regions
 from .errors import ChecksumError, FormatError
+from .fileformat import (DTYPE_CODES, DTYPE_NAMES, FLOORED_BIT, FORMAT_VERSION, LAST_RELEASE_OF, MAGIC, MAX_ADAPTER,
+                         MAX_METADATA, MAX_PATCH, MAX_REGIONS, MAX_VALUE_MAP, METADATA_IMAGE, METADATA_KINDS,
+                         REGIONS_BIT, ZERO_FLAGS_BIT, max_patches_per_shard, n_patches, too_big)
+from .io import metadata as image_metadata
 
-MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 8  # the integer network (hpac.quant) and integer AFC tables; every file since 0.2.0
-LAST_RELEASE_OF = {v: "0.1.0" for v in range(2, 8)}  # older versions -> the release that reads them
-FLOORED_BIT = 1  # coding_options
-ZERO_FLAGS_BIT = 1  # plane_options
-REGIONS_BIT = 2  # plane_options: some patches are coded by a classical codec (hpac.regions)
-DTYPE_CODES = {"uint8": 0, "uint16": 1, "int16": 2}
-DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
-MAX_SIDE = 1 << 20
-MAX_PIXELS = 1 << 28  # 268 Mpx: refuse bigger headers before allocating anything
-MAX_PATCH = 1024
-MAX_SHARD_PIXELS = 1 << 19  # a shard holds at most this many pixels, or one patch where P x P is more
-METADATA_KINDS = {0: "none", 1: "DICOM header", 2: "image metadata"}
-MAX_METADATA = 1 << 26
-MAX_ADAPTER = 1 << 22
-MAX_VALUE_MAP = 1 << 14
-MAX_REGIONS = 1 << 31
 _FIXED = struct.Struct("<IIBBBB")
 _PLANE = struct.Struct("<BBHI")
 
@@ -71,10 +57,10 @@ class PlaneHeader:
     model_name: str
     weights_id: str  # 16 hex digits
     shard_lengths: tuple[int, ...]
-    adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapt), merged into the model by the decoder
-    value_map: bytes = b""  # stored values <-> coded symbols (hpac.valuemap); empty = identity
-    zero_flags: bool = False  # a "symbol is 0" flag ahead of every subpixel (hpac.zeroflags)
-    regions: bytes = b""  # patches a classical codec codes (hpac.regions); empty = the model codes all
+    adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapters.fit), merged into the model by the decoder
+    value_map: bytes = b""  # stored values <-> coded symbols (hpac.entropy.valuemap); empty = identity
+    zero_flags: bool = False  # a "symbol is 0" flag ahead of every subpixel (hpac.entropy.zeroflags)
+    regions: bytes = b""  # patches a classical codec codes (hpac.entropy.regions); empty = the model codes all
 
     def classical(self, height: int, width: int) -> np.ndarray:
         """(N,) bool: which of the plane's patches the classical stream holds (all False: none)."""
@@ -96,7 +82,7 @@ class Header:
     planes: tuple[PlaneHeader, ...]
     metadata_kind: int = 0
     metadata: bytes = b""
-    floored_tables: bool = False  # AFC tables floored (hpac.afc.floor_tables)
+    floored_tables: bool = False  # AFC tables floored (hpac.entropy.afc.floor_tables)
 
     @property
     def payload_len(self) -> int:
@@ -108,20 +94,6 @@ def pixel_digest(pixels: np.ndarray) -> bytes:
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return hashlib.sha256(arr.tobytes()).digest()
-
-
-def n_patches(height: int, width: int, patch: int) -> int:
-    return -(-height // patch) * -(-width // patch)
-
-
-def too_big(height: int, width: int) -> bool:
-    """Whether a height x width image is beyond what the format holds (MAX_PIXELS, MAX_SIDE)."""
-    return height * width > MAX_PIXELS or max(height, width) > MAX_SIDE
-
-
-def max_patches_per_shard(patch: int) -> int:
-    """Most P x P patches one shard may hold: MAX_SHARD_PIXELS pixels, and at least one."""
-    return max(1, MAX_SHARD_PIXELS // (patch * patch))
 
 
 def write(header: Header, streams: list[bytes]) -> bytes:
@@ -247,7 +219,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     if meta_kind not in METADATA_KINDS or meta_len > MAX_METADATA or (meta_kind == 0) != (meta_len == 0):
         raise FormatError("invalid metadata section in header")
     metadata = r.take(meta_len)
-    if meta_kind == image_metadata.KIND:
+    if meta_kind == METADATA_IMAGE:
         image_metadata.from_bytes(metadata)  # malformed or oversized records: a FormatError now
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")

@@ -25,7 +25,7 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray, ndarray_copy
 
-from .. import api, container
+from .. import api, container, fileformat
 from ..errors import FormatError, UnsupportedImageError
 
 STACK_MAGIC = b"HPACSTAK"
@@ -54,8 +54,8 @@ class HpacCodec(Codec):
             return api.encode(arr, effort=self.effort, threads=self.threads)
         if arr.ndim != 3 or arr.shape[0] == 0:
             raise UnsupportedImageError(f"hpac codes 2-D or 3-D chunks, got shape {arr.shape}")
-        if arr.size > container.MAX_PIXELS:  # what decode accepts of a stack
-            raise UnsupportedImageError(f"a 3-D chunk holds at most {container.MAX_PIXELS} values, got shape {arr.shape}")
+        if arr.size > fileformat.MAX_PIXELS:  # what decode accepts of a stack
+            raise UnsupportedImageError(f"a 3-D chunk holds at most {fileformat.MAX_PIXELS} values, got shape {arr.shape}")
         files = [api.encode(plane, effort=self.effort, threads=self.threads) for plane in arr]
         return STACK_MAGIC + struct.pack(f"<{1 + len(files)}I", len(files), *map(len, files)) + b"".join(files)
 
@@ -66,14 +66,14 @@ class HpacCodec(Codec):
         files = _stack_files(data) if stacked else [data]
         # every header first: a few hostile bytes could otherwise declare stacks of huge images
         values = sum(h.height * h.width * h.channels for h in (container.read(f)[0] for f in files))
-        if len(files) > 1 and values > container.MAX_PIXELS:
-            raise FormatError(f"hpac chunk stack declares {values} values, above the {container.MAX_PIXELS} a "
+        if len(files) > 1 and values > fileformat.MAX_PIXELS:
+            raise FormatError(f"hpac chunk stack declares {values} values, above the {fileformat.MAX_PIXELS} a "
                               "chunk may hold")
         expected = None if out is None else ensure_ndarray(out).size
         if expected is not None and values != expected:
             raise FormatError(f"hpac chunk declares {values} values where the array expects {expected}")
         # a chunk's size was fixed by whoever wrote the array: refuse only what the format refuses
-        arrs = [api.decode(f, threads=self.threads, max_pixels=container.MAX_PIXELS) for f in files]
+        arrs = [api.decode(f, threads=self.threads, max_pixels=fileformat.MAX_PIXELS) for f in files]
         return ndarray_copy(np.stack(arrs) if stacked else arrs[0], out)
 
 

@@ -6,7 +6,7 @@ on a laptop (``ray.init()``) and on a cluster (``ray.init(address="auto")`` on a
 only where the data lives changes (read and write shared storage, e.g. s3:// or NFS)::
 
     ds = ray.data.read_binary_files("s3://bucket/scans/", include_paths=True)
-    ds = ds.map(lambda r: {"path": r["path"], "image": hpac.imageio.read_image(r["bytes"]).pixels})
+    ds = ds.map(lambda r: {"path": r["path"], "image": hpac.io.readers.read_image(r["bytes"]).pixels})
     encode_dataset(ds, effort=2, concurrency=(2, 64)).write_parquet("s3://bucket/scans-hpac/")
 
 (``read_image`` keeps every depth hpac codes; ``ray.data.read_images`` goes through Pillow.)
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 def _load(model: str | list[str] | None) -> list:
     """The models an actor keeps: weights files given, else the catalog defaults (cached per process)."""
-    from ..catalog import DEFAULTS, load_catalog_model
+    from ..zoo.catalog import DEFAULTS, load_catalog_model
 
     if model:
-        return api._models(model)
+        return api.as_models(model)
     for name in sorted(set(DEFAULTS.values())):
         load_catalog_model(name)  # warms the per-process cache: the codec picks among them by plane
     return []

@@ -1,0 +1,415 @@
+"""AFC (Adaptive Focus Coding): integer mixtures -> focus windows -> range-coded symbols.
+
+For every subpixel the mixture is turned into a *focus window* around its centre: ``width``
+bins of ``delta`` symbols (powers of two, MIN_BINS <= width <= MAX_BINS) covering the
+centre +- the weight-aware reach (a component of weight w reaches ln(w / ESCAPE_MASS) scales
+out; weaker ones do not widen the window). Stage 1 codes the bin index with a categorical
+over ``width`` bins plus one ESCAPE entry holding all mass outside the window; stage 2 (only
+where delta > 1) the offset inside the bin with the mixture's conditional over its delta
+symbols; an escaped value is coded uniformly over [0, 2^bits). With ``low = 1`` (a subpixel
+whose zero flag said "not 0", :mod:`hpac.entropy.zeroflags`) the alphabet is [1, 2^bits): the mass
+below symbol 1 belongs to no entry. Stream order inside one call: stage-1 buckets by ascending
+width, stage-2 buckets by ascending delta, then escapes.
+
+Everything is integer arithmetic (numba kernels over int64), so every machine builds the same
+tables from the integer network's output (:mod:`hpac.nn.integer`)::
+
+    w_k    weights in 2^-W_BITS:  e_k = EXPW[min((Lmax - L_k) >> 4, 4096)],  w_k = (e_k << 16) // sum e
+    mu_k   means in symbols, 2^-MU_FRAC
+    S_k    scales in symbols, 2^-MU_FRAC: max(S_MIN, (EXPS[(LS_k + 16 2^12) >> 4] (2^b - 1)) >> 28)
+    sigma  at an edge t (2^-MU_FRAC): zf = (clip(t - mu_k, +-17 S_k) (2^40 // S_k)) >> 24, clamped to +-16 2^16,
+           sigma_k = SIG[i] + ((SIG[i+1] - SIG[i]) (zf & 255) >> 8), i = (zf >> 8) + 4096
+    CDF(t) = sum_k w_k sigma_k, in 2^-(W_BITS + 30); the mixture's total is sum_k w_k 2^30
+
+Tables (exactly specified: 50-digit decimal arithmetic, round half even)::
+
+    EXPW[i] = round(2^16 exp(-i / 256))            i = 0 .. 4096
+    EXPS[j] = round(2^40 exp(-16 + j / 256))       j = 0 .. 5120   (log-scales -16 .. 4)
+    SIG[i]  = round(2^30 / (1 + exp(-(i - 4096) / 256)))   i = 0 .. 8192
+    LNW[i]  = round(256 ln(16 max(i, 1) / (ESCAPE_MASS 2^16)))   i = 0 .. 4096
+
+Windows on these integers: centre = clamp((sum w_k mu_k) >> 16), reach = max over components with LNW[w_k >> 4] > 0 of
+|mu_k - centre| + (LNW[w_k >> 4] S_k >> 8), need = ceil(2 reach + 1) symbols. Table entries are
+the masses between edges >> TABLE_SHIFT (at least 1), handed to constriction as float32 (exact:
+below 2^24; constriction's quantisation of them is deterministic Rust).
+"""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from functools import lru_cache
+
+import numpy as np
+import torch
+from numba import njit
+
+ESCAPE_MASS = 3e-4  # per component and side. Measured on dev crops (float AFC, session 9): escapes
+# cost <= 0.002 bits a subpixel; 1e-4 widened tables by 12-19%, 1e-3 cost up to 0.008 bits
+MIN_BINS = 4
+MAX_BINS = 256
+TABLE_SHIFT = 23  # table entries: masses in 2^-46 >> 23, so a row sums to about 2^23: float32
+# holds every entry and constriction's running sums of them exactly
+TABLE_FLOOR = 2.0**-12  # floored tables (a file's option): least share of a row's total any entry gets
+
+
+def floor_tables(probs: np.ndarray) -> np.ndarray:
+    """(n, E) float32 tables with every entry raised to TABLE_FLOOR of its row's total (summed
+    in index order). The encoder falls back to floored tables, and says so in the file, if
+    constriction ever refuses a table of the normal coding."""
+    total = np.add.accumulate(probs, axis=1, dtype=np.float32)[:, -1:]
+    return np.maximum(probs, total * np.float32(TABLE_FLOOR))
+
+
+@lru_cache(maxsize=1)
+def categorical():
+    """constriction's model for rows of float probability tables (every entry gets a nonzero share)."""
+    import constriction
+
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+@lru_cache(maxsize=1)
+def _uniform():
+    import constriction
+
+    return constriction.stream.model.Uniform()
+
+
+W_BITS = 16
+MU_FRAC = 13  # means, scales and edges in 2^-13 symbols
+S_MIN = 1 << 7  # 1/64 symbol: narrower logistics are steps at the table's resolution
+SIG_BITS = 30
+Z_LIMIT = 16 << 16
+
+
+def _round(x: Decimal) -> int:
+    return int(x.to_integral_value(ROUND_HALF_EVEN))
+
+
+@lru_cache(maxsize=1)
+def constants() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(EXPW, EXPS, SIG, LNW) int64, from their definitions (module docstring).
+
+    Consecutive entries step by e^(+-1/256): the exponentials are one exp each and products
+    after that, in 60-digit arithmetic (relative error below 1e-55 after 8192 products, so
+    every rounding is that of the definition; tests/test_reference.py recomputes each entry
+    directly). About 0.03 s instead of 0.5 s per process."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        down = (-Decimal(1) / 256).exp()
+        expw, x = [], Decimal(1 << 16)
+        for _ in range(4097):
+            expw.append(_round(x))
+            x *= down
+        exps, x = [], Decimal(1 << 40) * Decimal(-16).exp()
+        up = 1 / down
+        for _ in range(5121):
+            exps.append(_round(x))
+            x *= up
+        sig, e = [], Decimal(16).exp()  # e^(-(i - 4096) / 256) at i = 0
+        for _ in range(8193):
+            sig.append(_round(Decimal(1 << SIG_BITS) / (1 + e)))
+            e *= down
+    return (*(np.array(t, dtype=np.int64) for t in (expw, exps, sig)), tail_table(ESCAPE_MASS))
+
+
+def tail_table(escape_mass: float) -> np.ndarray:
+    """LNW (4097,) int64: round(256 ln(16 max(i, 1) / (escape_mass 2^16))), how many scales a
+    component of weight 16 i / 2^16 reaches out (the double escape_mass taken exactly).
+
+    One ln, then the rounding boundaries e^((L + 1/2) / 256) by products: LNW[i] is the
+    smallest L with 16 i / (escape_mass 2^16) below its boundary."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        c = Decimal(16) / (Decimal(escape_mass) * Decimal(1 << 16))
+        level = _round(Decimal(256) * c.ln())  # i = 0 and 1
+        step = (Decimal(1) / 256).exp()
+        bound = ((Decimal(level) + Decimal("0.5")) / 256).exp()
+        out = []
+        for i in range(4097):
+            while c * max(i, 1) >= bound:
+                level += 1
+                bound *= step
+            out.append(level)
+        return np.array(out, np.int64)
+
+
+@njit(cache=True)
+def mixture_row(logits, ls, bits, expw, exps, w, s):
+    """One mixture: integer logits and log-scales (K,) on 2^-12 (normalised units) -> weights
+    w (2^-16) and scales s (2^-13 symbols), written into w, s (K,) int64."""
+    k = logits.shape[0]
+    top = logits[0]
+    for j in range(1, k):
+        top = max(top, logits[j])
+    total = 0
+    for j in range(k):
+        w[j] = expw[min((top - logits[j]) >> 4, 4096)]
+        total += w[j]
+    for j in range(k):
+        w[j] = (w[j] << W_BITS) // total
+        i = min(max((ls[j] + (16 << 12)) >> 4, 0), 5120)
+        s[j] = max((exps[i] * ((1 << bits) - 1)) >> 28, S_MIN)
+
+
+@njit(cache=True)
+def _mixture_rows(logits, ls, bits, expw, exps):
+    w = np.empty(logits.shape, np.int64)
+    s = np.empty(logits.shape, np.int64)
+    for r in range(logits.shape[0]):
+        mixture_row(logits[r], ls[r], bits, expw, exps, w[r], s[r])
+    return w, s
+
+
+def mixture(logits: np.ndarray, ls: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer logits and log-scales (M, K) on 2^-12 (normalised units) -> weights w (2^-16)
+    and scales S (2^-13 symbols), (M, K) int64."""
+    expw, exps, _, _ = constants()
+    return _mixture_rows(np.ascontiguousarray(logits, np.int64), np.ascontiguousarray(ls, np.int64), bits, expw, exps)
+
+
+@njit(cache=True)
+def _next_pow2(x):
+    p = 1
+    while p < x:
+        p <<= 1
+    return p
+
+
+@njit(cache=True)
+def _windows(w, mu, s, lnw, bits, low):
+    m, k = w.shape
+    lo = np.empty(m, np.int64)
+    delta = np.empty(m, np.int64)
+    width = np.empty(m, np.int64)
+    one = 1 << MU_FRAC
+    for r in range(m):
+        acc = 0
+        for j in range(k):
+            acc += w[r, j] * mu[r, j]
+        centre = min(max(acc >> W_BITS, low * one), ((1 << bits) - 1) * one)
+        reach = 0
+        for j in range(k):
+            t = lnw[w[r, j] >> 4]
+            if t > 0:
+                reach = max(reach, abs(mu[r, j] - centre) + ((t * s[r, j]) >> 8))
+        need = min(max((2 * reach + 2 * one - 1) >> MU_FRAC, 1), 1 << bits)
+        dl = _next_pow2((need + MAX_BINS - 1) // MAX_BINS)
+        wd = min(max(_next_pow2((need + dl - 1) // dl), MIN_BINS), MAX_BINS)
+        wd = min(wd, ((1 << bits) - low) // dl)
+        start = (centre >> MU_FRAC) // dl - wd // 2
+        lo[r] = min(max(start * dl, low), (1 << bits) - wd * dl)
+        delta[r], width[r] = dl, wd
+    return lo, delta, width
+
+
+def windows(w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, low: int = 0, tails: np.ndarray | None = None):
+    """Focus windows (lo, delta, width) (M,) int64 of integer mixtures (w, mu, s) (M, K);
+    ``tails``: another LNW table (:func:`tail_table`), for measuring other escape masses."""
+    return _windows(w, mu, s, constants()[3] if tails is None else tails, bits, low)
+
+
+@njit(cache=True, inline="always")
+def _sigma(t, mu, s, inv, sig):
+    """One logistic's CDF at edge t (2^-13 symbols), in 2^-30; inv = 2^40 // s."""
+    d = min(max(t - mu, -17 * s), 17 * s)  # beyond 16 scales sigma saturates anyway
+    zf = min(max((d * inv) >> 24, -Z_LIMIT), Z_LIMIT - 1)  # |d inv| < 17 2^40: no overflow
+    i = (zf >> 8) + 4096
+    lo = sig[i]
+    return lo + (((sig[i + 1] - lo) * (zf & 255)) >> 8)
+
+
+@njit(cache=True)
+def _cdf(t, w, mu, s, inv, sig, r):
+    """The mixture CDF of row r at edge t (2^-13 symbols), in 2^-46; inv[j] = 2^40 // s[r, j]."""
+    total = 0
+    for j in range(w.shape[1]):
+        total += w[r, j] * _sigma(t, mu[r, j], s[r, j], inv[j], sig)
+    return total
+
+
+@njit(cache=True)
+def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
+    """CDFs at every bin edge of every row, ends pinned, flat; and per row the total mass
+    less the mass below ``low`` (for the escape entry)."""
+    m, k = w.shape
+    out = np.empty(int(np.sum(n_bins + 1)), np.int64)
+    rest = np.zeros(m, np.int64)
+    inv = np.empty(k, np.int64)
+    pos = 0
+    for r in range(m):
+        total = 0
+        for j in range(k):
+            total += w[r, j] << SIG_BITS
+            inv[j] = (1 << 40) // s[r, j]
+        for e in range(n_bins[r] + 1):
+            out[pos + e] = 0
+        for j in range(k):  # components outside, edges inside: the inner loop vectorises
+            wj, mj, sj, ij = w[r, j], mu[r, j], s[r, j], inv[j]
+            for e in range(n_bins[r] + 1):
+                out[pos + e] += wj * _sigma((2 * (start[r] + e * step[r]) - 1) << (MU_FRAC - 1), mj, sj, ij, sig)
+        if low == 0 and start[r] <= 0:
+            out[pos] = 0
+        if start[r] + n_bins[r] * step[r] >= (1 << bits):
+            out[pos + n_bins[r]] = total
+        if escape:
+            below = _cdf((2 * low - 1) << (MU_FRAC - 1), w, mu, s, inv, sig, r) if low != 0 else 0
+            rest[r] = (out[pos] - below) + (total - out[pos + n_bins[r]])
+        pos += n_bins[r] + 1
+    return out, rest
+
+
+def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: int, w: np.ndarray, mu: np.ndarray,
+               s: np.ndarray, escape: bool, low: int = 0, keys: np.ndarray | None = None):
+    """Yield (first, end, float32 table) per run of equal ``n_bins`` (ascending) of rows:
+    the masses of bins [start + j step, start + (j+1) step) (the first / last bin take the
+    tail below 0 / above 2^bits - 1 where they touch the alphabet's ends, the first only where
+    low = 0), then (``escape``) all mass outside the bins less the mass below ``low``; entries
+    are masses >> TABLE_SHIFT, at least 1.
+
+    Args:
+        start, step, n_bins: (n,) int64; w, mu, s: (n, K) int64 integer mixtures.
+        keys: (n,) runs are runs of equal keys instead (each holding one ``n_bins``).
+    """
+    cdfs, rest = _edge_cdfs(start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
+    flat = _entries(cdfs, rest, n_bins, escape)
+    pos = 0
+    for first, end in _runs(n_bins if keys is None else keys):
+        e = int(n_bins[first]) + int(escape)
+        yield first, end, flat[pos : pos + (end - first) * e].reshape(end - first, e)
+        pos += (end - first) * e
+
+
+@njit(cache=True)
+def _entries(cdfs, rest, n_bins, escape):
+    """Every row's table entries, flat float32: bin masses >> TABLE_SHIFT, the escape entry."""
+    out = np.empty(int(np.sum(n_bins)) + (n_bins.shape[0] if escape else 0), np.float32)
+    pos, at = 0, 0
+    for r in range(n_bins.shape[0]):
+        nb = n_bins[r]
+        for j in range(nb):
+            out[pos + j] = max((cdfs[at + j + 1] - cdfs[at + j]) >> TABLE_SHIFT, 1)
+        pos += nb
+        if escape:
+            out[pos] = max(rest[r] >> TABLE_SHIFT, 1)
+            pos += 1
+        at += nb + 1
+    return out
+
+
+def mass_below(low: int, w: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(M,) float32 share of each mixture below symbol ``low`` (the zero flags' context)."""
+    m = w.shape[0]
+    cdf, _ = _edge_cdfs(np.full(m, low, np.int64), np.ones(m, np.int64), np.zeros(m, np.int64), 62, w, mu, s,
+                        constants()[2], 1, False)
+    total = (w.sum(1) << SIG_BITS).astype(np.float64)
+    return (cdf.astype(np.float64) / total).astype(np.float32)
+
+
+def _runs(keys: np.ndarray):
+    """(first, end) of each run of equal values in ``keys``."""
+    cuts = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
+    return zip([0] + cuts, cuts + [keys.size])
+
+
+def code_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor | None = None,
+                 floored: bool = False, low: int = 0) -> torch.Tensor:
+    """Encode (``sym`` given) or decode M subpixels with one integer mixture each.
+
+    Stream order: stage 1 (bin index or ESCAPE) bucketed by window width, stage 2 (offset inside
+    the bin, where delta > 1) bucketed by bin size, then the escapes; each bucketing is one
+    stable sort, so rows keep their index order inside a bucket. Encoding is
+    :func:`encode_calls` on one segment.
+
+    Args:
+        coder: constriction RangeEncoder (encode) or RangeDecoder (decode).
+        w, mu, s: (M, K) int64 weights (2^-16), means and scales (2^-13 symbols):
+            :func:`hpac.nn.integer.units`.
+        sym: (M,) int64 symbols to encode, or None to decode.
+        floored: floored tables (:func:`floor_tables`).
+        low: smallest symbol (1: code the mixture conditioned on ``x != 0``).
+    Returns:
+        (M,) int64 symbols (the input when encoding).
+    """
+    m = w.shape[0]
+    if sym is not None:
+        encode_calls(coder, w, mu, s, bits, sym.numpy(), np.array([0, m], np.int64), floored, low)
+        return sym
+    if m == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    lo, delta, width = windows(w, mu, s, bits, low)
+    order = np.argsort(width, kind="stable")
+    coarse_o = np.empty(m, np.int32)
+    tables = bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order], escape=True, low=low)
+    _decode_runs(coder, tables, coarse_o, floored)
+    coarse = np.empty(m, np.int64)
+    coarse[order] = coarse_o
+    escaped = coarse == width
+    bin_lo = lo + coarse * delta
+    offset = np.zeros(m, np.int64)
+    fine = np.flatnonzero((~escaped) & (delta > 1))
+    if fine.size:
+        fine = fine[np.argsort(delta[fine], kind="stable")]
+        off = np.empty(fine.size, np.int32)
+        tables = bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine], mu[fine], s[fine],
+                            escape=False)
+        _decode_runs(coder, tables, off, floored)
+        offset[fine] = off
+    out = bin_lo + offset
+    esc = np.flatnonzero(escaped)
+    if esc.size:  # uniform over the whole alphabet
+        out[esc] = coder.decode(_uniform(), np.full(esc.size, 1 << bits, dtype=np.int32))
+    return torch.from_numpy(out)
+
+
+def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
+    """Decode into (n,) int32 ``values`` run by run under the (first, end, table) runs of ``tables``."""
+    for first, end, probs in tables:
+        values[first:end] = coder.decode(categorical(), floor_tables(probs) if floored else probs)
+
+
+def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
+                 bounds: np.ndarray, floored: bool = False, low: int = 0) -> None:
+    """Encode what :func:`code_symbols` would over each row segment
+    [bounds[i], bounds[i+1]) in turn, with the tables of all segments built at once: the same
+    bytes with a fraction of the calls. The encoder knows every segment in advance; the
+    decoder, whose later mixtures depend on decoded values, calls code_symbols.
+
+    Args:
+        w, mu, s: (M, K) int64 integer mixtures; sy: (M,) int64 symbols; bounds: (n + 1,) int64
+            ascending, bounds[0] = 0, bounds[-1] = M.
+    """
+    m = w.shape[0]
+    if m == 0:
+        return
+    seg = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
+    lo, delta, width = windows(w, mu, s, bits, low)
+    # stage 1 of every segment, each bucketed by width as code_symbols does (stable, so rows
+    # keep their order inside a bucket): one sort on (segment, width)
+    key1 = seg * (MAX_BINS + 1) + width
+    order = np.argsort(key1, kind="stable")
+    coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
+    coarse_o = coarse[order].astype(np.int32)
+    ops: list[list] = [[] for _ in range(len(bounds) - 1)]  # per segment: (values, table | None)
+    for i, j, probs in bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order],
+                                  escape=True, low=low, keys=key1[order]):
+        ops[int(seg[order[i]])].append((coarse_o[i:j], probs))
+    escaped = coarse == width
+    bin_lo = lo + coarse * delta
+    fine = np.flatnonzero((~escaped) & (delta > 1))
+    if fine.size:
+        key2 = seg[fine] * (np.int64(1) << 40) + delta[fine]
+        o2 = np.argsort(key2, kind="stable")
+        fine, key2 = fine[o2], key2[o2]
+        off = (sy[fine] - bin_lo[fine]).astype(np.int32)
+        for i, j, probs in bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine],
+                                      mu[fine], s[fine], escape=False, keys=key2):
+            ops[int(seg[fine[i]])].append((off[i:j], probs))
+    esc = np.flatnonzero(escaped)
+    for i, j in _runs(seg[esc]) if esc.size else ():
+        ops[int(seg[esc[i]])].append((sy[esc[i:j]].astype(np.int32), None))
+    for seg_ops in ops:
+        for values, probs in seg_ops:
+            if probs is None:
+                coder.encode(values, _uniform(), np.full(values.size, 1 << bits, dtype=np.int32))
+            else:
+                coder.encode(values, categorical(), floor_tables(probs) if floored else probs)

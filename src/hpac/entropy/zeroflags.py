@@ -1,0 +1,88 @@
+"""Zero flags: a point mass at symbol 0 of a gray plane (CT padding, MR background).
+
+After the value map, symbol 0 is the plane's smallest value; on CT and MR slices it fills
+the padding outside the scan circle or the air around the body, 20-25% of the pixels in
+one solid region. The mixture is smooth, so the network still spends 0.15 bits on such a
+pixel at effort 0 and 0.25 under adapters (docs/sarp-ft.md, session 10). Where a plane's header sets its zero-flag option, every subpixel first codes a flag
+"symbol is 0" and, where the flag is clear, its value from the mixture conditioned on not
+being 0 (:func:`hpac.entropy.afc.code_symbols` with ``low = 1``).
+
+A flag's probability is adaptive per context and per shard: counts of the flags already
+coded in the shard, updated after every group, so both sides hold the same counts. The
+context is what predicts padding: how many of the in-patch causal neighbours W, N, NW, NE
+(all coded in earlier groups) are real pixels and 0 (k of n: 15 pairs), times the
+mixture's own probability of 0 in ``len(P0_EDGES) + 1`` buckets.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .afc import categorical, floor_tables
+
+NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))  # (dy, dx): W, N, NW, NE, in groups before c + 2r
+_DY, _DX = np.array(NEIGHBOURS).T[:, :, None]  # (4, 1) each
+P0_EDGES = torch.tensor([1e-3, 1e-2, 0.1, 0.5, 0.9, 0.99])  # buckets of the mixture's P(x = 0)
+N_PAIRS = 15  # (k, n) with 0 <= k <= n <= 4
+N_CONTEXTS = N_PAIRS * (len(P0_EDGES) + 1)
+PRIOR = 0.4  # pseudo-count of each outcome in a fresh context (Krichevsky-Trofimov: 0.5)
+MIN_SHARE = 0.01  # the encoder sets the option where at least this share of a gray plane is 0
+
+
+def wanted(sym: np.ndarray) -> bool:
+    """Whether the encoder flags zeros in a plane: a gray plane ((H, W, 1) coded symbols)
+    whose zeros are at least MIN_SHARE of its pixels."""
+    return sym.ndim == 3 and sym.shape[-1] == 1 and sym.size > 0 and np.count_nonzero(sym == 0) >= MIN_SHARE * sym.size
+
+
+class ZeroFlags:
+    """The flag contexts and counts of one shard."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros((N_CONTEXTS, 2), dtype=np.int64)  # (not 0, 0) per context
+
+    @staticmethod
+    def neighbour_pairs(out: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,
+                        cols: torch.Tensor) -> torch.Tensor:
+        """(B * n,) int64 index of (k, n) at each position of a group: n of the causal
+        neighbours are real pixels, k of them 0.
+
+        Args:
+            out: (B, P, P, 1) symbols, final wherever an earlier group is.
+            valid: (B, P, P) bool, real pixels.
+            rows, cols: (n,) int64 positions of the group inside a patch.
+        """
+        # numpy, all four neighbours in one gather: a step codes only a few hundred positions
+        b, patch = out.shape[0], out.shape[1]
+        o, v = out.numpy().reshape(b, -1), valid.numpy().reshape(b, -1)
+        r = rows.numpy()[None, :] + _DY  # (4, n)
+        c = cols.numpy()[None, :] + _DX
+        inside = (r >= 0) & (c >= 0) & (c < patch)
+        at = np.maximum(r, 0) * patch + np.clip(c, 0, patch - 1)
+        here = v[:, at] & inside  # (B, 4, n)
+        n = here.sum(1)
+        k = (here & (o[:, at] == 0)).sum(1)
+        return torch.from_numpy((n * (n + 1) // 2 + k).reshape(-1))
+
+    @staticmethod
+    def contexts(pairs: torch.Tensor, p0: torch.Tensor) -> np.ndarray:
+        """(M,) int64 contexts from neighbour pairs (M,) and the mixture's mass at 0 (M,) float32."""
+        return (pairs * (len(P0_EDGES) + 1) + torch.bucketize(p0, P0_EDGES)).numpy()
+
+    def tables(self, ctx: np.ndarray) -> np.ndarray:
+        """(M, 2) float32 probabilities of (not 0, 0) for contexts ``ctx`` (M,)."""
+        c = self.counts[ctx].astype(np.float64) + PRIOR
+        return (c / c.sum(1, keepdims=True)).astype(np.float32)
+
+    def code(self, coder, ctx: np.ndarray, is0: np.ndarray | None, floored: bool) -> np.ndarray:
+        """Encode (``is0`` given) or decode the (M,) int32 flags of one group, then count them.
+
+        ``floored``: tables floored as the AFC tables of a file with that option."""
+        probs = self.tables(ctx)
+        probs = floor_tables(probs) if floored else probs
+        if is0 is not None:
+            coder.encode(is0, categorical(), probs)
+        else:
+            is0 = coder.decode(categorical(), probs).astype(np.int32)
+        np.add.at(self.counts, (ctx, is0), 1)
+        return is0

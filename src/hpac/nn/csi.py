@@ -1,0 +1,174 @@
+"""CSI: Cache-then-Select Inference over a batch of P x P patches.
+
+Coding walks the 3P-2 skewed-diagonal groups in order. At group ``g`` only the positions of
+that group (in every patch of the batch) are computed, through every layer:
+
+* the stem (and the linear skip predictor) read their strict-masked taps from the cached
+  *pixels* of earlier groups;
+* each block writes ``a = W_a LN(x)`` of the new positions into its cache, then applies its
+  inclusive-masked depthwise conv reading that cache (same-group taps included: they were
+  written just before), and runs the 1x1 layers on the selected rows only;
+* the head turns the selected rows into mixture parameters.
+
+After the channels of group ``g`` are coded, :meth:`CSIStepper.write_pixels` stores them in
+the pixel cache. A whole patch therefore costs one forward pass, spread over 3P-2 steps. Only
+the decoder steps: the network is the integer one (:mod:`hpac.nn.integer`), whose every layer is
+exact, so the encoder computes the same integers for a whole plane in one pass
+(:func:`hpac.nn.integer.plane_params`).
+
+Skewed caches. In coordinates ``v = c + 2r`` (the group) and ``u = r``, group ``g`` is one
+row ``v = g``, its positions a contiguous run of ``u``, and a kernel tap (dr, dc) reads row
+``g + dc + 2dr`` at ``u + dr``. Every masked tap therefore lies in the band of the last
+``3(k//2) + 1`` rows, and a masked kxk conv of the whole group is one pass over that band
+(kernel ``(3(k//2)+1) x k``; the numba kernels visit only its nonzero taps). Only the band
+is kept, in a ring buffer written twice (rows ``i`` and ``i + R``) so the band is always
+contiguous. Memory per cache: (B, D, 2R, P + k - 1) float32 integers, channels-last (the
+pixel cache: the network's input dtype, IntNet.in_dtype).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+from .integer import IntNet
+from .model import ModelConfig, gated_block
+from .schedule import group_schedule, skew_kernel
+
+
+def cache_bytes(cfg: ModelConfig, batch: int) -> int:
+    """Bytes of the caches a stepper holds to code ``batch`` patches of cfg.patch: the pixel
+    ring (float64) and one ring per block (float32). The CSI caches are most of a shard's
+    memory, so the decoder bounds them before it allocates anything
+    (hpac.shards.MAX_SHARD_CACHE_BYTES)."""
+    reach, pad = 3 * (cfg.kernel // 2), cfg.kernel // 2
+    width = cfg.patch + 2 * pad
+    pix = batch * cfg.channels * 2 * reach * width * 8
+    blocks = cfg.blocks * batch * cfg.dim * 2 * (reach + 1) * width * 4
+    return pix + blocks
+
+
+class Band:
+    """Ring buffer of the last ``rows`` skewed rows of one cache: (B, C, 2*rows, P + 2p)."""
+
+    def __init__(self, batch: int, channels: int, rows: int, patch: int, pad: int,
+                 dtype: torch.dtype = torch.float32, memory_format: torch.memory_format = torch.channels_last):
+        self.rows, self.pad = rows, pad
+        self.buf = torch.zeros(batch, channels, 2 * rows, patch + 2 * pad, dtype=dtype).contiguous(
+            memory_format=memory_format)
+        self.span = [(0, 0)] * rows  # per ring row: the columns its last write filled; zeros elsewhere
+
+    def write(self, g: int, first_row: int, values: torch.Tensor) -> None:
+        """Row g := values (B, n, C) at u = first_row.., zeros elsewhere."""
+        a = first_row + self.pad
+        e = a + values.shape[1]
+        slot = g % self.rows
+        rows = self.buf[:, :, slot :: self.rows, :]  # ring row i and its copy i + rows
+        # outside the group is padding and must read as zero: clear only what the row's last
+        # group wrote there (zeroing whole rows was ~4% of effort 0's time)
+        lo, hi = self.span[slot]
+        if lo < min(hi, a):
+            rows[:, :, :, lo : min(hi, a)].zero_()
+        if max(lo, e) < hi:
+            rows[:, :, :, max(lo, e) : hi].zero_()
+        rows[:, :, :, a:e] = values.permute(0, 2, 1)[:, :, None, :]
+        self.span[slot] = (a, e)
+
+
+@njit(cache=True)
+def _band_depthwise(buf, top, r0, n, tap_row, tap_col, tap_w, out):
+    """out[b, i] = sum_t buf[b, top + tap_row[t], r0 + i + tap_col[t]] * tap_w[t]: the band conv
+    of one group over its nonzero taps only, channels innermost (they vectorise). Every
+    product and partial sum is an integer below 2^24 (hpac.nn.integer.load checks the bound):
+    exact in float32, in any order.
+
+    buf: (B, 2R, P + 2p, D) float32 (a Band's buffer, channels last); tap_w: (T, D) float32 (a view);
+    out: (B, n, D) float32."""
+    nb, d = buf.shape[0], buf.shape[3]
+    acc = np.empty(d, buf.dtype)
+    for b in range(nb):
+        for i in range(n):
+            acc[:] = 0
+            for t in range(tap_row.shape[0]):
+                rr, cc = top + tap_row[t], r0 + i + tap_col[t]
+                for c in range(d):
+                    acc[c] += buf[b, rr, cc, c] * tap_w[t, c]
+            for c in range(d):
+                out[b, i, c] = acc[c]
+
+
+@njit(cache=True)
+def _band_stem(buf, top, r0, n, tap_row, tap_col, tap_w, out):
+    """The stem/skip conv of one group: out[b, i, o] = sum_t,c buf[b, c, top + tap_row[t],
+    r0 + i + tap_col[t]] tap_w[t, c, o], in the pixels' dtype (integer sums bounded below
+    2^24 in float32 or 2^53 in float64: hpac.nn.integer.IntNet.in_dtype; exact in any order).
+
+    buf: (B, C, 2R, P + 2p) the pixel Band's buffer; tap_w: (T, C, O); out: (B, n, O)."""
+    nb, ch, m = buf.shape[0], buf.shape[1], out.shape[2]
+    acc = np.empty(m, buf.dtype)
+    for b in range(nb):
+        for i in range(n):
+            acc[:] = 0
+            for t in range(tap_row.shape[0]):
+                rr, cc = top + tap_row[t], r0 + i + tap_col[t]
+                for c in range(ch):
+                    v = buf[b, c, rr, cc]
+                    for j in range(m):
+                        acc[j] += v * tap_w[t, c, j]
+            for j in range(m):
+                out[b, i, j] = acc[j]
+
+
+class BandTaps:
+    """The nonzero taps of an (O, I, H, k) band kernel (:func:`skew_kernel`): rows, columns
+    (T,) int64 and weights (T, I, O) in the kernel's dtype."""
+
+    def __init__(self, band: torch.Tensor):
+        nz = torch.nonzero(band.ne(0).any(dim=0).any(dim=0))
+        self.row = nz[:, 0].contiguous().numpy()
+        self.col = nz[:, 1].contiguous().numpy()
+        self.w = np.ascontiguousarray(band[:, :, nz[:, 0], nz[:, 1]].permute(2, 1, 0).numpy())
+
+
+class CSIStepper:
+    """The decoder's group-by-group evaluation of an integer network (:class:`hpac.nn.integer.IntNet`)
+    on B patches: params(g), then write_pixels(g, q) once group g is known."""
+
+    def __init__(self, net: IntNet, batch: int):
+        cfg = net.cfg
+        self.net, self.cfg, self.batch = net, cfg, batch
+        self.sched = group_schedule(cfg.patch, cfg.kernel)
+        reach, pad = self.sched.reach, cfg.kernel // 2
+        dt = net.in_dtype
+        self.in_taps = BandTaps(skew_kernel(net.in_w.to(dt), strict=True))
+        self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, dt, torch.contiguous_format)
+        self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
+        self.taps = [BandTaps(blk.dw.band) for blk in net.blocks]
+        self.views = [c.buf.permute(0, 2, 3, 1).numpy() for c in self.caches]  # (B, 2R, P + 2p, D)
+
+    @torch.no_grad()
+    def params(self, g: int) -> torch.Tensor:
+        """Integer mixture parameters of group ``g``: (B, n_g, n_params) float64."""
+        d, b = self.cfg.dim, self.batch
+        reach = self.sched.reach
+        r0 = self.sched.first_row[g]
+        n = self.sched.rows[g].numel()
+        acc = torch.empty(b, n, self.in_taps.w.shape[2], dtype=self.net.in_dtype)
+        t = self.in_taps
+        _band_stem(self.pix.buf.numpy(), (g - reach) % reach, r0, n, t.row, t.col, t.w, acc.numpy())
+        x, skip = self.net.stem_out(acc.reshape(b * n, -1))
+        ar = self.net.arith
+        top = (g - reach) % (reach + 1)  # the band's oldest row in the ring
+        for blk, cache, taps, view in zip(self.net.blocks, self.caches, self.taps, self.views):
+            def depthwise(a, p, cache=cache, taps=taps, view=view):
+                cache.write(g, r0, a.reshape(b, n, d))
+                out = torch.empty(b, n, d, dtype=torch.float32)
+                _band_depthwise(view, top, r0, n, taps.row, taps.col, taps.w[:, 0], out.numpy())
+                return out.reshape(b * n, d)
+
+            x = gated_block(ar, blk, x, depthwise)
+        return self.net.tail(x, skip).reshape(b, n, -1)
+
+    def write_pixels(self, g: int, q: torch.Tensor) -> None:
+        """Store group ``g``'s coded pixels as q (B, n_g, C) float64 (0 on padding)."""
+        self.pix.write(g, self.sched.first_row[g], q)

@@ -1,0 +1,814 @@
+"""The integer arithmetic of the HPAC network: the same mixture on every machine.
+
+Every tensor this path computes holds integers (in float32 where every partial sum of the
+layer is bounded below 2^24, else in float64 below 2^53, or int64), so a matrix product or
+convolution is exact whatever order, instruction set, thread count or device sums it in.
+Every other step is one IEEE basic operation (+, -, *, /, sqrt: correctly rounded on every
+machine), a rounding, or a lookup in a table of integers. The mixture parameters are then a
+function of the pixels alone, so the encoder computes a whole plane in one pass
+(:func:`plane_params`) and the decoder steps group by group (:class:`hpac.nn.csi.CSIStepper`); both
+get the same integers.
+
+Grids (:class:`QuantSpec`; the widths are a measured choice, docs/integer.md)::
+
+    pixels     q = 2 x - (2^b - 1)                   exact; x_n = q / (2^b - 1)
+    weights    w = W s_w, per output channel          |W| <= 2^(bits-1) - 1
+    residual   x = X 2^-res_frac                      |X| <= res_limit 2^res_frac
+    act. t     t = T s_t, one s_t per tensor          |T| <= 2^(act_bits-1) - 1
+    tables     u = U s_u  -> f(u) = F[U] s_f          |U| <= 2^(lut_bits-1) - 1 (SiLU, GELU, tanh)
+    outputs    logits, log-scales on 2^-head_frac (normalised units); means on 2^-mean_frac
+               symbols; channel coefficients on 2^-coef_frac
+
+A layer ``y = w t + b`` is ``Y = clamp(round(acc * m + c))`` with ``acc = sum W T`` (exact),
+``m = s_w s_t / s_y``, ``c = b / s_y``: one rounded multiply and one rounded add. LayerNorm
+sums in int64 and normalises with float64 sqrt and division (correctly rounded).
+
+:func:`hpac.nn.model.gated_block` is the one definition of the block: :class:`IntArith` is
+its integer arithmetic, as :class:`hpac.nn.model.FloatArith` is its float one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numba import njit
+
+from ..entropy import afc
+from .schedule import skew_kernel
+from .mixture import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
+from ..errors import ModelMismatchError
+from .model import causal_mask, depthwise_nhwc, FloatArith, gated_block, HPACNet, ModelConfig, plane_depthwise
+
+F32, F64 = torch.float32, torch.float64
+EXACT_F32 = float(1 << 24)  # float32 holds every integer up to this: sums below it are exact
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as the network was trained
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Bit widths of the integer network (module docstring)."""
+
+    wbits: int = 8  # 1x1 weights inside the blocks
+    wbits_edge: int = 12  # stem, skip and head weights (the linear skip predictor needs the bits)
+    wbits_dw: int = 8  # depthwise kernels
+    act_bits: int = 12  # inputs of every 1x1 layer and of the depthwise conv (10: +0.2% code length)
+    lut_bits: int = 12  # inputs (and SiLU outputs) of the tables
+    res_frac: int = 10  # fraction bits of the residual stream
+    res_limit: float = 512.0  # its magnitude bound
+    head_frac: int = 12  # logits and log-scales
+    mean_frac: int = 6  # means, in symbols
+    coef_frac: int = 12  # channel coefficients (after tanh)
+    quantile: float = 0.99999  # activation scales: this quantile of |t| on calibration data
+
+
+def qmax(bits: int) -> float:
+    return float((1 << (bits - 1)) - 1)
+
+
+def quant_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric grid: W (float64 integers, w's shape), s_w (O,) float64,
+    s_w = max |w_o| / qmax rounded to float32. numpy's elementwise division and rint are
+    IEEE operations on every machine, so a decoder that merges adapters into the float
+    weights gets the encoder's integers."""
+    wn = w.detach().to(F64).numpy().reshape(w.shape[0], -1)
+    top = np.abs(wn).max(1)
+    s = np.where(top > 0, top / qmax(bits), 1.0).astype(np.float32).astype(np.float64)
+    lim = qmax(bits)
+    q = np.clip(np.rint(wn / s[:, None]), -lim, lim)
+    return torch.from_numpy(q.reshape(w.shape)), torch.from_numpy(s)
+
+
+# ---- calibration: the float network's activation magnitudes -----------------------------------
+
+class _Observer(FloatArith):
+    """FloatArith that records |t| of every tensor the integer network puts on a grid, for
+    the block whose names start with ``prefix`` (its gate and GELU have no module)."""
+
+    def __init__(self, names: dict[int, str], seen: dict[str, list], prefix: str = ""):
+        self.names, self.seen, self.prefix = names, seen, prefix
+
+    def _see(self, key: str, t: torch.Tensor) -> None:
+        v = t.detach().abs().flatten().float()
+        if v.numel() > 1 << 18:
+            v = v[torch.randint(0, v.numel(), (1 << 18,), generator=torch.Generator().manual_seed(len(self.seen.get(key, []))))]
+        self.seen.setdefault(key, []).append(v)
+
+    def norm(self, x, ln):
+        y = ln(x)
+        self._see(self.names[id(ln)], y)
+        return y
+
+    def linear(self, t, lin):
+        y = lin(t)
+        name = self.names[id(lin)]
+        if name.endswith("to_av"):
+            a, v = y.chunk(2, dim=-1)
+            self._see(name + ".a", a)
+            self._see(name + ".v", v)
+        elif name.endswith("mlp_up"):
+            self._see(name, y)
+        return y
+
+    def gate(self, u, v, p):
+        self._see(self.names[id(p.dw)], u)
+        g = F.silu(u) * v
+        self._see(self.prefix + "gate", g)
+        return g
+
+    def linear_act(self, t, lin, table):
+        y = F.gelu(self.linear(t, lin))
+        self._see(self.prefix + "gelu", y)
+        return y
+
+
+def calibrate(net: HPACNet, batches, spec: QuantSpec = QuantSpec()) -> dict[str, float]:
+    """Activation scales s_t (name -> float) from float runs of ``net`` over ``batches`` of
+    normalised (B, C, P, P) inputs: the ``spec.quantile`` of |t| over the table's or grid's range."""
+    names = {id(mod): name for name, mod in net.named_modules()}
+    seen: dict[str, list] = {}
+    observers = [_Observer(names, seen, f"blocks.{i}.") for i in range(len(net.blocks))]
+    with torch.no_grad():
+        for x in batches:
+            h = net.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+            for blk, ar in zip(net.blocks, observers):
+                h = gated_block(ar, blk, h, plane_depthwise)
+            observers[0]._see("head_norm", net.head_norm(h))
+            raw = net.head(net.head_norm(h))
+            n = net.cfg.channels * net.cfg.mixtures
+            observers[0]._see("coef", raw[..., 3 * n :])
+    out = {}
+    for name, parts in seen.items():
+        v = torch.cat(parts)
+        top = float(torch.quantile(v, spec.quantile)) if v.numel() else 1.0
+        out[name] = max(top, 1e-6)
+    return out
+
+
+# ---- quantisation-aware training: the float network on the integer network's grids -------------
+
+def _on_grid(t: torch.Tensor, step, lim: float) -> torch.Tensor:
+    """t rounded onto ``step`` and clamped to +-lim steps; the gradient passes the rounding
+    (straight-through) and stops at the clamp. ``step``: a float or a tensor broadcasting on t."""
+    c = torch.maximum(torch.minimum(t, step * lim), -step * lim) if isinstance(step, torch.Tensor) \
+        else t.clamp(-step * lim, step * lim)
+    return c + (torch.round(c / step) * step - c).detach()
+
+
+def _fake_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """w on its per-output-channel grid (:func:`quant_weight`'s step, float32), straight-through."""
+    top = w.detach().abs().flatten(1).amax(1).clamp_min(1e-30)
+    step = (top / qmax(bits)).reshape(-1, *([1] * (w.dim() - 1)))
+    return _on_grid(w, step, qmax(bits))
+
+
+class FakeQuant(FloatArith):
+    """The float arithmetic of one block with every tensor put where the integer network puts
+    it (:func:`load`): weights and activations rounded onto their grids, tables' outputs
+    rounded, the residual on 2^-res_frac. Gradients pass the roundings (straight-through), so
+    training with it fits the weights to the grids that code (``hpac train --qat``)."""
+
+    def __init__(self, blk, grid: dict[str, torch.Tensor], spec: QuantSpec, prefix: str):
+        self.spec, self.A, self.L = spec, qmax(spec.act_bits), qmax(spec.lut_bits)
+        s = lambda k: float(grid[prefix + k][0])  # noqa: E731
+        av = grid[prefix + "to_av.s"]
+        d = av.numel() // 2
+        self.norm_s = {id(blk.norm1): s("norm1.s"), id(blk.norm2): s("norm2.s")}
+        self.a_s, self.v_s = float(av[0]), float(av[d])
+        self.dw_s, self.silu_s, self.gate_s = s("dw.s"), s("silu.s"), s("gate.s")
+        self.up_s, self.gelu_s = s("mlp_up.s"), s("gelu.s")
+        self.blk = blk
+
+    def norm(self, x, ln):
+        return _on_grid(ln(x), self.norm_s[id(ln)], self.A)
+
+    def linear(self, t, lin):
+        y = F.linear(t, _fake_weight(lin.weight, self.spec.wbits), lin.bias)
+        if lin is self.blk.to_av:
+            a, v = y.chunk(2, dim=-1)
+            return torch.cat([_on_grid(a, self.a_s, self.A), _on_grid(v, self.v_s, self.A)], dim=-1)
+        if lin is self.blk.mlp_up:
+            return _on_grid(y, self.up_s, self.L)
+        return _on_grid(y, 2.0 ** -self.spec.res_frac, self.spec.res_limit * 2.0 ** self.spec.res_frac)
+
+    def depthwise(self, a, dw):
+        """The masked depthwise conv with integer-grid weights (NHWC in and out)."""
+        return depthwise_nhwc(a, _fake_weight(dw.masked_weight(), self.spec.wbits_dw), dw.bias)
+
+    def gate(self, u, v, p):
+        u = _on_grid(u, self.dw_s, self.L)
+        return _on_grid(_on_grid(F.silu(u), self.silu_s, self.L) * v, self.gate_s, self.A)
+
+    def linear_act(self, t, lin, table):
+        return _on_grid(F.gelu(self.linear(t, lin)), self.gelu_s, self.A)
+
+    def add(self, x, y):
+        return (x + y).clamp(-self.spec.res_limit, self.spec.res_limit)
+
+
+def fake_quant_forward(net: HPACNet, x: torch.Tensor, grid: dict[str, torch.Tensor], spec: QuantSpec,
+                       bits: int) -> torch.Tensor:
+    """:meth:`HPACNet.forward` as the integer network computes it (straight-through gradients):
+    x (B, C, H, W) normalised ``bits``-bit pixels -> raw mixture parameters (B, H, W, n_params).
+    The channel coefficients' tanh output (2^-coef_frac) is left unrounded: the loss applies tanh."""
+    cfg = net.cfg
+    edge, res = spec.wbits_edge, 2.0 ** -spec.res_frac
+    ck = cfg.channels * cfg.mixtures
+    mean_step = 2.0 ** -spec.mean_frac / (((1 << bits) - 1) / 2.0)  # 2^-mean_frac symbols, normalised
+    xc = x.contiguous(memory_format=torch.channels_last)
+    conv = lambda m: F.conv2d(xc, _fake_weight(m.masked_weight(), edge), m.bias, padding=m.padding)  # noqa: E731
+    h = _on_grid(conv(net.stem), res, spec.res_limit / res).permute(0, 2, 3, 1)
+    for i, blk in enumerate(net.blocks):
+        ar = FakeQuant(blk, grid, spec, f"blocks.{i}.")
+        h = gated_block(ar, blk, h, ar.depthwise)
+    h = _on_grid(net.head_norm(h), float(grid["head_norm.s"][0]), qmax(spec.act_bits))
+    raw = F.linear(h, _fake_weight(net.head.weight, edge), net.head.bias)
+    hf = 2.0 ** -spec.head_frac
+    big = float(1 << 40)
+    parts = [_on_grid(raw[..., :ck], hf, 64 / hf),
+             _on_grid(raw[..., ck : 2 * ck], mean_step, big)
+             + _on_grid(conv(net.skip).permute(0, 2, 3, 1), mean_step, big),
+             _on_grid(raw[..., 2 * ck : 3 * ck], hf, 64 / hf),
+             _on_grid(raw[..., 3 * ck :], float(grid["coef.s"][0]), qmax(spec.lut_bits))]
+    return torch.cat(parts, dim=-1)
+
+
+# ---- the integer network ----------------------------------------------------------------------
+
+@dataclass
+class IntLayer:
+    """``Y = clamp(round(acc * m + c))``, acc = T W^T exact in ``w.dtype``; W (O, I), m, c (O,)."""
+
+    w: torch.Tensor
+    m: torch.Tensor
+    c: torch.Tensor
+    lim: torch.Tensor  # (O,) clamp bound
+
+    @cached_property
+    def out(self) -> torch.dtype:
+        """float32 holds the outputs where every bound is below 2^24."""
+        return F32 if float(self.lim.max()) < EXACT_F32 else F64
+
+    @cached_property
+    def wt(self) -> torch.Tensor:
+        """W^T (I, O), contiguous: T W^T as a plain product is the fastest form here."""
+        return self.w.t().contiguous()
+
+    @cached_property
+    def req(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m, c, lim) as numpy views, for the kernels."""
+        return self.m.numpy(), self.c.numpy(), self.lim.numpy()
+
+    def acc(self, t: torch.Tensor) -> torch.Tensor:
+        """The exact sums T W^T: t (..., I) -> (..., O) in ``w.dtype``."""
+        rows = t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
+        if rows.dtype != self.w.dtype:
+            rows = rows.to(self.w.dtype)
+        out = torch.mm(rows, self.wt)
+        return out if t.dim() == 2 else out.reshape(*t.shape[:-1], -1)
+
+
+@dataclass
+class IntNorm:
+    """LayerNorm of residual-grid rows onto an activation grid: g, b (D,) float64."""
+
+    g: torch.Tensor
+    b: torch.Tensor
+    k: float  # 2^(-2 res_frac) / D^3: V -> variance
+    lim: float
+
+    @cached_property
+    def gb(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.g.numpy(), self.b.numpy()
+
+
+@dataclass
+class IntDepthwise:
+    w: torch.Tensor  # (D, 1, k, k) float32 integers, masked
+    band: torch.Tensor  # the same taps as a skewed band kernel (hpac.nn.schedule.skew_kernel)
+    m: torch.Tensor  # (D,) float32
+    c: torch.Tensor
+    lim: torch.Tensor  # (D,) float32 clamp bound (the table's input range)
+
+    @cached_property
+    def req(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.m.numpy(), self.c.numpy(), self.lim.numpy()
+
+
+@dataclass
+class IntTable:
+    """F[U + off] for integer U in [-off, off]; ``m``: the gate's requantisation (SiLU only)."""
+
+    f: torch.Tensor  # (2 off + 1,) float32 integers
+    off: int
+    m: torch.Tensor | None = None  # 0-dim float32
+    lim: float = 0.0
+
+    @cached_property
+    def fm(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(F, m as a 1-element array) as numpy views, for the kernels."""
+        return self.f.numpy(), None if self.m is None else self.m.reshape(1).numpy()
+
+
+@dataclass
+class IntBlock:
+    norm1: IntNorm
+    to_av: IntLayer
+    dw: IntDepthwise
+    gate: IntTable
+    proj: IntLayer
+    norm2: IntNorm
+    mlp_up: IntLayer
+    gelu: IntTable
+    mlp_down: IntLayer
+
+
+# Elementwise steps as numba kernels: one pass each instead of a chain of torch calls, the
+# same IEEE operations in the same order (no fast-math: LLVM does not fuse a * m + c).
+
+@njit(cache=True, fastmath={"reassoc"})
+def _row_sums(x, r):
+    """(sum X, sum X^2) of row r in float64: integers below 2^53 (``load`` checks the bound),
+    so exact in any order; reassociation lets the reduction vectorise. Kept out of line so
+    that no other operation gets the flag."""
+    s = 0.0
+    sq = 0.0
+    for i in range(x.shape[1]):
+        v = np.float64(x[r, i])
+        s += v
+        sq += v * v
+    return s, sq
+
+
+@njit(cache=True)
+def _norm_rows(x, g, b, k, lim, out):
+    m, d = x.shape
+    fd = np.float64(d)
+    for r in range(m):
+        s, sq = _row_sums(x, r)
+        # V = sum (D X - S)^2 = D (D sum X^2 - S^2): the bracket is exact, and one rounded
+        # product by D is float64(V) as the int64 definition rounds it
+        inv = 1.0 / np.sqrt((fd * (fd * sq - s * s)) * k + LN_EPS)
+        for i in range(d):
+            y = (np.float64(x[r, i]) * fd - s) * inv
+            y = y * g[i]
+            y = y + b[i]
+            out[r, i] = min(max(np.rint(y), -lim), lim)
+
+
+@njit(cache=True, inline="always")
+def _requant_one(a, m, c, lim):
+    """One layer output: clamp(round(a m + c), +-lim), two rounded IEEE operations."""
+    y = a * m
+    y = y + c
+    return min(max(np.rint(y), -lim), lim)
+
+
+@njit(cache=True)
+def _requant(acc, m, c, lim, out):
+    rows, cols = acc.shape
+    for r in range(rows):
+        for o in range(cols):
+            out[r, o] = _requant_one(acc[r, o], m[o], c[o], lim[o])
+
+
+@njit(cache=True)
+def _gate_rows(acc, m, c, lim, v, table, off, mg, glim, out):
+    """The depthwise conv's requantisation U, then the gate round(F[U] V m_g), clamped."""
+    rows, cols = acc.shape
+    for r in range(rows):
+        for o in range(cols):
+            u = _requant_one(acc[r, o], m[o], c[o], lim[o])
+            y = (table[np.int64(u) + off] * v[r, o]) * mg[0]
+            out[r, o] = min(max(np.rint(y), -glim), glim)
+
+
+@njit(cache=True)
+def _requant_lookup(acc, m, c, lim, table, off, out):
+    """A layer's requantisation U, then the table F[U]."""
+    rows, cols = acc.shape
+    for r in range(rows):
+        for o in range(cols):
+            u = _requant_one(acc[r, o], m[o], c[o], lim[o])
+            out[r, o] = table[np.int64(u) + off]
+
+
+def _rows(t: torch.Tensor) -> np.ndarray:
+    """A (..., D) tensor as (M, D) numpy rows (a view where the layout allows)."""
+    return (t if t.dim() == 2 else t.reshape(-1, t.shape[-1])).numpy()
+
+
+_NP = {F32: np.float32, F64: np.float64}
+
+
+def _empty(shape: torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """A new (..., D) tensor and its (M, D) numpy rows."""
+    rows = np.empty((math.prod(shape[:-1]), shape[-1]), _NP[dtype])
+    out = torch.from_numpy(rows)
+    return (out if len(shape) == 2 else out.view(shape)), rows
+
+
+class IntArith:
+    """The integer arithmetic of :func:`hpac.nn.model.gated_block` (module docstring);
+    ``res_lim`` bounds the residual stream (integer units)."""
+
+    def __init__(self, res_lim: float):
+        self.res_lim = res_lim
+
+    @staticmethod
+    def norm(x: torch.Tensor, p: IntNorm) -> torch.Tensor:
+        out, rows = _empty(x.shape, F32)
+        _norm_rows(_rows(x), *p.gb, p.k, p.lim, rows)
+        return out
+
+    @staticmethod
+    def linear(t: torch.Tensor, p: IntLayer) -> torch.Tensor:
+        acc = p.acc(t)
+        out, rows = _empty(acc.shape, p.out)
+        _requant(_rows(acc), *p.req, rows)
+        return out
+
+    @staticmethod
+    def gate(acc: torch.Tensor, v: torch.Tensor, p: IntBlock) -> torch.Tensor:
+        """acc: the depthwise conv's exact output (float32 integers)."""
+        t = p.gate
+        out, rows = _empty(acc.shape, F32)
+        _gate_rows(_rows(acc.contiguous()), *p.dw.req, _rows(v), t.fm[0], t.off, t.fm[1], t.lim, rows)
+        return out
+
+    @staticmethod
+    def linear_act(t: torch.Tensor, p: IntLayer, table: IntTable) -> torch.Tensor:
+        acc = p.acc(t)
+        out, rows = _empty(acc.shape, F32)
+        _requant_lookup(_rows(acc), *p.req, table.fm[0], table.off, rows)
+        return out
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x + y).clamp_(-self.res_lim, self.res_lim)  # exact: both below 2^20
+
+
+@dataclass
+class IntNet:
+    """A network on integer grids for ``bits``-bit symbols (:func:`quantize`)."""
+
+    cfg: ModelConfig
+    spec: QuantSpec
+    bits: int
+    in_w: torch.Tensor  # (D + CK, C, k, k) float64 integers: stem and skip, masked
+    in_m: torch.Tensor  # (D + CK,) float64
+    in_c: torch.Tensor
+    in_lim: torch.Tensor
+    blocks: list[IntBlock]
+    head_norm: IntNorm
+    head: IntLayer  # float64: logits | means | log-scales | coefficient table inputs
+    tanh: IntTable
+
+    @cached_property
+    def in_dtype(self) -> torch.dtype:
+        """float32 where the stem/skip sums are bounded below 2^24 (|q| <= 2^b - 1), else float64:
+        exact either way, float32 convolutions are several times faster."""
+        bound = float(self.in_w.abs().flatten(1).sum(1).max()) * ((1 << self.bits) - 1)
+        return F32 if bound < EXACT_F32 else F64
+
+    @cached_property
+    def params_dtype(self) -> torch.dtype:
+        """float32 where every mixture parameter is bounded below 2^24, else float64: the
+        encoder holds a whole shard's parameters, and half the memory is half the page faults.
+        Bounds from the weights: a head output by sum |W| A |m| + |c| (and its clamp), a
+        mean plus the skip's sum |W| (2^b - 1) |m| + |c|; coefficients by the tanh table's."""
+        cfg, h = self.cfg, self.head
+        ck, d = cfg.channels * cfg.mixtures, cfg.dim
+        head = torch.minimum(h.w.abs().sum(1).to(F64) * qmax(self.spec.act_bits) * h.m.abs() + h.c.abs(), h.lim)
+        skip = self.in_w[d:].abs().flatten(1).sum(1) * ((1 << self.bits) - 1) * self.in_m[d:].abs() + self.in_c[d:].abs()
+        bound = max(float(head[: 3 * ck].max()), float((head[ck : 2 * ck] + skip).max()),
+                    float(self.tanh.f.abs().max()))
+        return F32 if bound < EXACT_F32 else F64
+
+    @property
+    def arith(self) -> IntArith:
+        return IntArith(self.spec.res_limit * 2.0 ** self.spec.res_frac)
+
+    def finish(self, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Stem/skip accumulators' skip part y (..., CK) and head output raw (..., n_params)
+        -> integer mixture parameters (..., n_params) float64 (module docstring's grids)."""
+        ck = self.cfg.channels * self.cfg.mixtures
+        means = raw[..., ck : 2 * ck] + y
+        coefs = self.tanh.f.to(F64)[(raw[..., 3 * ck :] + self.tanh.off).to(torch.int64)]
+        return torch.cat([raw[..., :ck], means, raw[..., 2 * ck : 3 * ck], coefs], dim=-1)
+
+    def stem_out(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., D + CK) exact stem/skip accumulators (``in_dtype``) -> residual rows X (float32),
+        skip means (float64); the requantisation is float64 either way."""
+        y = torch.empty(acc.shape, dtype=F64)
+        _requant(_rows(acc.contiguous()), self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), _rows(y))
+        d = self.cfg.dim
+        return y[..., :d].to(F32), y[..., d:]
+
+    def tail(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        ar = self.arith
+        return self.finish(skip, ar.linear(ar.norm(x, self.head_norm).to(F64), self.head).to(F64))
+
+
+# ---- export: the float network -> the stored integer network -----------------------------------
+
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510")
+
+
+def _erf(z: Decimal) -> Decimal:
+    """erf by its Taylor series in 50-digit decimal arithmetic; +-1 beyond |z| = 6 (by definition)."""
+    if abs(z) >= 6:
+        return Decimal(1 if z > 0 else -1)
+    z2, term, total, n = z * z, z, z, 0
+    while True:
+        n += 1
+        term = -term * z2 / n
+        t = term / (2 * n + 1)
+        total += t
+        if abs(t) < Decimal(10) ** -40:
+            return total * 2 / _PI.sqrt()
+
+
+TABLE_FUNCTIONS = {  # exactly specified: 50-digit decimal arithmetic (exp is correctly rounded)
+    "silu": lambda u: u / (1 + (-u).exp()),
+    "gelu": lambda u: u * (1 + _erf(u / Decimal(2).sqrt())) / 2,
+    "tanh": lambda u: 1 - 2 / ((2 * u).exp() + 1),
+}
+
+
+def table(kind: str, s_in: float, s_out: float, bits: int, out_lim: float) -> torch.Tensor:
+    """F[U + off] = clamp(round_half_even(f(U s_in) / s_out)) for U in [-off, off],
+    off = 2^(bits-1) - 1: (2 off + 1,) int32, the same on every machine."""
+    fn = TABLE_FUNCTIONS[kind]
+    off = int(qmax(bits))
+    lim = int(out_lim)
+    with localcontext() as ctx:
+        ctx.prec = 50
+        din, dout = Decimal(s_in), Decimal(s_out)  # the float32 scales, exactly
+        vals = [int((fn(din * i) / dout).to_integral_value(ROUND_HALF_EVEN)) for i in range(-off, off + 1)]
+    return torch.tensor([min(max(v, -lim), lim) for v in vals], dtype=torch.int32)
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (a stored scale)."""
+    return float(torch.tensor(x, dtype=F32))
+
+
+def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
+    """The grids of the integer network: every activation scale (float32) and the tables.
+
+    Args:
+        ranges: |t| ranges per activation (:func:`calibrate`); a grid step is range / qmax.
+    """
+    d = cfg.dim
+    A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
+    st: dict[str, torch.Tensor] = {}
+
+    def scale(name, value):
+        st[name] = torch.tensor([_f32(value)], dtype=F32)
+        return float(st[name][0])
+
+    for i in range(cfg.blocks):
+        p = f"blocks.{i}."
+        scale(p + "norm1.s", ranges[p + "norm1"] / A)
+        st[p + "to_av.s"] = torch.tensor([ranges[p + "to_av.a"] / A] * d + [ranges[p + "to_av.v"] / A] * d).to(F32)
+        s_u = scale(p + "dw.s", ranges[p + "dw"] / L)
+        with localcontext() as ctx:  # the table's largest |silu|: at its top, or silu's minimum
+            ctx.prec = 50
+            top = float(max(-TABLE_FUNCTIONS["silu"](Decimal(-1.278464542761074)),
+                            TABLE_FUNCTIONS["silu"](Decimal(L) * Decimal(s_u))))
+        s_silu = scale(p + "silu.s", top / L)
+        st[p + "silu"] = table("silu", s_u, s_silu, spec.lut_bits, L)
+        scale(p + "gate.s", ranges[p + "gate"] / A)
+        scale(p + "norm2.s", ranges[p + "norm2"] / A)
+        s_up = scale(p + "mlp_up.s", ranges[p + "mlp_up"] / L)
+        s_h = scale(p + "gelu.s", ranges[p + "gelu"] / A)
+        st[p + "gelu"] = table("gelu", s_up, s_h, spec.lut_bits, A)
+    scale("head_norm.s", ranges["head_norm"] / A)
+    s_c = scale("coef.s", ranges["coef"] / L)
+    st["tanh"] = table("tanh", s_c, 2.0 ** -spec.coef_frac, spec.lut_bits, 2.0 ** spec.coef_frac)
+    return st
+
+
+def export(net: HPACNet, grid: dict[str, torch.Tensor], spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
+    """The integer network as stored: ``grid`` (:func:`grids`) plus the integer weights of
+    ``net`` (int32), their per-channel float32 scales, and float32 biases and norm gains.
+    Deterministic: a decoder that merged adapters into ``net`` exports what the encoder did."""
+    st = dict(grid)
+
+    def layer(name, w, b, bits):
+        q, sw = quant_weight(w, bits)
+        st[name + ".w"], st[name + ".sw"], st[name + ".b"] = q.to(torch.int32), sw.to(F32), b.detach().to(F32)
+
+    def norm(name, ln):
+        st[name + ".g"], st[name + ".b"] = ln.weight.detach().to(F32), ln.bias.detach().to(F32)
+
+    with torch.no_grad():
+        layer("in", torch.cat([net.stem.masked_weight(), net.skip.masked_weight()]),
+              torch.cat([net.stem.bias, net.skip.bias]), spec.wbits_edge)
+        for i, blk in enumerate(net.blocks):
+            p = f"blocks.{i}."
+            norm(p + "norm1", blk.norm1)
+            layer(p + "to_av", blk.to_av.weight, blk.to_av.bias, spec.wbits)
+            layer(p + "dw", blk.dw.masked_weight(), blk.dw.bias, spec.wbits_dw)
+            layer(p + "proj", blk.proj.weight, blk.proj.bias, spec.wbits)
+            norm(p + "norm2", blk.norm2)
+            layer(p + "mlp_up", blk.mlp_up.weight, blk.mlp_up.bias, spec.wbits)
+            layer(p + "mlp_down", blk.mlp_down.weight, blk.mlp_down.bias, spec.wbits)
+        norm("head_norm", net.head_norm)
+        layer("head", net.head.weight, net.head.bias, spec.wbits_edge)
+    return st
+
+
+# ---- load: the stored integer network -> what coding runs, for b-bit symbols -------------------
+# Every derived constant is computed element by element in Python floats (IEEE double, correctly
+# rounded), never by a tensor kernel: torch may divide by a scalar as a multiply by its
+# reciprocal on one instruction set and not on another.
+
+def _each(fn, *cols) -> torch.Tensor:
+    return torch.tensor([fn(*v) for v in zip(*(c.tolist() for c in cols))], dtype=F64)
+
+
+def _int_layer(st, name, s_in: float, s_out, lim, in_max: float, wide: bool = False) -> IntLayer:
+    """Y = clamp(round(acc m + c)): m = s_w s_in / s_out, c = b / s_out (s_out, lim: (O,) or float)."""
+    w, sw, b = st[name + ".w"].to(F64), st[name + ".sw"], st[name + ".b"]
+    o = w.shape[0]
+    s_out = s_out if isinstance(s_out, torch.Tensor) else torch.full((o,), float(s_out), dtype=F64)
+    m = _each(lambda a, t: a * s_in / t, sw, s_out)
+    c = _each(lambda a, t: a / t, b, s_out)
+    lim = lim if isinstance(lim, torch.Tensor) else torch.full((o,), float(lim), dtype=F64)
+    exact32 = float((w.abs().sum(1) * in_max).max()) < EXACT_F32
+    dt = F32 if exact32 and not wide else F64
+    return IntLayer(w.to(dt), m.to(dt), c.to(dt), lim.to(dt))
+
+
+def _int_norm(st, name, spec: QuantSpec) -> IntNorm:
+    g, b = st[name + ".g"], st[name + ".b"]
+    d = g.numel()
+    s = float(st[name + ".s"][0])
+    unit = 2.0 ** -spec.res_frac
+    return IntNorm(_each(lambda a: a * unit / d / s, g), _each(lambda a: a / s, b),
+                   2.0 ** (-2 * spec.res_frac) / d**3, qmax(spec.act_bits))
+
+
+def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: int) -> IntNet:
+    """The coding form of a stored integer network (:func:`export`) for ``bits``-bit symbols."""
+    d, ck = cfg.dim, cfg.channels * cfg.mixtures
+    A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
+    half = ((1 << bits) - 1) / 2.0
+    one, mf = 2.0 ** spec.res_frac, 2.0 ** spec.mean_frac
+    res_lim = spec.res_limit * one
+    if (d * res_lim) ** 2 >= 2.0**53:  # _row_sums: D sum X^2 and S^2 must stay exact in float64
+        raise ModelMismatchError(f"integer grids with a {d}-wide residual of +-{res_lim:g} are not supported")
+    sc = lambda name: float(st[name][0])  # noqa: E731
+    sw, b = st["in.sw"].tolist(), st["in.b"].tolist()
+    # stem: w x_n = s_w W q / (2^b - 1) onto 2^-res_frac; skip, in symbols: w x_n half = s_w W q / 2
+    in_m = torch.tensor([a * one / ((1 << bits) - 1) for a in sw[:d]] + [a * mf / 2.0 for a in sw[d:]], dtype=F64)
+    in_c = torch.tensor([a * one for a in b[:d]] + [a * half * mf for a in b[d:]], dtype=F64)
+    in_lim = torch.tensor([res_lim] * d + [float(1 << 40)] * ck, dtype=F64)
+    blocks = []
+    for i in range(cfg.blocks):
+        p = f"blocks.{i}."
+        s_v = float(st[p + "to_av.s"][d])
+        dww = st[p + "dw.w"].to(F32)
+        assert float(dww.abs().flatten(1).sum(1).max()) * A < EXACT_F32
+        s_u, s_a = sc(p + "dw.s"), float(st[p + "to_av.s"][0])
+        dw = IntDepthwise(dww, skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).to(F32),
+                          _each(lambda a: a / s_u, st[p + "dw.b"]).to(F32), torch.full((cfg.dim,), L, dtype=F32))
+        silu = IntTable(st[p + "silu"].to(F32), int(L), torch.tensor(sc(p + "silu.s") * s_v / sc(p + "gate.s"), dtype=F32), A)
+        blocks.append(IntBlock(
+            _int_norm(st, p + "norm1", spec),
+            _int_layer(st, p + "to_av", sc(p + "norm1.s"), st[p + "to_av.s"].to(F64), A, A),
+            dw, silu,
+            _int_layer(st, p + "proj", sc(p + "gate.s"), 1.0 / one, res_lim, A),
+            _int_norm(st, p + "norm2", spec),
+            _int_layer(st, p + "mlp_up", sc(p + "norm2.s"), sc(p + "mlp_up.s"), L, A),
+            IntTable(st[p + "gelu"].to(F32), int(L)),
+            _int_layer(st, p + "mlp_down", sc(p + "gelu.s"), 1.0 / one, res_lim, A)))
+    hf = 2.0 ** spec.head_frac
+    n_rest = cfg.n_params - 3 * ck
+    s_out = torch.tensor([1 / hf] * ck + [1 / (half * mf)] * ck + [1 / hf] * ck + [sc("coef.s")] * n_rest, dtype=F64)
+    lim = torch.tensor([64 * hf] * ck + [float(1 << 40)] * ck + [64 * hf] * ck + [L] * n_rest, dtype=F64)
+    head = _int_layer(st, "head", sc("head_norm.s"), s_out, lim, A, wide=True)
+    c = head.c.tolist()
+    c[ck : 2 * ck] = [v + half * mf for v in c[ck : 2 * ck]]  # means in symbols: (mean_n + 1) half
+    head.c = torch.tensor(c, dtype=F64)
+    tanh = IntTable(st["tanh"].to(F32), int(L))
+    w_in = st["in.w"].to(F64)
+    return IntNet(cfg, spec, bits, w_in, in_m, in_c, in_lim, blocks, _int_norm(st, "head_norm", spec), head, tanh)
+
+
+def quantize(net: HPACNet, ranges: dict[str, float], bits: int, spec: QuantSpec = QuantSpec()) -> IntNet:
+    """The integer form of ``net`` for ``bits``-bit symbols, its grids from ``ranges``."""
+    return load(export(net, grids(ranges, net.cfg, spec), spec), net.cfg, spec, bits)
+
+
+def mixture(params: torch.Tensor, net: IntNet) -> Mixture:
+    """Integer parameters (..., n_params) -> the float :class:`Mixture` they stand for
+    (normalised units; coefficients squashed). For measuring, not for coding."""
+    cfg, spec = net.cfg, net.spec
+    c, k = cfg.channels, cfg.mixtures
+    n = c * k
+    lead = params.shape[:-1]
+    half = ((1 << net.bits) - 1) / 2.0
+    p = params.to(F64)
+    logits = p[..., :n] * 2.0 ** -spec.head_frac
+    means = p[..., n : 2 * n] * 2.0 ** -spec.mean_frac / half - 1.0
+    ls = (p[..., 2 * n : 3 * n] * 2.0 ** -spec.head_frac).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    coefs = p[..., 3 * n :] * 2.0 ** -spec.coef_frac
+    return Mixture(logits.reshape(*lead, c, k).float(), means.reshape(*lead, c, k).float(),
+                   ls.reshape(*lead, c, k).float(), coefs.reshape(*lead, k, c * (c - 1) // 2).float())
+
+
+def centred(sym: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symbols -> q = 2 x - (2^b - 1), float64 (the network's exact input)."""
+    return sym.to(F64) * 2.0 - float((1 << bits) - 1)
+
+
+def needed_extent(cfg: ModelConfig, valid: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) of the patches' top-left corner the real pixels' parameters depend on.
+
+    A masked tap reaches at most ``down`` rows below and ``right`` columns right of its
+    position (k = 7: one row down, three columns right); through the stem and every block's
+    depthwise conv that adds up, and nothing beyond it reaches a real pixel. Beyond the real
+    pixels of an image-edge patch the plane pass can stop there: what it leaves out is padding
+    whose parameters no one codes."""
+    rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
+    if rr.numel() == 0:
+        return 0, 0
+    k = cfg.kernel
+    off = torch.arange(k) - k // 2
+    taps = torch.nonzero(causal_mask(k, strict=False))
+    down, right = int(off[taps[:, 0]].max()), int(off[taps[:, 1]].max())
+    layers = cfg.blocks + 1
+    return min(cfg.patch, int(rr.max()) + 1 + layers * down), min(cfg.patch, int(cc.max()) + 1 + layers * right)
+
+
+@torch.no_grad()
+def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Every position's integer mixture parameters in one pass (the encoder).
+
+    Args:
+        sym: (B, P, P, C) integer symbols; valid: (B, P, P) bool, False on padding (the
+            decoder has no pixel there: it reads q = 0), or None for all real.
+    Returns:
+        (B, P, P, n_params) float64 integers, identical to :class:`hpac.nn.csi.CSIStepper`'s.
+    """
+    q = centred(sym, net.bits)
+    if valid is not None:
+        q = q * valid[..., None]
+    q = q.permute(0, 3, 1, 2)
+    k = net.cfg.kernel
+    dt = net.in_dtype
+    # channels last in and out: the accumulators come out as rows without a copy
+    acc = F.conv2d(q.to(dt).contiguous(memory_format=torch.channels_last), net.in_w.to(dt), padding=k // 2)
+    acc = acc.permute(0, 2, 3, 1)
+    x, skip = net.stem_out(acc)
+    ar = net.arith
+    for blk in net.blocks:
+        x = gated_block(ar, blk, x, lambda a, p: depthwise_nhwc(a, p.w))
+    return net.tail(x, skip)
+
+
+@njit(cache=True)
+def _units(p, q, c, k, channels, pairs, mshift, ls_lo, ls_hi, bits, expw, exps):
+    m = p.shape[0]
+    ck = channels * k
+    base = c * (c - 1) // 2
+    w = np.empty((m, k), np.int64)
+    mu = np.empty((m, k), np.int64)
+    s = np.empty((m, k), np.int64)
+    logits = np.empty(k, np.int64)
+    ls = np.empty(k, np.int64)
+    for r in range(m):
+        for j in range(k):
+            logits[j] = np.int64(p[r, c * k + j])
+            v = np.int64(p[r, ck + c * k + j]) << mshift
+            for cp in range(c):
+                v += np.int64(p[r, 3 * ck + j * pairs + base + cp]) * np.int64(q[r, cp])
+            mu[r, j] = v
+            ls[j] = min(max(np.int64(p[r, 2 * ck + c * k + j]), ls_lo), ls_hi)
+        afc.mixture_row(logits, ls, bits, expw, exps, w[r], s[r])
+    return w, mu, s
+
+
+def units(net: IntNet, p: torch.Tensor, c: int, q: torch.Tensor):
+    """Channel ``c``'s mixture as the integers the entropy coder takes (:mod:`hpac.entropy.afc`).
+
+    Args:
+        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`hpac.nn.csi.CSIStepper`).
+        q: (M, C) coded channels of the same pixels as q = 2 x - (2^b - 1) (channels < c read).
+    Returns:
+        w (2^-16), mu (2^-13 symbols), S (2^-13 symbols): (M, K) int64 numpy arrays. A mean is
+        M 2^7 + sum coef q: coef x_n half = C 2^-coef_frac q / 2, exact on 2^-13 for coef_frac 12;
+        log-scales clamped to [LOG_SCALE_MIN, LOG_SCALE_MAX] (afc.mixture_row turns them into S).
+    """
+    cfg, spec = net.cfg, net.spec
+    one = 1 << spec.head_frac
+    expw, exps, _, _ = afc.constants()
+    return _units(np.ascontiguousarray(p.numpy()), np.ascontiguousarray(q.numpy()), c, cfg.mixtures, cfg.channels,
+                  cfg.n_coefs, afc.MU_FRAC - spec.mean_frac, int(LOG_SCALE_MIN) * one, int(LOG_SCALE_MAX) * one,
+                  net.bits, expw, exps)

@@ -1,0 +1,220 @@
+"""Patches and shards: one shard of P x P patches <-> range-coder words, the one loop both
+directions share.
+
+::
+
+    shard (S, P, P, c) --integer mixtures (encoder: one pass; decoder: CSI steps)-->
+        per group g = c + 2r, per channel: [zero flags] -> AFC tables -> range coder
+
+Patches are independent, so shards are coded concurrently (:mod:`hpac.parallel`). The network
+and the tables are integer arithmetic (:mod:`hpac.nn.integer`, :mod:`hpac.entropy.afc`): the
+decoder computes the encoder's numbers on any machine, thread count or instruction set.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import fileformat
+from .entropy import afc, zeroflags
+from .errors import ChecksumError, FormatError
+from .nn import integer
+from .nn.csi import CSIStepper
+from .nn.schedule import group_schedule
+from .zoo.catalog import CodecModel
+
+MAX_SHARD_CACHE_BYTES = 512 << 20  # CSI caches of one shard: the most a decoder allocates per worker
+SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
+
+
+def patches_per_shard(n_patches: int, patch: int, patch_cache_bytes: int = 0) -> int:
+    """Patches per shard for a plane of ``n_patches``: a function of the image and the model
+    only (never of the thread count, so the bytes do not depend on it), at most
+    fileformat.MAX_SHARD_PIXELS pixels and MAX_SHARD_CACHE_BYTES of CSI caches a shard
+    (``patch_cache_bytes``: a patch's, :func:`hpac.csi.cache_bytes`), and a shard count that
+    is a multiple of SHARD_MULTIPLE where there are enough patches."""
+    most = fileformat.max_patches_per_shard(patch)
+    if patch_cache_bytes:  # binds only for a wide model on small patches, never for the catalog's
+        most = max(1, min(most, MAX_SHARD_CACHE_BYTES // patch_cache_bytes))
+    shards = -(-n_patches // most)
+    shards = min(n_patches, -(-shards // SHARD_MULTIPLE) * SHARD_MULTIPLE)
+    return max(1, -(-n_patches // max(1, shards)))
+
+
+def to_patches(sym: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, c) ints -> zero-padded patches (N, P, P, c) of the same dtype and their validity (N, P, P)."""
+    h, w, c = sym.shape
+    ph, pw = -(-h // patch), -(-w // patch)
+    buf = np.zeros((ph * patch, pw * patch, c), dtype=sym.dtype)
+    buf[:h, :w] = sym
+    p = buf.reshape(ph, patch, pw, patch, c).transpose(0, 2, 1, 3, 4).reshape(-1, patch, patch, c)
+    return torch.from_numpy(np.ascontiguousarray(p)), valid_mask(h, w, patch)
+
+
+def valid_mask(h: int, w: int, patch: int) -> torch.Tensor:
+    """(N, P, P) bool: which positions of the patch grid of an h x w image are real pixels."""
+    ph, pw = -(-h // patch), -(-w // patch)
+    valid = np.zeros((ph * patch, pw * patch), dtype=bool)
+    valid[:h, :w] = True
+    v = valid.reshape(ph, patch, pw, patch).transpose(0, 2, 1, 3).reshape(-1, patch, patch)
+    return torch.from_numpy(np.ascontiguousarray(v))
+
+
+def _last_group(valid: torch.Tensor) -> int:
+    """Largest group index g = c + 2r holding a real (non-padding) pixel; -1 if none."""
+    rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
+    return int((cc + 2 * rr).max()) if rr.numel() else -1
+
+
+PLANE_PASS_PIXELS = 1 << 14  # the encoder's one pass runs on this many pixels' patches at a time: one 128 x 128
+# patch (its activations stay in cache: 7.5 s/MP against 12.7 at four patches a pass, one thread)
+
+
+def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
+                   stream: np.ndarray | None = None, floored: bool = False, zero_flags: bool = False):
+    """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
+
+    The encoder computes every position's mixture in one pass over its patches
+    (:func:`hpac.integer.plane_params`); the decoder steps group by group
+    (:class:`hpac.csi.CSIStepper`). Both get the same integers, so both hand the range coder
+    the same tables (:mod:`hpac.afc`).
+
+    Args:
+        valid: (B, P, P) bool, False on padding (not coded, network input 0).
+        sym: (B, P, P, c) int64 symbols to encode.
+        stream: (n,) uint32 range-coder words to decode.
+        floored: floored tables (:func:`hpac.afc.floor_tables`, a file's option).
+        zero_flags: code a "symbol is 0" flag ahead of each subpixel of this 1-channel
+            plane (:mod:`hpac.zeroflags`).
+    Returns:
+        encode: (n,) uint32 words; decode: (B, P, P, c) int32 symbols.
+    """
+    import constriction
+
+    net = model.integer(bits)
+    cfg = model.config
+    b = valid.shape[0]
+    ch = cfg.channels
+    encoding = sym is not None
+    if zero_flags and ch != 1:
+        raise FormatError("zero flags are defined for 1-channel planes only")
+    coder = constriction.stream.queue.RangeEncoder() if encoding else constriction.stream.queue.RangeDecoder(stream)
+    sched = group_schedule(cfg.patch, cfg.kernel)
+    if encoding:
+        sym = sym.to(torch.int64)
+        out = sym
+        step = max(1, PLANE_PASS_PIXELS // (cfg.patch * cfg.patch))
+        # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
+        plane = torch.empty(b, cfg.patch, cfg.patch, cfg.n_params, dtype=net.params_dtype)
+        for i in range(0, b, step):
+            rows, cols = integer.needed_extent(cfg, valid[i : i + step])
+            plane[i : i + step, :rows, :cols] = integer.plane_params(net, sym[i : i + step, :rows, :cols],
+                                                                   valid[i : i + step, :rows, :cols])
+        q_all = integer.centred(sym, bits)
+        if not zero_flags:
+            _encode_groups(coder, net, plane, sym, q_all, valid, sched, bits, floored)
+            return coder.get_compressed()
+    else:
+        out = torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
+        stepper = CSIStepper(net, b)
+    flags = zeroflags.ZeroFlags() if zero_flags else None
+    top = float((1 << bits) - 1)
+    for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
+        r, c = sched.rows[g], sched.cols[g]
+        n = r.numel()
+        params = (plane[:, r, c] if encoding else stepper.params(g)).reshape(b * n, -1)
+        vi = torch.nonzero(valid[:, r, c].reshape(-1)).squeeze(1)
+        if vi.numel() == b * n:  # no padding in this group: views instead of gathers
+            vi = slice(None)
+        known = out[:, r, c, :].reshape(b * n, ch) if encoding else None
+        q = q_all[:, r, c, :].reshape(b * n, ch) if encoding else torch.zeros(b * n, ch, dtype=torch.float64)
+        got = torch.zeros(b * n, ch, dtype=torch.int64)
+        for cc in range(ch):
+            w, mu, s = integer.units(net, params[vi], cc, q[vi])
+            target = known[vi, cc] if encoding else None
+            if flags is None:
+                val = afc.code_symbols(coder, w, mu, s, bits, target, floored)
+            else:
+                p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
+                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
+                is0 = flags.code(coder, ctx, (target == 0).numpy().astype(np.int32) if encoding else None, floored)
+                nz = is0 == 0
+                val = torch.zeros(nz.shape[0], dtype=torch.int64)
+                nzt = torch.from_numpy(nz)
+                val[nzt] = afc.code_symbols(coder, w[nz], mu[nz], s[nz], bits, target[nzt] if encoding else None,
+                                            floored, low=1)
+            got[vi, cc] = val
+            if not encoding:
+                q[vi, cc] = val.to(torch.float64) * 2.0 - top
+        if not encoding:
+            out[:, r, c, :] = got.reshape(b, n, ch)
+            stepper.write_pixels(g, q.reshape(b, n, ch))
+    if encoding:
+        return coder.get_compressed()
+    if out.numel() and int(out.max()) >= (1 << bits):
+        raise ChecksumError("decoded values out of range: corrupt payload")
+    return out.to(torch.int32)
+
+
+ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this many pixels
+
+
+def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: torch.Tensor, valid: torch.Tensor,
+                   sched, bits: int, floored: bool) -> None:
+    """The encoder's side of code_shard's loop (no zero flags): the same (group, channel)
+    calls in the same order, their mixtures and tables built for many groups at once
+    (:func:`hpac.afc.encode_calls`).
+
+    Args:
+        plane: (B, P, P, n_params) every position's integer parameters; sym: (B, P, P, C) int64;
+            q_all: sym centred (float64).
+    """
+    b, p = valid.shape[0], sched.patch
+    ch = sym.shape[-1]
+    base = (torch.arange(b) * (p * p))[:, None]
+    flat_valid = valid.reshape(-1)
+    per_group = []  # per group: flat positions of its real pixels, patches outer
+    for g in range(_last_group(valid) + 1):
+        pos = (base + (sched.rows[g] * p + sched.cols[g])[None, :]).reshape(-1)
+        per_group.append(pos[flat_valid[pos]])
+    params = plane.reshape(b * p * p, -1)
+    syms = sym.reshape(b * p * p, ch)
+    qs = q_all.reshape(b * p * p, ch)
+    g0 = 0
+    while g0 < len(per_group):
+        g1, rows = g0, 0
+        while g1 < len(per_group) and (rows == 0 or rows + per_group[g1].numel() <= ENCODE_BATCH_ROWS):
+            rows += per_group[g1].numel()
+            g1 += 1
+        idx = torch.cat(per_group[g0:g1])
+        sizes = np.array([per_group[g].numel() for g in range(g0, g1)], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        par, q, target = params[idx], qs[idx], syms[idx].numpy()
+        units = [integer.units(net, par, cc, q) for cc in range(ch)]  # (w, mu, s) per channel
+        # rows of (group, channel) segments in coding order: group outer, channel inner
+        order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
+                                for i in range(g1 - g0) for cc in range(ch)])
+        w, mu, s = (np.concatenate([u[k] for u in units])[order] for k in range(3))
+        sy = target.T.reshape(-1)[order]
+        bounds = np.concatenate([[0], np.cumsum(np.repeat(sizes, ch))])
+        afc.encode_calls(coder, w, mu, s, bits, sy, bounds, floored)
+        g0 = g1
+
+
+_WARMED: set = set()
+
+
+def warm_kernels(model: CodecModel, bits: int, zero_flags: bool) -> None:
+    """Run every kernel coding uses once, in this process, on one 8 x 8 patch: forked workers
+    then inherit them loaded instead of each loading numba's cache (about 0.3 s) and building
+    AFC's tables (0.5 s) again."""
+    key = (model.weights_id, id(model.net), bits, zero_flags)
+    if key in _WARMED:
+        return
+    small = model.with_patch(8)
+    sym = torch.zeros(1, 8, 8, model.config.channels, dtype=torch.int64)
+    sym[0, ::2] = (1 << bits) - 1
+    valid = torch.ones(1, 8, 8, dtype=torch.bool)
+    words = code_shard(small, bits, valid, sym=sym, zero_flags=zero_flags)
+    code_shard(small, bits, valid, stream=words, zero_flags=zero_flags)
+    _WARMED.add(key)

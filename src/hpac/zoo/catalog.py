@@ -1,0 +1,196 @@
+"""The model catalog: ONE row per shipped model; everything else is derived from it.
+
+A row fixes the architecture (dim, blocks, mixtures K, ...), the patch size P the encoder
+uses (files record their P, and the decoder follows the file) and the weights file inside
+``hpac/zoo/data``. The file's weights id (sha256 of the tensors) is written into every
+.hpac file, so retraining a model changes its id and old files are refused with a message
+naming the model they need instead of decoding garbage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import ModelMismatchError
+from ..nn.model import HPACNet, ModelConfig
+from ..nn.integer import IntNet, QuantSpec
+from ..nn.integer import export as quant_export
+from ..nn.integer import load as quant_load
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    config: ModelConfig
+    file: str  # inside hpac/zoo/data/
+    description: str
+    training: str  # data, steps and validation bpsp of the shipped weights
+    adapted_patch: int | None = None  # P of planes coded with SARP-FT adapters (None: config.patch)
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    e.name: e
+    for e in (
+        CatalogEntry(
+            name="hpac-natural",
+            config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
+            file="hpac-natural.safetensors",
+            description="RGB planes (natural photos; default for 3-channel images)",
+            # P = 256 once adapted: held-out tiles 0.53% smaller at effort 2 than at P = 128, for
+            # about a fifth more of effort 2's time; effort 0 keeps P = 128 for its speed
+            # (docs/sarp-ft.md, session 14)
+            adapted_patch=256,
+            training="hpac train on ../shared/data/train + scripts/fetch_training_data.py output: 7000 "
+                     "steps x 16 crops 64x64 on 2 CPU cores, then on one H200 GPU (docs/training.md) "
+                     "11100 steps x 64 crops (session 5), then on 238 train / 34 val files (session 6): "
+                     "6854 steps x 16 crops 128x128, lr 1.5e-4, --amp, 8.4 min shared by 4 runs, and "
+                     "8532 more at lr 7e-5, 3.2 min alone (validation 2.078 bpsp on 276 held-out 128x128 "
+                     "crops), then (session 7) 6361 steps x 64 crops 64x64 at lr 1e-4, 7.7 min shared by "
+                     "4 runs, and 12596 more at lr 7e-5, 4.0 min alone, all --amp (validation 2.045 bpsp "
+                     "on the same 276 crops), then (session 9, one H100, float32, --compile) 5859 steps "
+                     "x 64 crops 64x64 at lr 1e-4, 7.7 min shared by 3 runs, and 8433 more at lr 7e-5, "
+                     "3.9 min alone; validation 2.011 bpsp on the same 276 crops; then (session 16, one "
+                     "H200, float32, --compile, 299 train / 34 val files) 18502 steps x 64 crops 64x64 at "
+                     "lr 5e-5, 7.8 min, and 9379 more at lr 2e-5, 3.9 min; model NLL on the 34 held-out "
+                     "files (whole images, P = 128) 2.1945 -> 2.1737 bpsp; then (0.2.0, session 24) integer grids "
+                     "calibrated by scripts/quantize_models.py and hpac train --qat on them: 276 steps x 16 "
+                     "crops 64x64 on ../shared/data/train, lr 1e-5, 13 min on one CPU core; integer-network "
+                     "NLL on the 5 held-out files 2.0176 -> 2.0126 bpsp (scripts/qat_eval.py)",
+        ),
+        CatalogEntry(
+            name="hpac-gray",
+            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
+            file="hpac-gray.safetensors",
+            description="single-channel planes (gray images, alpha, extra channels)",
+            # held-out gray tiles 0.30% smaller at effort 2 than at P = 128 (docs/sarp-ft.md, session 14)
+            adapted_patch=256,
+            training="hpac train --gray --amp (luma) on the same data (229 train / 25 val files) from "
+                     "scratch: 9919 steps x 64 crops 64x64, lr 1e-3, 8.2 min on one H200 GPU shared by 4 "
+                     "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545); then "
+                     "(0.2.0, session 24) hpac train --gray --qat on its calibrated integer grids: 366 steps "
+                     "x 16 crops 64x64 on ../shared/data/train, lr 1e-5, 12 min on one CPU core; integer-"
+                     "network NLL on the 5 held-out files 2.5344 -> 2.5317 bpsp (scripts/qat_eval.py)",
+        ),
+        # P = 256 (not 128): held-out head CT 1.0% smaller at effort 0 and 1.5% at effort 2, for
+        # about 1.4x the coding time of P = 128 (docs/sarp-ft.md, session 12)
+        CatalogEntry(
+            name="hpac-gray16",
+            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=256),
+            file="hpac-gray16.safetensors",
+            description="single-channel planes with 9-16 significant bits (CT, MR, X-ray)",
+            training="hpac train --gray --init hpac-gray (02147a41) on scripts/fetch_medical_data.py output "
+                     "(91 CT/MR/X-ray images, 9-16 bit; 82 train / 9 val): 3697 steps x 16 crops 64x64, "
+                     "lr 3e-4, 40 min on 2 CPU cores (validation 5.778 bpsp), then (session 7, gray "
+                     "planes over 8 bits offset to start at 0) 5434 steps x 16 crops 64x64, lr 1.5e-4, "
+                     "55 min on 2 CPU cores, float32; validation 5.654 bpsp on crops, 5.512 on the 9 "
+                     "whole validation images (before: 5.534)",
+        ),
+    )
+}
+
+# (plane channels, high bit depth) -> the catalog model that codes such planes by default
+DEFAULTS = {(3, False): "hpac-natural", (3, True): "hpac-natural", (1, False): "hpac-gray", (1, True): "hpac-gray16"}
+
+
+def default_model_name(channels: int, bits: int) -> str:
+    """The catalog model for planes of ``channels`` (1 or 3) with ``bits`` significant bits."""
+    return DEFAULTS[(channels, bits > 8)]
+
+
+@dataclass(frozen=True)
+class CodecModel:
+    """A network ready for coding, with the identity written into files."""
+
+    name: str
+    net: HPACNet
+    weights_id: str
+    info: dict
+    adapted_patch: int | None = None  # P the encoder codes with once adapters are merged (None: config.patch)
+    grid: dict | None = field(default=None, repr=False)  # the integer network's grids (hpac.nn.integer.grids)
+    spec: QuantSpec | None = None
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.cfg
+
+    def integer(self, bits: int) -> IntNet:
+        """The integer network that codes ``bits``-bit planes (format version 8)."""
+        if self.grid is None:
+            raise ModelMismatchError(f"model {self.name} has no integer grids: weights written before hpac 0.2.0 "
+                                     f"(save them again with `hpac train --resume`, which calibrates them)")
+        return quant_load(quant_export(self.net, self.grid, self.spec), self.net.cfg, self.spec, bits)
+
+    def with_patch(self, patch: int) -> "CodecModel":
+        """This model coding P x P patches (same weights and id; files record their P)."""
+        if patch == self.config.patch:
+            return self
+        return replace(self, net=self.net.with_patch(patch))
+
+    def adapted(self, net: HPACNet) -> "CodecModel":
+        """This model with ``net`` (its weights with adapters merged) coding at the adapted P.
+
+        Adapted models gain more from the context that bigger patches keep, and effort >= 1
+        already spends several times effort 0's time, so a catalog row may code adapted planes
+        with bigger patches than effort 0 uses (files record their P)."""
+        return replace(self, net=net.with_patch(self.adapted_patch or self.config.patch))
+
+
+def get_entry(name: str) -> CatalogEntry:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ModelMismatchError(f"unknown model {name!r} (known: {', '.join(CATALOG)})") from None
+
+
+def weights_path(entry: CatalogEntry) -> Path:
+    return Path(str(resources.files("hpac.zoo") / "data" / entry.file))
+
+
+@lru_cache(maxsize=8)
+def load_catalog_model(name: str) -> CodecModel:
+    """Load a shipped model by catalog name (cached)."""
+    from .weights import load_weights
+
+    entry = get_entry(name)
+    path = weights_path(entry)
+    if not path.exists():
+        raise ModelMismatchError(f"weights of {name} are not installed ({path})")
+    net, info = load_weights(path)
+    if replace(net.cfg, patch=entry.config.patch) != entry.config:
+        raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
+    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info, entry.adapted_patch,
+                      *_grid_of(info))
+
+
+def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
+    """Load a model from a weights file (training output); named after the file by default."""
+    from .weights import load_weights
+
+    net, info = load_weights(path)
+    return CodecModel(name or Path(path).stem, net, info["weights_id"], info, None, *_grid_of(info))
+
+
+def _grid_of(info: dict) -> tuple[dict | None, QuantSpec | None]:
+    """(grid, spec) a weights file's info holds (hpac.zoo.weights.load_weights), taken out of it."""
+    grid = info.pop("grid", None)
+    spec = info.pop("quant_spec", None)
+    return grid, (QuantSpec(**spec) if grid is not None else None)
+
+
+def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = None) -> CodecModel:
+    """The model a file names: a caller-supplied one with that id, else the catalog's."""
+    for m in extra or []:
+        if m.weights_id == weights_id:
+            return m
+    try:
+        model = load_catalog_model(name)
+    except ModelMismatchError:
+        raise ModelMismatchError(f"file needs model {name} (weights {weights_id}), which is not installed") from None
+    if model.weights_id != weights_id:
+        raise ModelMismatchError(
+            f"file needs model {name} with weights {weights_id}; installed {name} has weights {model.weights_id} "
+            f"(decode with the hpac release that wrote it, or pass those weights with --model)"
+        )
+    return model

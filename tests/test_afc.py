@@ -1,0 +1,132 @@
+"""hpac.entropy.afc: integer mixtures -> windowed tables + escape; every stage round-trips, the
+tables are the mixture's masses, a table the range coder refuses is a clear error (or floored)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hpac import codec
+from hpac.entropy import afc
+from conftest import smooth_image
+
+def _int_mixtures(m: int, k: int, bits: int, spread: float, seed: int = 0):
+    """Random integer mixtures (w, mu, S) as hpac.nn.integer.units gives them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(-3 << 12, 3 << 12, (m, k))
+    ls = np.full((m, k), int(np.log(spread) * 4096))
+    w, s = afc.mixture(logits, ls, bits)
+    mu = rng.integers(0, (1 << bits) << afc.MU_FRAC, (m, k))
+    return w, mu, s
+
+
+def test_afc_escape_and_fine_stages_roundtrip():
+    """Force every AFC path: escapes (values far from a sharp wrong prediction) and 16-bit bins."""
+    import constriction
+
+    m, k = 200, 3
+    for bits, spread in ((8, 0.002), (16, 0.05), (16, 0.0001)):
+        w, mu, s = _int_mixtures(m, k, bits, spread)
+        sym = torch.randint(0, 1 << bits, (m,), generator=torch.Generator().manual_seed(bits))
+        sym[:20] = torch.from_numpy(mu[:20, 0] >> afc.MU_FRAC)  # some inside the window
+        enc = constriction.stream.queue.RangeEncoder()
+        afc.code_symbols(enc, w, mu, s, bits, sym)
+        dec = constriction.stream.queue.RangeDecoder(enc.get_compressed())
+        out = afc.code_symbols(dec, w, mu, s, bits)
+        assert torch.equal(out, sym)
+
+
+def test_afc_window_never_needs_full_alphabet_for_16_bit():
+    one = 1 << afc.MU_FRAC
+    w = np.full((4, 1), 1 << afc.W_BITS, np.int64)
+    mu = np.array([[100], [30000], [65000], [5]], np.int64) * one
+    s = (np.array([[0.5], [40.0], [3000.0], [1e5]]) * one).astype(np.int64)
+    lo, delta, width = afc.windows(w, mu, s, 16)
+    assert np.all(width <= afc.MAX_BINS)
+    assert np.all(lo >= 0) and np.all(lo + width * delta <= 1 << 16)
+    assert np.all((mu[:, 0] // one >= lo) & (mu[:, 0] // one < lo + width * delta))
+
+
+def test_tables_are_the_mixture_masses():
+    """An integer table row is the discretised mixture: close to the float logistic mixture's
+    bin masses (the tables' precision), ends pinned, the escape entry holds the rest."""
+    w, mu, s = _int_mixtures(64, 3, 8, 0.01, seed=4)
+    lo, delta, width = afc.windows(w, mu, s, 8)
+    order = np.argsort(width, kind="stable")
+    rows = 0
+    for first, end, table in afc.bin_tables(lo[order], delta[order], width[order], 8, w[order], mu[order],
+                                            s[order], escape=True):
+        for i, r in enumerate(order[first:end]):
+            edges = lo[r] + np.arange(width[r] + 1) * delta[r] - 0.5
+            z = (edges[:, None] - mu[r] / 2.0**afc.MU_FRAC) / (s[r] / 2.0**afc.MU_FRAC)
+            cdf = (w[r] / 2.0**afc.W_BITS / (1 + np.exp(-z))).sum(1) / (w[r].sum() / 2.0**afc.W_BITS)
+            if lo[r] == 0:
+                cdf[0] = 0.0
+            if lo[r] + width[r] * delta[r] >= 256:
+                cdf[-1] = 1.0
+            masses = np.diff(cdf)
+            got = table[i, :-1] / table[i].sum()
+            assert np.abs(got - masses).max() < 2e-4
+            assert abs(table[i, -1] / table[i].sum() - (cdf[0] + 1 - cdf[-1])) < 2e-4
+            rows += 1
+    assert rows == 64
+
+
+# a real 128-entry stage-2 table (k * 2^-24, k = 0 stored as 1e-30) from a 16-bit MR mosaic on
+# which constriction's lazy quantisation gives the last symbol a zero frequency and panics
+_REFUSED = "12122104021122110312112131122021210312111221022111311220310212121120131210310212112112131011311120221111211211212012013013130110"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
+    from hpac import container
+    from hpac.errors import CodingError
+
+    k = np.array([int(c) for c in _REFUSED])
+    row = np.where(k == 0, np.float32(1e-30), k * np.float32(2.0**-24)).astype(np.float32)
+    real = afc.code_symbols
+
+    def refused(coder, w, mu, s, bits, sym=None, floored=False, **kw):
+        # one extra symbol (127) under the refused table, before each call's own symbols
+        if w.shape[0]:
+            table = afc.floor_tables(row[None]) if floored else row[None]
+            if sym is not None:
+                coder.encode(np.array([127], np.int32), afc.categorical(), table)
+            else:
+                assert coder.decode(afc.categorical(), table)[0] == 127
+        return real(coder, w, mu, s, bits, sym, floored, **kw)
+
+    real_calls = afc.encode_calls
+
+    def refused_calls(coder, w, mu, s, bits, sy, bounds, floored=False):
+        # the encoder's batched calls, segment by segment, each after the extra symbol
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b > a:
+                coder.encode(np.array([127], np.int32), afc.categorical(),
+                             afc.floor_tables(row[None]) if floored else row[None])
+                real_calls(coder, w[a:b], mu[a:b], s[a:b], bits, sy[a:b], np.array([0, b - a]), floored)
+
+    monkeypatch.setattr(afc, "code_symbols", refused)
+    monkeypatch.setattr(afc, "encode_calls", refused_calls)
+    img = smooth_image(20, 20, 3)
+    # the floor makes the table codable: the encoder falls back to it and says so in the file
+    data = codec.encode(img, tiny_models, threads=threads)
+    assert container.read(data)[0].floored_tables
+    assert np.array_equal(codec.decode(data, list(tiny_models.values()), threads=threads), img)
+    # a table refused even floored is a clear error, not a crash
+    monkeypatch.setattr(afc, "floor_tables", lambda probs: probs)
+    with pytest.raises(CodingError, match="refused a probability table"):
+        codec.encode(img, tiny_models, threads=threads)
+
+
+def test_floored_tables_round_trip_and_differ(tiny_models):
+    from hpac import container
+
+    img = smooth_image(23, 19, 3)
+    plain = codec.encode(img, tiny_models, threads=1)
+    floored = codec.encode(img, tiny_models, threads=1, floored=True)
+    assert container.read(floored)[0].floored_tables and not container.read(plain)[0].floored_tables
+    assert np.array_equal(codec.decode(floored, list(tiny_models.values()), threads=2), img)
+    assert floored[-64:] != plain[-64:]  # the floor really changes the tables
+    row = afc.floor_tables(np.array([[1.0, 1e-30, 0.5]], np.float32))
+    assert row[0, 1] == np.float32(1.5 * afc.TABLE_FLOOR)

@@ -1,0 +1,178 @@
+"""The integer network (hpac.nn.integer): one pass and group steps agree exactly, on any thread
+count and CPU capability; it tracks the float network; the float block is unchanged."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import SAMPLE, TINY_SPEC, make_model, smooth_image
+from hpac.nn import integer
+from hpac.nn.csi import CSIStepper
+from hpac.zoo.catalog import load_catalog_model
+from hpac.nn.mixture import mixture_bits, nll_bits, normalise
+
+
+TINY = TINY_SPEC
+
+
+def _tiny_crops(channels: int = 3, patch: int = 16) -> torch.Tensor:
+    img = torch.from_numpy(smooth_image(64, 64, channels, seed=1).astype(np.int64))
+    return img.unfold(0, patch, patch).unfold(1, patch, patch).permute(0, 1, 3, 4, 2).reshape(-1, patch, patch, channels)
+
+
+def _tiny_int(bits: int = 8, channels: int = 3, patch: int = 16):
+    model = make_model(channels, patch=patch, dim=16, blocks=2, mixtures=3, seed=3)
+    crops = _tiny_crops(channels, patch)
+    scales = integer.calibrate(model.net, [normalise(crops, 8).permute(0, 3, 1, 2)])
+    return integer.quantize(model.net, scales, bits, TINY), crops
+
+
+def _step_all(inet, sym: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Every group's parameters from the decoder's stepper, placed as the plane pass places them."""
+    b, p = sym.shape[:2]
+    st = CSIStepper(inet, b)
+    q = integer.centred(sym, inet.bits) * valid[..., None]
+    out = torch.empty(b, p, p, inet.cfg.n_params, dtype=torch.float64)
+    for g in range(st.sched.groups):
+        r, c = st.sched.rows[g], st.sched.cols[g]
+        out[:, r, c] = st.params(g)
+        st.write_pixels(g, q[:, r, c])
+    return out
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+def test_group_steps_give_the_plane_pass_integers(bits):
+    inet, crops = _tiny_int(bits)
+    rng = np.random.default_rng(0)
+    sym = torch.from_numpy(rng.integers(0, 1 << bits, (3, 16, 16, 3)))
+    sym[:2] = crops[:2] << (bits - 8)
+    valid = torch.ones(3, 16, 16, dtype=torch.bool)
+    valid[2, 11:] = False  # image edge inside a patch: padding reads as q = 0
+    valid[2, :, 13:] = False
+    plane = integer.plane_params(inet, sym, valid)
+    stepped = _step_all(inet, sym, valid)
+    assert torch.equal(plane, stepped)
+    assert torch.equal(plane, plane.round())  # integers throughout
+    assert plane[..., :9].abs().max() > 0
+
+
+def test_integers_do_not_depend_on_threads():
+    inet, crops = _tiny_int()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = integer.plane_params(inet, crops)
+        torch.set_num_threads(2)
+        two = integer.plane_params(inet, crops)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def _cpu_has(flag: str) -> bool:
+    """Whether the CPU has an instruction-set flag (Linux; elsewhere False): torch's avx512
+    kernels stop with SIGILL where it lacks them."""
+    try:
+        return any(flag in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+_DIGEST = """
+import hashlib, sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import corpus_models, scan_like, smooth_image
+from test_integer import _tiny_crops
+from hpac import codec
+from hpac.nn import integer
+models = corpus_models()
+h = hashlib.sha256(integer.plane_params(models[3].integer(10), _tiny_crops() << 2).numpy().tobytes())
+h.update(codec.encode(smooth_image(30, 21, 3), models, threads=1))
+h.update(codec.encode(scan_like(25, 23), models, threads=1))  # 16-bit, zero flags
+print(h.hexdigest())
+"""
+
+
+def test_integers_do_not_depend_on_cpu_capability():
+    """The vector width torch's kernels use (ATEN_CPU_CAPABILITY) and the ISA oneDNN and MKL
+    are held to change float32 results (even torch.randn's); they must change neither the
+    integer network's numbers nor the files (network, AFC tables, zero flags, range coder),
+    given the stored models of the conformance corpus."""
+    code = _DIGEST.format(tests=os.path.dirname(__file__))
+    settings = [{}, {"ATEN_CPU_CAPABILITY": "default"}, {"ATEN_CPU_CAPABILITY": "avx2"},
+                # oneDNN and MKL held to SSE4 (their GEMM and convolution kernels change with the ISA)
+                {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "COMPATIBLE"}]
+    if _cpu_has("avx512f"):
+        settings.append({"ATEN_CPU_CAPABILITY": "avx512"})
+    digests = set()
+    for extra in settings:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")}
+        env.update(extra)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_float_block_is_the_trained_formula():
+    """model.gated_block in float arithmetic computes what the block always computed."""
+    net = make_model(3, patch=16, dim=16, blocks=1, mixtures=3, seed=5).net
+    blk = net.blocks[0]
+    x = torch.randn(2, 16, 16, 16)
+    a, v = blk.to_av(blk.norm1(x)).chunk(2, dim=-1)
+    a = blk.dw(a.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+    y = x + blk.proj(F.silu(a) * v)
+    y = y + blk.mlp_down(F.gelu(blk.mlp_up(blk.norm2(y))))
+    assert torch.equal(blk(x), y)
+
+
+def test_integer_network_tracks_the_float_network():
+    """Post-training quantisation of hpac-natural at the default widths costs little code length
+    on the bundled sample (calibrated on its left half, measured on its right half)."""
+    net = load_catalog_model("hpac-natural").net
+    arr = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    sym = torch.from_numpy(arr[:128, :256].astype(np.int64))
+    cal, test = sym[:, :128][None], sym[:, 128:][None]
+    scales = integer.calibrate(net, [normalise(cal, 8).permute(0, 3, 1, 2)])
+    inet = integer.quantize(net, scales, 8)
+    with torch.no_grad():
+        fb = nll_bits(net(normalise(test, 8).permute(0, 3, 1, 2)), test, 8, 3, 5).mean()
+    ib = mixture_bits(integer.mixture(integer.plane_params(inet, test), inet), test, 8).mean()
+    assert 0.0 < float(ib / fb - 1) < 0.03
+
+
+@pytest.mark.parametrize("rows,cols", [(5, 16), (16, 3), (1, 1), (9, 11)])
+def test_the_plane_pass_may_stop_where_real_pixels_stop(rows, cols):
+    """An image-edge patch: the pass over the needed extent gives the full pass's integers at
+    every real pixel (what lies beyond reaches none of them)."""
+    inet, _ = _tiny_int()
+    sym = torch.from_numpy(np.random.default_rng(rows).integers(0, 256, (2, 16, 16, 3)))
+    valid = torch.zeros(2, 16, 16, dtype=torch.bool)
+    valid[:, :rows, :cols] = True
+    full = integer.plane_params(inet, sym, valid)
+    r, c = integer.needed_extent(inet.cfg, valid)
+    assert (r, c) == (min(16, rows + 3), min(16, cols + 9))  # two blocks and the stem: 1 row, 3 columns each
+    part = integer.plane_params(inet, sym[:, :r, :c], valid[:, :r, :c])
+    assert torch.equal(part[:, :rows, :cols], full[:, :rows, :cols])
+
+
+def test_fake_quantised_forward_is_the_integer_network(tiny_models):
+    """What --qat trains (hpac.nn.integer.fake_quant_forward, float with straight-through roundings)
+    codes what the integer network codes: its code length is the integer mixture's, not the
+    float network's."""
+    model = tiny_models[3].with_patch(16)
+    sym = torch.from_numpy(np.stack([smooth_image(16, 16, 3, seed=s) for s in range(4)]).astype(np.int64))
+    x = normalise(sym, 8).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        fb = float(nll_bits(model.net(x), sym, 8, 3, 2).mean())
+        qb = float(nll_bits(integer.fake_quant_forward(model.net, x, model.grid, model.spec, 8), sym, 8, 3, 2).mean())
+    inet = model.integer(8)
+    ib = float(mixture_bits(integer.mixture(integer.plane_params(inet, sym), inet), sym, 8).mean())
+    assert abs(qb - ib) < 0.2 * abs(fb - ib), (fb, qb, ib)
