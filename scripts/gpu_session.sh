@@ -24,7 +24,7 @@ LIMIT_MIB=60  # a device call carries 64 MiB with the tracked repo (about 2 MiB)
 
 prepare() {
     local py=.venv/bin/python
-    [ -d "$EXTRA" ] || nice -n 19 $py scripts/fetch_training_data.py --out "$EXTRA"
+    [ -d "$EXTRA" ] || nice -n 19 $py datasets/fetch_training.py --out "$EXTRA"
     rm -rf "$GPU/natural" "$GPU/wheels"
     mkdir -p "$GPU/wheels"
     nice -n 19 $py scripts/webp_tiles.py pack "$GPU/natural" "$SHARED" "$EXTRA"

@@ -5,7 +5,7 @@
         --medical /work/data_extra/medical [--models hpac-natural hpac-gray hpac-gray16]
 
 Each model's float network runs over random 128x128 crops of training images (RGB for
-hpac-natural, luma for hpac-gray, 9-16-bit gray from scripts/fetch_medical_data.py output for
+hpac-natural, luma for hpac-gray, 9-16-bit gray from datasets/fetch_medical.py output for
 hpac-gray16); every activation's range is the QuantSpec quantile of |t| (hpac.nn.integer.calibrate),
 and hpac.nn.integer.grids turns the ranges into grid steps and tables. Never point it at dev/ data.
 """

@@ -98,10 +98,10 @@ def test_afc_low_one_codes_the_mixture_without_zero():
     streams = []
     for low in (1, 0):
         enc = constriction.stream.queue.RangeEncoder()
-        afc.code_symbols(enc, w, mu, s, bits, sym, low=low)
+        afc.encode_symbols(enc, w, mu, s, bits, sym, low=low)
         streams.append(enc.get_compressed())
     dec = constriction.stream.queue.RangeDecoder(streams[0])
-    assert torch.equal(afc.code_symbols(dec, w, mu, s, bits, low=1), sym)
+    assert torch.equal(afc.decode_symbols(dec, w, mu, s, bits, low=1), sym)
     assert streams[0].nbytes < streams[1].nbytes  # the mass at 0 is no longer paid for
 
 

@@ -26,7 +26,7 @@ from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .io.image import Image, as_image, signed_offset
 from .nn.csi import cache_bytes
 from .parallel import default_threads, run_jobs, single_threaded_torch
-from .shards import code_shard, patches_per_shard, to_patches, valid_mask
+from .shards import Decode, Encode, code_shard, patches_per_shard, to_patches, valid_mask
 from .zoo.catalog import CodecModel, default_model_name, load_catalog_model, resolve_model
 
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
@@ -147,7 +147,7 @@ def _model_bytes(model: CodecModel, bits: int, zero_flags: bool, patches: torch.
         v[:, side:] = False
         v[:, :, side:] = False
         try:
-            out.append(int(code_shard(model, bits, v, sym=patches[i : i + 1], zero_flags=zero_flags).nbytes))
+            out.append(int(code_shard(model, bits, v, Encode(patches[i : i + 1]), zero_flags=zero_flags).nbytes))
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except BaseException:  # a Rust panic: the file will be coded with floored tables
@@ -178,7 +178,7 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
         parts = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
         layout.append((first, nch, model, pps, len(parts), blob, vmap.to_bytes(img.bits), flagged, section))
         jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits, z=flagged:
-                 code_shard(m, b, v, sym=s, floored=floored, zero_flags=z) for v, s in parts]
+                 code_shard(m, b, v, Encode(s), floored=floored, zero_flags=z) for v, s in parts]
     if workers > 1 and len(jobs) > 1:
         for _, nch, model, *_rest, vbytes, flagged, _section in layout:
             shards.warm_kernels(model, valuemap.ValueMap.from_bytes(vbytes, img.bits).coding_bits, flagged)
@@ -246,7 +246,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             pos += ln
             at = slice(i * ph.patches_per_shard, (i + 1) * ph.patches_per_shard)
             jobs.append(lambda v=valid[at], words=words, m=model, b=vmap.coding_bits, z=ph.zero_flags:
-                        code_shard(m, b, v, stream=words, floored=header.floored_tables, zero_flags=z))
+                        code_shard(m, b, v, Decode(words), floored=header.floored_tables, zero_flags=z))
             places.append((ph, indices[at], vmap))
         if (threads or default_threads()) > 1 and len(ph.shard_lengths) > 1:
             shards.warm_kernels(model, vmap.coding_bits, ph.zero_flags)

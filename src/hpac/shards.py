@@ -12,6 +12,8 @@ decoder computes the encoder's numbers on any machine, thread count or instructi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -70,24 +72,36 @@ PLANE_PASS_PIXELS = 1 << 14  # the encoder's one pass runs on this many pixels' 
 # patch (its activations stay in cache: 7.5 s/MP against 12.7 at four patches a pass, one thread)
 
 
-def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Tensor | None = None,
-                   stream: np.ndarray | None = None, floored: bool = False, zero_flags: bool = False):
-    """Encode (``sym`` given) or decode (``stream`` given) one shard of patches.
+@dataclass(frozen=True)
+class Encode:
+    """The encoder's side of a shard: the symbols it writes."""
+
+    symbols: torch.Tensor  # (B, P, P, c) integer symbols
+
+
+@dataclass(frozen=True)
+class Decode:
+    """The decoder's side of a shard: the range-coder words it reads."""
+
+    words: np.ndarray  # (n,) uint32
+
+
+def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode | Decode, floored: bool = False,
+               zero_flags: bool = False):
+    """Encode or decode one shard of patches, as ``side`` says.
 
     The encoder computes every position's mixture in one pass over its patches
-    (:func:`hpac.integer.plane_params`); the decoder steps group by group
-    (:class:`hpac.csi.CSIStepper`). Both get the same integers, so both hand the range coder
-    the same tables (:mod:`hpac.afc`).
+    (:func:`hpac.nn.integer.plane_params`); the decoder steps group by group
+    (:class:`hpac.nn.csi.CSIStepper`). Both get the same integers, so both hand the range
+    coder the same tables (:mod:`hpac.entropy.afc`), in the same (group, channel) order.
 
     Args:
         valid: (B, P, P) bool, False on padding (not coded, network input 0).
-        sym: (B, P, P, c) int64 symbols to encode.
-        stream: (n,) uint32 range-coder words to decode.
-        floored: floored tables (:func:`hpac.afc.floor_tables`, a file's option).
+        floored: floored tables (:func:`hpac.entropy.afc.floor_tables`, a file's option).
         zero_flags: code a "symbol is 0" flag ahead of each subpixel of this 1-channel
-            plane (:mod:`hpac.zeroflags`).
+            plane (:mod:`hpac.entropy.zeroflags`).
     Returns:
-        encode: (n,) uint32 words; decode: (B, P, P, c) int32 symbols.
+        Encode: (n,) uint32 words; Decode: (B, P, P, c) int32 symbols.
     """
     import constriction
 
@@ -95,13 +109,13 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
     cfg = model.config
     b = valid.shape[0]
     ch = cfg.channels
-    encoding = sym is not None
+    encoding = isinstance(side, Encode)
     if zero_flags and ch != 1:
         raise FormatError("zero flags are defined for 1-channel planes only")
-    coder = constriction.stream.queue.RangeEncoder() if encoding else constriction.stream.queue.RangeDecoder(stream)
     sched = group_schedule(cfg.patch, cfg.kernel)
     if encoding:
-        sym = sym.to(torch.int64)
+        coder = constriction.stream.queue.RangeEncoder()
+        sym = side.symbols.to(torch.int64)
         out = sym
         step = max(1, PLANE_PASS_PIXELS // (cfg.patch * cfg.patch))
         # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
@@ -115,8 +129,10 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
             _encode_groups(coder, net, plane, sym, q_all, valid, sched, bits, floored)
             return coder.get_compressed()
     else:
+        coder = constriction.stream.queue.RangeDecoder(side.words)
         out = torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
         stepper = CSIStepper(net, b)
+    # from here: the decoder, and the encoder of zero-flagged planes (one channel)
     flags = zeroflags.ZeroFlags() if zero_flags else None
     top = float((1 << bits) - 1)
     for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
@@ -126,26 +142,29 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, sym: torch.Ten
         vi = torch.nonzero(valid[:, r, c].reshape(-1)).squeeze(1)
         if vi.numel() == b * n:  # no padding in this group: views instead of gathers
             vi = slice(None)
-        known = out[:, r, c, :].reshape(b * n, ch) if encoding else None
         q = q_all[:, r, c, :].reshape(b * n, ch) if encoding else torch.zeros(b * n, ch, dtype=torch.float64)
         got = torch.zeros(b * n, ch, dtype=torch.int64)
         for cc in range(ch):
             w, mu, s = integer.units(net, params[vi], cc, q[vi])
-            target = known[vi, cc] if encoding else None
+            if encoding:  # (zero-flagged: every other plane was coded by _encode_groups above)
+                val = out[:, r, c, cc].reshape(b * n)[vi]
+                p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
+                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
+                is0 = (val == 0).numpy().astype(np.int32)
+                flags.encode(coder, ctx, is0, floored)
+                nz = is0 == 0
+                afc.encode_symbols(coder, w[nz], mu[nz], s[nz], bits, val[torch.from_numpy(nz)], floored, low=1)
+                continue
             if flags is None:
-                val = afc.code_symbols(coder, w, mu, s, bits, target, floored)
+                val = afc.decode_symbols(coder, w, mu, s, bits, floored)
             else:
                 p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
                 ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
-                is0 = flags.code(coder, ctx, (target == 0).numpy().astype(np.int32) if encoding else None, floored)
-                nz = is0 == 0
+                nz = flags.decode(coder, ctx, floored) == 0
                 val = torch.zeros(nz.shape[0], dtype=torch.int64)
-                nzt = torch.from_numpy(nz)
-                val[nzt] = afc.code_symbols(coder, w[nz], mu[nz], s[nz], bits, target[nzt] if encoding else None,
-                                            floored, low=1)
+                val[torch.from_numpy(nz)] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1)
             got[vi, cc] = val
-            if not encoding:
-                q[vi, cc] = val.to(torch.float64) * 2.0 - top
+            q[vi, cc] = val.to(torch.float64) * 2.0 - top
         if not encoding:
             out[:, r, c, :] = got.reshape(b, n, ch)
             stepper.write_pixels(g, q.reshape(b, n, ch))
@@ -215,6 +234,11 @@ def warm_kernels(model: CodecModel, bits: int, zero_flags: bool) -> None:
     sym = torch.zeros(1, 8, 8, model.config.channels, dtype=torch.int64)
     sym[0, ::2] = (1 << bits) - 1
     valid = torch.ones(1, 8, 8, dtype=torch.bool)
-    words = code_shard(small, bits, valid, sym=sym, zero_flags=zero_flags)
-    code_shard(small, bits, valid, stream=words, zero_flags=zero_flags)
+    try:
+        words = code_shard(small, bits, valid, Encode(sym), zero_flags=zero_flags)
+        code_shard(small, bits, valid, Decode(words), zero_flags=zero_flags)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException:  # a table the range coder refuses (a Rust panic): the shards' own coding
+        return  # decides what happens (floored tables, or a clear error); a warm-up never fails a file
     _WARMED.add(key)

@@ -1,4 +1,5 @@
-"""SARP-FT: per-image low-rank adapters, paid for in the file (minimum description length).
+"""SARP-FT: per-image low-rank adapters, paid for in the file (minimum description length;
+HPAC, Li, Bai et al. 2025, after the rate-guided progressive fine-tuning of CALLIC, AAAI 2025).
 
 Encoder (``fit``)::
 

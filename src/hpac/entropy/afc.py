@@ -1,4 +1,5 @@
-"""AFC (Adaptive Focus Coding): integer mixtures -> focus windows -> range-coded symbols.
+"""AFC (Adaptive Focus Coding, HPAC: Li, Bai et al. 2025): integer mixtures -> focus windows ->
+range-coded symbols.
 
 For every subpixel the mixture is turned into a *focus window* around its centre: ``width``
 bins of ``delta`` symbols (powers of two, MIN_BINS <= width <= MAX_BINS) covering the
@@ -311,29 +312,31 @@ def _runs(keys: np.ndarray):
     return zip([0] + cuts, cuts + [keys.size])
 
 
-def code_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor | None = None,
-                 floored: bool = False, low: int = 0) -> torch.Tensor:
-    """Encode (``sym`` given) or decode M subpixels with one integer mixture each.
+def encode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor,
+                   floored: bool = False, low: int = 0) -> None:
+    """Encode M subpixels ``sym`` (M,) int64 with one integer mixture each: :func:`encode_calls`
+    on one segment (:func:`decode_symbols` reads them back)."""
+    encode_calls(coder, w, mu, s, bits, sym.numpy(), np.array([0, w.shape[0]], np.int64), floored, low)
+
+
+def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, floored: bool = False,
+                   low: int = 0) -> torch.Tensor:
+    """Decode M subpixels with one integer mixture each.
 
     Stream order: stage 1 (bin index or ESCAPE) bucketed by window width, stage 2 (offset inside
     the bin, where delta > 1) bucketed by bin size, then the escapes; each bucketing is one
-    stable sort, so rows keep their index order inside a bucket. Encoding is
-    :func:`encode_calls` on one segment.
+    stable sort, so rows keep their index order inside a bucket.
 
     Args:
-        coder: constriction RangeEncoder (encode) or RangeDecoder (decode).
+        coder: constriction RangeDecoder.
         w, mu, s: (M, K) int64 weights (2^-16), means and scales (2^-13 symbols):
             :func:`hpac.nn.integer.units`.
-        sym: (M,) int64 symbols to encode, or None to decode.
         floored: floored tables (:func:`floor_tables`).
         low: smallest symbol (1: code the mixture conditioned on ``x != 0``).
     Returns:
-        (M,) int64 symbols (the input when encoding).
+        (M,) int64 symbols.
     """
     m = w.shape[0]
-    if sym is not None:
-        encode_calls(coder, w, mu, s, bits, sym.numpy(), np.array([0, m], np.int64), floored, low)
-        return sym
     if m == 0:
         return torch.zeros(0, dtype=torch.int64)
     lo, delta, width = windows(w, mu, s, bits, low)
@@ -369,10 +372,10 @@ def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
 
 def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
                  bounds: np.ndarray, floored: bool = False, low: int = 0) -> None:
-    """Encode what :func:`code_symbols` would over each row segment
+    """Encode what :func:`encode_symbols` would over each row segment
     [bounds[i], bounds[i+1]) in turn, with the tables of all segments built at once: the same
     bytes with a fraction of the calls. The encoder knows every segment in advance; the
-    decoder, whose later mixtures depend on decoded values, calls code_symbols.
+    decoder, whose later mixtures depend on decoded values, calls decode_symbols.
 
     Args:
         w, mu, s: (M, K) int64 integer mixtures; sy: (M,) int64 symbols; bounds: (n + 1,) int64
@@ -383,7 +386,7 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
         return
     seg = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
     lo, delta, width = windows(w, mu, s, bits, low)
-    # stage 1 of every segment, each bucketed by width as code_symbols does (stable, so rows
+    # stage 1 of every segment, each bucketed by width as decode_symbols does (stable, so rows
     # keep their order inside a bucket): one sort on (segment, width)
     key1 = seg * (MAX_BINS + 1) + width
     order = np.argsort(key1, kind="stable")

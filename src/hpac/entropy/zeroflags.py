@@ -5,7 +5,7 @@ the padding outside the scan circle or the air around the body, 20-25% of the pi
 one solid region. The mixture is smooth, so the network still spends 0.15 bits on such a
 pixel at effort 0 and 0.25 under adapters (docs/sarp-ft.md, session 10). Where a plane's header sets its zero-flag option, every subpixel first codes a flag
 "symbol is 0" and, where the flag is clear, its value from the mixture conditioned on not
-being 0 (:func:`hpac.entropy.afc.code_symbols` with ``low = 1``).
+being 0 (:func:`hpac.entropy.afc.decode_symbols` with ``low = 1``).
 
 A flag's probability is adaptive per context and per shard: counts of the flags already
 coded in the shard, updated after every group, so both sides hold the same counts. The
@@ -74,15 +74,19 @@ class ZeroFlags:
         c = self.counts[ctx].astype(np.float64) + PRIOR
         return (c / c.sum(1, keepdims=True)).astype(np.float32)
 
-    def code(self, coder, ctx: np.ndarray, is0: np.ndarray | None, floored: bool) -> np.ndarray:
-        """Encode (``is0`` given) or decode the (M,) int32 flags of one group, then count them.
+    def encode(self, coder, ctx: np.ndarray, is0: np.ndarray, floored: bool) -> None:
+        """Encode the (M,) int32 flags of one group under contexts ``ctx`` (M,), then count them.
 
         ``floored``: tables floored as the AFC tables of a file with that option."""
-        probs = self.tables(ctx)
-        probs = floor_tables(probs) if floored else probs
-        if is0 is not None:
-            coder.encode(is0, categorical(), probs)
-        else:
-            is0 = coder.decode(categorical(), probs).astype(np.int32)
+        coder.encode(is0, categorical(), self._probs(ctx, floored))
+        np.add.at(self.counts, (ctx, is0), 1)
+
+    def decode(self, coder, ctx: np.ndarray, floored: bool) -> np.ndarray:
+        """Decode the (M,) int32 flags of one group (:meth:`encode`'s inverse), then count them."""
+        is0 = coder.decode(categorical(), self._probs(ctx, floored)).astype(np.int32)
         np.add.at(self.counts, (ctx, is0), 1)
         return is0
+
+    def _probs(self, ctx: np.ndarray, floored: bool) -> np.ndarray:
+        probs = self.tables(ctx)
+        return floor_tables(probs) if floored else probs

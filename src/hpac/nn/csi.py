@@ -1,4 +1,5 @@
-"""CSI: Cache-then-Select Inference over a batch of P x P patches.
+"""CSI: Cache-then-Select Inference over a batch of P x P patches (HPAC, Li, Bai et al. 2025;
+after the Cache-then-Crop Inference of CALLIC, AAAI 2025).
 
 Coding walks the 3P-2 skewed-diagonal groups in order. At group ``g`` only the positions of
 that group (in every patch of the batch) are computed, through every layer:
@@ -85,16 +86,15 @@ def _band_depthwise(buf, top, r0, n, tap_row, tap_col, tap_w, out):
     buf: (B, 2R, P + 2p, D) float32 (a Band's buffer, channels last); tap_w: (T, D) float32 (a view);
     out: (B, n, D) float32."""
     nb, d = buf.shape[0], buf.shape[3]
-    acc = np.empty(d, buf.dtype)
     for b in range(nb):
-        for i in range(n):
-            acc[:] = 0
-            for t in range(tap_row.shape[0]):
-                rr, cc = top + tap_row[t], r0 + i + tap_col[t]
+        o = out[b]
+        o[:n] = 0
+        for t in range(tap_row.shape[0]):  # tap by tap: one shifted row of the band each
+            row, first = top + tap_row[t], r0 + tap_col[t]
+            w = tap_w[t]
+            for i in range(n):
                 for c in range(d):
-                    acc[c] += buf[b, rr, cc, c] * tap_w[t, c]
-            for c in range(d):
-                out[b, i, c] = acc[c]
+                    o[i, c] += buf[b, row, first + i, c] * w[c]
 
 
 @njit(cache=True)

@@ -1,4 +1,5 @@
-"""Discrete logistic mixture with linear channel conditioning (PixelCNN++ style).
+"""Discrete logistic mixture with linear channel conditioning (PixelCNN++: Salimans et al.,
+ICLR 2017; as DLPR codes channels).
 
 Raw head output per pixel, last axis of length ``K * (3C + C(C-1)/2)``::
 

@@ -10,14 +10,16 @@ Data flow of one P x P patch (NCHW, float32, pixels normalised to [-1, 1])::
 The skip path is a learned linear predictor from the causal neighbours straight to the means:
 it carries absolute intensity past the LayerNorms and makes early training converge fast.
 
-The coding order inside a patch is the skewed diagonal: pixel (r, c) belongs to group
+Masked convolutions after PixelCNN (van den Oord et al., ICML 2016). The coding order inside
+a patch is the skewed diagonal of DLPR (Bai et al., TPAMI 2024), kept by CALLIC and HPAC: pixel (r, c) belongs to group
 ``g = c + 2r`` (3P-2 groups). A kernel tap at offset (dr, dc) points at group ``g + dc + 2dr``,
 so the stem keeps taps with ``dc + 2dr < 0`` (strictly earlier groups) and every deeper
 spatial conv keeps ``dc + 2dr <= 0`` (same-group features there depend only on earlier
 groups already). Channels of one pixel are coded in order through the mixture's linear
 channel coefficients, so the network itself never sees the current pixel.
 
-GatedBlock ("content-aware convolutional gating", CALLIC/HPAC)::
+GatedBlock ("content-aware convolutional gating": the MGCF block of CALLIC, Li, Bai et al.,
+AAAI 2025, kept by HPAC, Li, Bai et al. 2025)::
 
     h = LN(x); a, v = W_av h; x = x + W_o( swish(DW_masked(a)) * v )
     x = x + W_down GELU(W_up LN(x))

@@ -1,7 +1,8 @@
 """The skewed-diagonal group order: which positions of a P x P patch are coded together.
 
 Group ``g`` holds the positions with ``c + 2r = g`` (3P - 2 groups); within a group the
-channels go in order. A masked k x k conv of one group reads only earlier groups (strict) or
+channels go in order (the "3P" parallel scan of DLPR, Bai et al., TPAMI 2024, which HPAC
+keeps inside every patch). A masked k x k conv of one group reads only earlier groups (strict) or
 earlier groups and its own (inclusive). In coordinates ``v = c + 2r`` (the group) and
 ``u = r`` its taps lie in a band of the last ``3(k//2) + 1`` groups: :func:`skew_kernel`
 rewrites a masked kernel as a kernel over that band, which both the integer network's

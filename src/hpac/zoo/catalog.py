@@ -30,65 +30,55 @@ class CatalogEntry:
     adapted_patch: int | None = None  # P of planes coded with SARP-FT adapters (None: config.patch)
 
 
-CATALOG: dict[str, CatalogEntry] = {
-    e.name: e
-    for e in (
-        CatalogEntry(
-            name="hpac-natural",
-            config=ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
-            file="hpac-natural.safetensors",
-            description="RGB planes (natural photos; default for 3-channel images)",
-            # P = 256 once adapted: held-out tiles 0.53% smaller at effort 2 than at P = 128, for
-            # about a fifth more of effort 2's time; effort 0 keeps P = 128 for its speed
-            # (docs/sarp-ft.md, session 14)
-            adapted_patch=256,
-            training="hpac train on ../shared/data/train + scripts/fetch_training_data.py output: 7000 "
-                     "steps x 16 crops 64x64 on 2 CPU cores, then on one H200 GPU (docs/training.md) "
-                     "11100 steps x 64 crops (session 5), then on 238 train / 34 val files (session 6): "
-                     "6854 steps x 16 crops 128x128, lr 1.5e-4, --amp, 8.4 min shared by 4 runs, and "
-                     "8532 more at lr 7e-5, 3.2 min alone (validation 2.078 bpsp on 276 held-out 128x128 "
-                     "crops), then (session 7) 6361 steps x 64 crops 64x64 at lr 1e-4, 7.7 min shared by "
-                     "4 runs, and 12596 more at lr 7e-5, 4.0 min alone, all --amp (validation 2.045 bpsp "
-                     "on the same 276 crops), then (session 9, one H100, float32, --compile) 5859 steps "
-                     "x 64 crops 64x64 at lr 1e-4, 7.7 min shared by 3 runs, and 8433 more at lr 7e-5, "
-                     "3.9 min alone; validation 2.011 bpsp on the same 276 crops; then (session 16, one "
-                     "H200, float32, --compile, 299 train / 34 val files) 18502 steps x 64 crops 64x64 at "
-                     "lr 5e-5, 7.8 min, and 9379 more at lr 2e-5, 3.9 min; model NLL on the 34 held-out "
-                     "files (whole images, P = 128) 2.1945 -> 2.1737 bpsp; then (0.2.0, session 24) integer grids "
-                     "calibrated by scripts/quantize_models.py and hpac train --qat on them: 276 steps x 16 "
-                     "crops 64x64 on ../shared/data/train, lr 1e-5, 13 min on one CPU core; integer-network "
-                     "NLL on the 5 held-out files 2.0176 -> 2.0126 bpsp (scripts/qat_eval.py)",
-        ),
-        CatalogEntry(
-            name="hpac-gray",
-            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
-            file="hpac-gray.safetensors",
-            description="single-channel planes (gray images, alpha, extra channels)",
-            # held-out gray tiles 0.30% smaller at effort 2 than at P = 128 (docs/sarp-ft.md, session 14)
-            adapted_patch=256,
-            training="hpac train --gray --amp (luma) on the same data (229 train / 25 val files) from "
-                     "scratch: 9919 steps x 64 crops 64x64, lr 1e-3, 8.2 min on one H200 GPU shared by 4 "
-                     "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545); then "
-                     "(0.2.0, session 24) hpac train --gray --qat on its calibrated integer grids: 366 steps "
-                     "x 16 crops 64x64 on ../shared/data/train, lr 1e-5, 12 min on one CPU core; integer-"
-                     "network NLL on the 5 held-out files 2.5344 -> 2.5317 bpsp (scripts/qat_eval.py)",
-        ),
-        # P = 256 (not 128): held-out head CT 1.0% smaller at effort 0 and 1.5% at effort 2, for
-        # about 1.4x the coding time of P = 128 (docs/sarp-ft.md, session 12)
-        CatalogEntry(
-            name="hpac-gray16",
-            config=ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=256),
-            file="hpac-gray16.safetensors",
-            description="single-channel planes with 9-16 significant bits (CT, MR, X-ray)",
-            training="hpac train --gray --init hpac-gray (02147a41) on scripts/fetch_medical_data.py output "
-                     "(91 CT/MR/X-ray images, 9-16 bit; 82 train / 9 val): 3697 steps x 16 crops 64x64, "
-                     "lr 3e-4, 40 min on 2 CPU cores (validation 5.778 bpsp), then (session 7, gray "
-                     "planes over 8 bits offset to start at 0) 5434 steps x 16 crops 64x64, lr 1.5e-4, "
-                     "55 min on 2 CPU cores, float32; validation 5.654 bpsp on crops, 5.512 on the 9 "
-                     "whole validation images (before: 5.534)",
-        ),
-    )
+# How each shipped model's weights were made (data, steps, validation bpsp): the catalog's provenance
+TRAINING = {
+    "hpac-natural": ("hpac train on ../shared/data/train + datasets/fetch_training.py output: 7000 "
+        "steps x 16 crops 64x64 on 2 CPU cores, then on one H200 GPU (docs/training.md) "
+        "11100 steps x 64 crops (session 5), then on 238 train / 34 val files (session 6): "
+        "6854 steps x 16 crops 128x128, lr 1.5e-4, --amp, 8.4 min shared by 4 runs, and "
+        "8532 more at lr 7e-5, 3.2 min alone (validation 2.078 bpsp on 276 held-out 128x128 "
+        "crops), then (session 7) 6361 steps x 64 crops 64x64 at lr 1e-4, 7.7 min shared by "
+        "4 runs, and 12596 more at lr 7e-5, 4.0 min alone, all --amp (validation 2.045 bpsp "
+        "on the same 276 crops), then (session 9, one H100, float32, --compile) 5859 steps "
+        "x 64 crops 64x64 at lr 1e-4, 7.7 min shared by 3 runs, and 8433 more at lr 7e-5, "
+        "3.9 min alone; validation 2.011 bpsp on the same 276 crops; then (session 16, one "
+        "H200, float32, --compile, 299 train / 34 val files) 18502 steps x 64 crops 64x64 at "
+        "lr 5e-5, 7.8 min, and 9379 more at lr 2e-5, 3.9 min; model NLL on the 34 held-out "
+        "files (whole images, P = 128) 2.1945 -> 2.1737 bpsp; then (0.2.0, session 24) integer grids "
+        "calibrated by scripts/quantize_models.py and hpac train --qat on them: 276 steps x 16 "
+        "crops 64x64 on ../shared/data/train, lr 1e-5, 13 min on one CPU core; integer-network "
+        "NLL on the 5 held-out files 2.0176 -> 2.0126 bpsp (scripts/qat_eval.py)"),
+    "hpac-gray": ("hpac train --gray --amp (luma) on the same data (229 train / 25 val files) from "
+        "scratch: 9919 steps x 64 crops 64x64, lr 1e-3, 8.2 min on one H200 GPU shared by 4 "
+        "runs (docs/training.md); validation 3.260 bpsp (the CPU-trained predecessor: 3.545); then "
+        "(0.2.0, session 24) hpac train --gray --qat on its calibrated integer grids: 366 steps "
+        "x 16 crops 64x64 on ../shared/data/train, lr 1e-5, 12 min on one CPU core; integer-"
+        "network NLL on the 5 held-out files 2.5344 -> 2.5317 bpsp (scripts/qat_eval.py)"),
+    "hpac-gray16": ("hpac train --gray --init hpac-gray (02147a41) on datasets/fetch_medical.py output "
+        "(91 CT/MR/X-ray images, 9-16 bit; 82 train / 9 val): 3697 steps x 16 crops 64x64, "
+        "lr 3e-4, 40 min on 2 CPU cores (validation 5.778 bpsp), then (session 7, gray "
+        "planes over 8 bits offset to start at 0) 5434 steps x 16 crops 64x64, lr 1.5e-4, "
+        "55 min on 2 CPU cores, float32; validation 5.654 bpsp on crops, 5.512 on the 9 "
+        "whole validation images (before: 5.534)"),
 }
+
+CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
+    # P = 256 once adapted: held-out tiles 0.53% smaller at effort 2 than at P = 128, for
+    # about a fifth more of effort 2's time; effort 0 keeps P = 128 for its speed
+    # (docs/sarp-ft.md, session 14)
+    CatalogEntry("hpac-natural", ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
+                 "hpac-natural.safetensors", "RGB planes (natural photos; default for 3-channel images)",
+                 TRAINING["hpac-natural"], adapted_patch=256),
+    # held-out gray tiles 0.30% smaller at effort 2 than at P = 128 (docs/sarp-ft.md, session 14)
+    CatalogEntry("hpac-gray", ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=128),
+                 "hpac-gray.safetensors", "single-channel planes (gray images, alpha, extra channels)",
+                 TRAINING["hpac-gray"], adapted_patch=256),
+    # P = 256 (not 128): held-out head CT 1.0% smaller at effort 0 and 1.5% at effort 2, for
+    # about 1.4x the coding time of P = 128 (docs/sarp-ft.md, session 12)
+    CatalogEntry("hpac-gray16", ModelConfig(channels=1, dim=48, blocks=3, kernel=7, mlp_ratio=2, mixtures=5, patch=256),
+                 "hpac-gray16.safetensors", "single-channel planes with 9-16 significant bits (CT, MR, X-ray)",
+                 TRAINING["hpac-gray16"]),
+)}
 
 # (plane channels, high bit depth) -> the catalog model that codes such planes by default
 DEFAULTS = {(3, False): "hpac-natural", (3, True): "hpac-natural", (1, False): "hpac-gray", (1, True): "hpac-gray16"}

