@@ -232,3 +232,17 @@ def test_a_jpeg_is_refused_in_one_line_unless_its_pixels_are_asked_for(tmp_path,
     res = run("encode", src, tmp_path / "b.hpac", "--jpeg-pixels", *_model_args(tiny_weights))
     assert res.returncode == 0, res.stderr.decode()
     assert run("decode", tmp_path / "b.hpac", tmp_path / "b.png", *_model_args(tiny_weights)).returncode == 0
+
+
+def test_library_errors_name_the_api_and_the_command_line_adds_its_flag(tmp_path, tiny_models, tiny_weights):
+    import hpac
+
+    data = hpac.encode(np.zeros((4, 5), np.uint8), model=tiny_models[1])
+    with pytest.raises(hpac.FormatError, match=r"raise max_pixels\)$") as exc:
+        hpac.decode(data, model=tiny_models[1], max_pixels=10)
+    assert exc.value.option == "max_pixels" and "--" not in str(exc.value)
+    (tmp_path / "z.hpac").write_bytes(data)
+    r = run("decode", tmp_path / "z.hpac", tmp_path / "z.png", "--max-pixels", 10, *_model_args(tiny_weights))
+    err = r.stderr.decode().strip()
+    assert r.returncode == hpac.FormatError.exit_code and err.endswith("raise max_pixels) (command line: --max-pixels)")
+    assert not (tmp_path / "z.png").exists()

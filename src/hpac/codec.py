@@ -222,7 +222,7 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     limit = DEFAULT_MAX_DECODE_PIXELS if max_pixels is None else max_pixels
     if header.height * header.width > limit:
         raise FormatError(f"image is {header.width}x{header.height} ({header.height * header.width / 1e6:.1f} Mpx), "
-                          f"above this decoder's limit of {limit / 1e6:.1f} Mpx (raise it with --max-pixels)")
+                          f"above this decoder's limit of {limit / 1e6:.1f} Mpx (raise max_pixels)", option="max_pixels")
     jobs, places = [], []
     pos = 0
     for ph in header.planes:

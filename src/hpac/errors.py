@@ -7,9 +7,17 @@ from __future__ import annotations
 
 
 class HpacError(Exception):
-    """Base class of all errors hpac raises deliberately."""
+    """Base class of all errors hpac raises deliberately.
+
+    ``option`` names the API keyword argument that would change the outcome (``max_pixels``,
+    ``model``, ``force``, ``jpeg_pixels``): the message speaks of the API, and the command line
+    adds its own flag for it (:data:`hpac.tools.cli.FLAGS`)."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class FormatError(HpacError):

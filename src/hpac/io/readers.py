@@ -31,7 +31,7 @@ TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")  # little- and big-endian
 
 JPEG_REFUSED = ("JPEG input: its decoded pixels take several times the JPEG's bytes, and JPEG XL "
                  "recompresses a JPEG file losslessly (cjxl); to code its pixels anyway, ask for them "
-                 "(read_image(..., jpeg_pixels=True); command line: --jpeg-pixels)")
+                 "(read_image(..., jpeg_pixels=True))")
 
 
 def read_image(src: str | Path | bytes, jpeg_pixels: bool = False, metadata: bool = True) -> Image:
@@ -243,7 +243,7 @@ def _decode(data: bytes, jpeg_pixels: bool = False) -> np.ndarray:
         arr = imagecodecs.jpegxl_decode(data)
     elif data[:3] == b"\xff\xd8\xff":
         if not jpeg_pixels:
-            raise UnsupportedImageError(JPEG_REFUSED)
+            raise UnsupportedImageError(JPEG_REFUSED, option="jpeg_pixels")
         from PIL import JpegImagePlugin
 
         arr = _pillow(data, JpegImagePlugin.JpegImageFile, "JPEG")

@@ -20,7 +20,7 @@ def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
     """Write ``data`` to ``path`` via a temp file + rename; never leaves a partial file."""
     path = Path(path)
     if path.exists() and not force:
-        raise HpacError(f"{path} exists (pass force=True to overwrite)")
+        raise HpacError(f"{path} exists (pass force=True to overwrite)", option="force")
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -14,6 +14,9 @@ from .. import __version__
 from ..adapters.effort import DEFAULT_EFFORT, EFFORTS as EFFORT_LEVELS
 from ..errors import HpacError
 
+# the API keyword an error names (HpacError.option) -> this command's flag for it
+FLAGS = {"max_pixels": "--max-pixels", "model": "--model", "force": "--force", "jpeg_pixels": "--jpeg-pixels"}
+
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pre-train a model on image folders",
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.cmd](args)
     except HpacError as exc:
-        print(f"hpac: error: {exc}", file=sys.stderr)
+        flag = f" (command line: {FLAGS[exc.option]})" if exc.option in FLAGS else ""
+        print(f"hpac: error: {exc}{flag}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("hpac: interrupted", file=sys.stderr)

@@ -177,10 +177,11 @@ def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = N
     try:
         model = load_catalog_model(name)
     except ModelMismatchError:
-        raise ModelMismatchError(f"file needs model {name} (weights {weights_id}), which is not installed") from None
+        raise ModelMismatchError(f"file needs model {name} (weights {weights_id}), which is not installed "
+                                 "(pass its weights as model=)", option="model") from None
     if model.weights_id != weights_id:
         raise ModelMismatchError(
             f"file needs model {name} with weights {weights_id}; installed {name} has weights {model.weights_id} "
-            f"(decode with the hpac release that wrote it, or pass those weights with --model)"
+            f"(decode with the hpac release that wrote it, or pass those weights as model=)", option="model"
         )
     return model
