@@ -33,7 +33,7 @@ def patches_per_shard(n_patches: int, patch: int, patch_cache_bytes: int = 0) ->
     """Patches per shard for a plane of ``n_patches``: a function of the image and the model
     only (never of the thread count, so the bytes do not depend on it), at most
     fileformat.MAX_SHARD_PIXELS pixels and MAX_SHARD_CACHE_BYTES of CSI caches a shard
-    (``patch_cache_bytes``: a patch's, :func:`hpac.csi.cache_bytes`), and a shard count that
+    (``patch_cache_bytes``: a patch's, :func:`hpac.nn.csi.cache_bytes`), and a shard count that
     is a multiple of SHARD_MULTIPLE where there are enough patches."""
     most = fileformat.max_patches_per_shard(patch)
     if patch_cache_bytes:  # binds only for a wide model on small patches, never for the catalog's
@@ -182,7 +182,7 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
                    sched, bits: int, floored: bool) -> None:
     """The encoder's side of code_shard's loop (no zero flags): the same (group, channel)
     calls in the same order, their mixtures and tables built for many groups at once
-    (:func:`hpac.afc.encode_calls`).
+    (:func:`hpac.entropy.afc.encode_calls`).
 
     Args:
         plane: (B, P, P, n_params) every position's integer parameters; sym: (B, P, P, C) int64;
