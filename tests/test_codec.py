@@ -78,3 +78,17 @@ def test_rejects_unsupported_arrays():
         hpac.encode(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(hpac.UnsupportedImageError):
         hpac.encode(np.zeros((0, 4), np.uint8))
+
+
+def test_decoding_never_loads_the_encoders_fitter():
+    """Adapters are merged from hpac.adapters.lora; the fitter (hpac.adapters.fit) is the
+    encoder's, at effort >= 1 only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, hpac\n"
+            "data = hpac.encode(np.zeros((9, 11, 3), np.uint8), effort=0, threads=1)\n"
+            "hpac.decode(data, threads=1)\n"
+            "assert 'hpac.adapters.lora' in sys.modules and 'hpac.adapters.fit' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]

@@ -13,13 +13,13 @@ model, decodes the shards and places their patches.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
 from . import container, fileformat, shards
-from .adapters import fit, lora
+from .adapters import lora
 from .adapters.effort import effort_of
 from .entropy import regions, valuemap, zeroflags
 from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
@@ -28,6 +28,9 @@ from .nn.csi import cache_bytes
 from .parallel import default_threads, run_jobs, single_threaded_torch
 from .shards import Decode, Encode, code_shard, patches_per_shard, to_patches, valid_mask
 from .zoo.catalog import CodecModel, default_model_name, load_catalog_model, resolve_model
+
+if TYPE_CHECKING:  # the fitter is the encoder's: decoding never loads it
+    from .adapters.fit import Fit
 
 DEFAULT_MAX_DECODE_PIXELS = 1 << 26  # 67 Mpx (8192 x 8192): larger needs an explicit max_pixels
 PLAIN_MARGIN = 0.005  # an adapted file this much below the effort-0 floor skips coding effort 0
@@ -42,7 +45,7 @@ class _Plane(NamedTuple):
     coded: np.ndarray  # (H, W, nch) coded symbols
     patches: torch.Tensor  # (N, P, P, nch) coded symbols in the model's effort-0 patches
     valid: torch.Tensor  # (N, P, P) bool
-    fitted: fit.Fit | None  # SARP-FT adapters, if any
+    fitted: Fit | None  # SARP-FT adapters, if any
     vmap: valuemap.ValueMap
     zero_flags: bool  # zeros flagged (hpac.entropy.zeroflags)
     classical: np.ndarray  # (N,) bool: patches WebP codes (hpac.entropy.regions); the model codes the others
@@ -108,6 +111,8 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         section = regions.encode(values, classical, model.config.patch, workers) if classical.any() else b""
         fitted = None
         if plan is not None and not classical.all():  # (no patch left for adapters to help)
+            from .adapters import fit  # (effort >= 1 only)
+
             tile = fit.fit_tile(model.config, h, w)
             if tile == model.config.patch:
                 tiles, tvalid, coding = patches, valid, None
