@@ -39,7 +39,6 @@ import os
 import pickle
 import re
 import struct
-import subprocess
 import sys
 import warnings
 import zipfile
@@ -322,10 +321,6 @@ def warn(msg: str) -> None:
 
 def sha256(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
-
-
-def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
 
 
 def safe(s: str) -> str:

@@ -146,10 +146,11 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
         got = torch.zeros(b * n, ch, dtype=torch.int64)
         for cc in range(ch):
             w, mu, s = integer.units(net, params[vi], cc, q[vi])
-            if encoding:  # (zero-flagged: every other plane was coded by _encode_groups above)
-                val = out[:, r, c, cc].reshape(b * n)[vi]
+            if flags is not None:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
                 p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
                 ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
+            if encoding:  # (zero-flagged: every other plane was coded by _encode_groups above)
+                val = out[:, r, c, cc].reshape(b * n)[vi]
                 is0 = (val == 0).numpy().astype(np.int32)
                 flags.encode(coder, ctx, is0, floored)
                 nz = is0 == 0
@@ -158,8 +159,6 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
             if flags is None:
                 val = afc.decode_symbols(coder, w, mu, s, bits, floored)
             else:
-                p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
-                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
                 nz = flags.decode(coder, ctx, floored) == 0
                 val = torch.zeros(nz.shape[0], dtype=torch.int64)
                 val[torch.from_numpy(nz)] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1)

@@ -31,6 +31,7 @@ import threading
 import numpy as np
 
 from ..errors import HpacError, UnsupportedImageError
+from .image import check_size
 
 # start-of-frame markers of JPEG (baseline, extended, progressive, lossless) and JPEG-LS (0xF7):
 # each is followed by its length, the sample precision, the height, the width and the components
@@ -120,7 +121,6 @@ def _read_dicom(pydicom, data: bytes) -> tuple[np.ndarray, bytes]:
         raise UnsupportedImageError(f"multi-frame DICOM ({frames} frames) is not supported")
     if spp not in (1, 3) or alloc not in (8, 16):
         raise UnsupportedImageError(f"DICOM with {spp} samples per pixel and {alloc} allocated bits is not supported")
-    from .image import check_size
 
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     check_size(rows, columns)
