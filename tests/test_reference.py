@@ -161,8 +161,7 @@ def test_mixture_units(natural, bits):
     rng = np.random.default_rng(bits)
     p, q = _random_params(rng, 300, C, K, bits)
     for c in range(C):
-        w, mu, S = integer.units(inet, torch.from_numpy(p.astype(np.float64)), c,
-                               torch.from_numpy(q.astype(np.float64)))
+        w, mu, S = integer.units(inet, p.astype(np.float64), c, q.astype(np.float64))
         rw, rmu, rS = R.units(p, c, q, C, K, bits)
         for name, a, b in (("w", rw, w), ("mu", rmu, mu), ("S", rS, S)):
             assert np.array_equal(a, np.asarray(b)), (c, name, np.argwhere(a != np.asarray(b))[:5].tolist())

@@ -113,13 +113,13 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
     if zero_flags and ch != 1:
         raise FormatError("zero flags are defined for 1-channel planes only")
     sched = group_schedule(cfg.patch, cfg.kernel)
+    p = cfg.patch
     if encoding:
         coder = constriction.stream.queue.RangeEncoder()
         sym = side.symbols.to(torch.int64)
-        out = sym
-        step = max(1, PLANE_PASS_PIXELS // (cfg.patch * cfg.patch))
+        step = max(1, PLANE_PASS_PIXELS // (p * p))
         # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
-        plane = torch.empty(b, cfg.patch, cfg.patch, cfg.n_params, dtype=net.params_dtype)
+        plane = torch.empty(b, p, p, cfg.n_params, dtype=net.params_dtype)
         for i in range(0, b, step):
             rows, cols = integer.needed_extent(cfg, valid[i : i + step])
             plane[i : i + step, :rows, :cols] = integer.plane_params(net, sym[i : i + step, :rows, :cols],
@@ -128,45 +128,52 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
         if not zero_flags:
             _encode_groups(coder, net, plane, sym, q_all, valid, sched, bits, floored)
             return coder.get_compressed()
+        out = sym
+        plane_rows, q_rows = plane.reshape(b * p * p, -1).numpy(), q_all.reshape(b * p * p, ch).numpy()
     else:
         coder = constriction.stream.queue.RangeDecoder(side.words)
-        out = torch.zeros(b, cfg.patch, cfg.patch, ch, dtype=torch.int64)
+        out = torch.zeros(b, p, p, ch, dtype=torch.int64)
         stepper = CSIStepper(net, b)
-    # from here: the decoder, and the encoder of zero-flagged planes (one channel)
+    # from here: the decoder, and the encoder of zero-flagged planes (one channel); numpy
+    # bookkeeping, positions as flat indices into the shard: a step codes a few hundred pixels,
+    # where torch's per-call overhead was a tenth of decoding
+    out_rows = out.numpy().reshape(b * p * p, ch)
+    flat_valid = valid.numpy().reshape(-1)
+    base = np.arange(b)[:, None] * (p * p)
     flags = zeroflags.ZeroFlags() if zero_flags else None
     top = float((1 << bits) - 1)
     for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
         r, c = sched.rows[g], sched.cols[g]
         n = r.numel()
-        params = (plane[:, r, c] if encoding else stepper.params(g)).reshape(b * n, -1)
-        vi = torch.nonzero(valid[:, r, c].reshape(-1)).squeeze(1)
-        if vi.numel() == b * n:  # no padding in this group: views instead of gathers
+        pos = (base + (r.numpy() * p + c.numpy())[None, :]).reshape(-1)  # (B n,) patches outer
+        vi = np.flatnonzero(flat_valid[pos])
+        if vi.size == b * n:  # no padding in this group: views instead of gathers
             vi = slice(None)
-        q = q_all[:, r, c, :].reshape(b * n, ch) if encoding else torch.zeros(b * n, ch, dtype=torch.float64)
-        got = torch.zeros(b * n, ch, dtype=torch.int64)
+        params = (plane_rows[pos] if encoding else stepper.params(g).numpy().reshape(b * n, -1))[vi]
+        q = q_rows[pos] if encoding else np.zeros((b * n, ch))
+        at = pos[vi]
         for cc in range(ch):
-            w, mu, s = integer.units(net, params[vi], cc, q[vi])
+            w, mu, s = integer.units(net, params, cc, q[vi])
             if flags is not None:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
                 p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
                 ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
             if encoding:  # (zero-flagged: every other plane was coded by _encode_groups above)
-                val = out[:, r, c, cc].reshape(b * n)[vi]
-                is0 = (val == 0).numpy().astype(np.int32)
+                val = out_rows[at, cc]
+                is0 = (val == 0).astype(np.int32)
                 flags.encode(coder, ctx, is0, floored)
                 nz = is0 == 0
-                afc.encode_symbols(coder, w[nz], mu[nz], s[nz], bits, val[torch.from_numpy(nz)], floored, low=1)
+                afc.encode_symbols(coder, w[nz], mu[nz], s[nz], bits, torch.from_numpy(val[nz]), floored, low=1)
                 continue
             if flags is None:
-                val = afc.decode_symbols(coder, w, mu, s, bits, floored)
+                val = afc.decode_symbols(coder, w, mu, s, bits, floored).numpy()
             else:
                 nz = flags.decode(coder, ctx, floored) == 0
-                val = torch.zeros(nz.shape[0], dtype=torch.int64)
-                val[torch.from_numpy(nz)] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1)
-            got[vi, cc] = val
-            q[vi, cc] = val.to(torch.float64) * 2.0 - top
+                val = np.zeros(nz.shape[0], np.int64)
+                val[nz] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1).numpy()
+            out_rows[at, cc] = val
+            q[vi, cc] = val * 2.0 - top
         if not encoding:
-            out[:, r, c, :] = got.reshape(b, n, ch)
-            stepper.write_pixels(g, q.reshape(b, n, ch))
+            stepper.write_pixels(g, torch.from_numpy(q).view(b, n, ch))
     if encoding:
         return coder.get_compressed()
     if out.numel() and int(out.max()) >= (1 << bits):
@@ -208,7 +215,7 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
         sizes = np.array([per_group[g].numel() for g in range(g0, g1)], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)])
         par, q, target = params[idx], qs[idx], syms[idx].numpy()
-        units = [integer.units(net, par, cc, q) for cc in range(ch)]  # (w, mu, s) per channel
+        units = [integer.units(net, par.numpy(), cc, q.numpy()) for cc in range(ch)]  # (w, mu, s) per channel
         # rows of (group, channel) segments in coding order: group outer, channel inner
         order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
                                 for i in range(g1 - g0) for cc in range(ch)])

@@ -28,7 +28,6 @@ its integer arithmetic, as :class:`hpac.nn.model.FloatArith` is its float one.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -45,6 +44,7 @@ from ..errors import ModelMismatchError
 from .model import causal_mask, depthwise_nhwc, FloatArith, gated_block, HPACNet, ModelConfig, plane_depthwise
 
 F32, F64 = torch.float32, torch.float64
+_NP = {F32: np.float32, F64: np.float64}
 EXACT_F32 = float(1 << 24)  # float32 holds every integer up to this: sums below it are exact
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as the network was trained
 
@@ -263,13 +263,13 @@ class IntLayer:
         """(m, c, lim) as numpy views, for the kernels."""
         return self.m.numpy(), self.c.numpy(), self.lim.numpy()
 
-    def acc(self, t: torch.Tensor) -> torch.Tensor:
-        """The exact sums T W^T: t (..., I) -> (..., O) in ``w.dtype``."""
-        rows = t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
-        if rows.dtype != self.w.dtype:
-            rows = rows.to(self.w.dtype)
-        out = torch.mm(rows, self.wt)
-        return out if t.dim() == 2 else out.reshape(*t.shape[:-1], -1)
+    def acc(self, t: np.ndarray) -> np.ndarray:
+        """The exact sums T W^T: rows t (M, I) (any strides) -> (M, O) in ``w.dtype``."""
+        dt = _NP[self.w.dtype]
+        rows = t if t.dtype == dt else t.astype(dt)
+        out = np.empty((rows.shape[0], self.w.shape[0]), dt)
+        torch.mm(torch.from_numpy(rows), self.wt, out=torch.from_numpy(out))
+        return out
 
 
 @dataclass
@@ -376,79 +376,100 @@ def _requant(acc, m, c, lim, out):
             out[r, o] = _requant_one(acc[r, o], m[o], c[o], lim[o])
 
 
+@njit(cache=True, inline="always")
+def _lookup_row(acc, m, c, lim, table, off, idx, out):
+    """out[o] = F[U_o]: the requantisation U of row acc into int32 indices first, then the
+    lookups (two passes: the first vectorises, the gathers alone do not stop it)."""
+    for o in range(acc.shape[0]):
+        idx[o] = np.int32(_requant_one(acc[o], m[o], c[o], lim[o])) + off
+    for o in range(acc.shape[0]):
+        out[o] = table[np.uint32(idx[o])]
+
+
 @njit(cache=True)
 def _gate_rows(acc, m, c, lim, v, table, off, mg, glim, out):
     """The depthwise conv's requantisation U, then the gate round(F[U] V m_g), clamped."""
     rows, cols = acc.shape
+    idx = np.empty(cols, np.int32)
+    f = np.empty(cols, table.dtype)
+    g = mg[0]
     for r in range(rows):
+        _lookup_row(acc[r], m, c, lim, table, off, idx, f)
         for o in range(cols):
-            u = _requant_one(acc[r, o], m[o], c[o], lim[o])
-            y = (table[np.int64(u) + off] * v[r, o]) * mg[0]
+            y = (f[o] * v[r, o]) * g
             out[r, o] = min(max(np.rint(y), -glim), glim)
 
 
 @njit(cache=True)
 def _requant_lookup(acc, m, c, lim, table, off, out):
-    """A layer's requantisation U, then the table F[U]."""
+    """A layer's requantisation U, then the table F[U] (out may be acc)."""
+    idx = np.empty(acc.shape[1], np.int32)
+    for r in range(acc.shape[0]):
+        _lookup_row(acc[r], m, c, lim, table, off, idx, out[r])
+
+
+@njit(cache=True)
+def _residual(acc, m, c, lim, x, res_lim, out):
+    """out = clamp(x + Y, +-res_lim), Y the layer's requantisation of acc: the residual
+    stream's update (both terms and the sum are integers below 2^20: exact)."""
     rows, cols = acc.shape
     for r in range(rows):
         for o in range(cols):
-            u = _requant_one(acc[r, o], m[o], c[o], lim[o])
-            out[r, o] = table[np.int64(u) + off]
+            y = x[r, o] + _requant_one(acc[r, o], m[o], c[o], lim[o])
+            out[r, o] = min(max(y, -res_lim), res_lim)
 
-
-def _rows(t: torch.Tensor) -> np.ndarray:
-    """A (..., D) tensor as (M, D) numpy rows (a view where the layout allows)."""
-    return (t if t.dim() == 2 else t.reshape(-1, t.shape[-1])).numpy()
-
-
-_NP = {F32: np.float32, F64: np.float64}
-
-
-def _empty(shape: torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
-    """A new (..., D) tensor and its (M, D) numpy rows."""
-    rows = np.empty((math.prod(shape[:-1]), shape[-1]), _NP[dtype])
-    out = torch.from_numpy(rows)
-    return (out if len(shape) == 2 else out.view(shape)), rows
 
 
 class IntArith:
-    """The integer arithmetic of :func:`hpac.nn.model.gated_block` (module docstring);
-    ``res_lim`` bounds the residual stream (integer units)."""
+    """The integer arithmetic of :func:`hpac.nn.model.gated_block` (module docstring) on
+    numpy rows (M, D): the decoder steps a few hundred rows at a time, and numpy views and
+    numba calls cost a fraction of torch's per-call overhead. ``res_lim`` bounds the
+    residual stream (integer units)."""
 
     def __init__(self, res_lim: float):
         self.res_lim = res_lim
 
     @staticmethod
-    def norm(x: torch.Tensor, p: IntNorm) -> torch.Tensor:
-        out, rows = _empty(x.shape, F32)
-        _norm_rows(_rows(x), *p.gb, p.k, p.lim, rows)
+    def norm(x: np.ndarray, p: IntNorm) -> np.ndarray:
+        """Residual rows (M, D) float32 -> activation-grid rows (M, D) float32."""
+        out = np.empty(x.shape, np.float32)
+        _norm_rows(x, *p.gb, p.k, p.lim, out)
         return out
 
     @staticmethod
-    def linear(t: torch.Tensor, p: IntLayer) -> torch.Tensor:
+    def linear(t: np.ndarray, p: IntLayer) -> np.ndarray:
         acc = p.acc(t)
-        out, rows = _empty(acc.shape, p.out)
-        _requant(_rows(acc), *p.req, rows)
+        out = acc if acc.dtype == _NP[p.out] else np.empty(acc.shape, _NP[p.out])
+        _requant(acc, *p.req, out)
         return out
 
     @staticmethod
-    def gate(acc: torch.Tensor, v: torch.Tensor, p: IntBlock) -> torch.Tensor:
-        """acc: the depthwise conv's exact output (float32 integers)."""
+    def split(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 2D) -> its two halves (M, D): a view, and a contiguous copy (the gate's loop
+        vectorises only over contiguous rows: 2x faster, for a copy at memory speed)."""
+        d = t.shape[1] // 2
+        return t[:, :d], np.ascontiguousarray(t[:, d:])
+
+    @staticmethod
+    def gate(acc: np.ndarray, v: np.ndarray, p: IntBlock) -> np.ndarray:
+        """acc: the depthwise conv's exact output (M, D) float32 integers."""
         t = p.gate
-        out, rows = _empty(acc.shape, F32)
-        _gate_rows(_rows(acc.contiguous()), *p.dw.req, _rows(v), t.fm[0], t.off, t.fm[1], t.lim, rows)
+        out = np.empty(acc.shape, np.float32)
+        _gate_rows(acc, *p.dw.req, v, t.fm[0], t.off, t.fm[1], t.lim, out)
         return out
 
     @staticmethod
-    def linear_act(t: torch.Tensor, p: IntLayer, table: IntTable) -> torch.Tensor:
+    def linear_act(t: np.ndarray, p: IntLayer, table: IntTable) -> np.ndarray:
         acc = p.acc(t)
-        out, rows = _empty(acc.shape, F32)
-        _requant_lookup(_rows(acc), *p.req, table.fm[0], table.off, rows)
+        out = acc if acc.dtype == np.float32 else np.empty(acc.shape, np.float32)
+        _requant_lookup(acc, *p.req, table.fm[0], table.off, out)
         return out
 
-    def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (x + y).clamp_(-self.res_lim, self.res_lim)  # exact: both below 2^20
+    def residual(self, x: np.ndarray, t: np.ndarray, p: IntLayer) -> np.ndarray:
+        """clamp(x + linear(t, p)) in one pass: x (M, D) float32."""
+        out = np.empty(x.shape, np.float32)
+        _residual(p.acc(t), *p.req, x, self.res_lim, out)
+        return out
 
 
 @dataclass
@@ -492,25 +513,34 @@ class IntNet:
     def arith(self) -> IntArith:
         return IntArith(self.spec.res_limit * 2.0 ** self.spec.res_frac)
 
-    def finish(self, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """Stem/skip accumulators' skip part y (..., CK) and head output raw (..., n_params)
-        -> integer mixture parameters (..., n_params) float64 (module docstring's grids)."""
-        ck = self.cfg.channels * self.cfg.mixtures
-        means = raw[..., ck : 2 * ck] + y
-        coefs = self.tanh.f.to(F64)[(raw[..., 3 * ck :] + self.tanh.off).to(torch.int64)]
-        return torch.cat([raw[..., :ck], means, raw[..., 2 * ck : 3 * ck], coefs], dim=-1)
-
-    def stem_out(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., D + CK) exact stem/skip accumulators (``in_dtype``) -> residual rows X (float32),
-        skip means (float64); the requantisation is float64 either way."""
-        y = torch.empty(acc.shape, dtype=F64)
-        _requant(_rows(acc.contiguous()), self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), _rows(y))
+    def stem_out(self, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(M, D + CK) exact stem/skip accumulators (``in_dtype``) -> residual rows X (M, D)
+        float32, skip means (M, CK) float64; the requantisation is float64 either way."""
+        y = np.empty(acc.shape, np.float64)
+        _requant(acc, self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), y)
         d = self.cfg.dim
-        return y[..., :d].to(F32), y[..., d:]
+        return y[:, :d].astype(np.float32), y[:, d:]
 
-    def tail(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def tail(self, x: np.ndarray, skip: np.ndarray) -> np.ndarray:
+        """Residual rows (M, D) and skip means (M, CK) -> integer mixture parameters
+        (M, n_params) float64 (module docstring's grids): logits | means | log-scales |
+        channel coefficients (the tanh table of the head's last outputs)."""
         ar = self.arith
-        return self.finish(skip, ar.linear(ar.norm(x, self.head_norm).to(F64), self.head).to(F64))
+        raw = ar.linear(ar.norm(x, self.head_norm), self.head)
+        _finish(raw, skip, self.tanh.fm[0], self.tanh.off)
+        return raw
+
+
+@njit(cache=True)
+def _finish(raw, skip, tanh, off):
+    """In place on the head's outputs raw (M, n_params) float64: means += skip (M, CK),
+    coefficient inputs -> tanh table."""
+    ck = skip.shape[1]
+    for r in range(raw.shape[0]):
+        for j in range(ck):
+            raw[r, ck + j] += skip[r, j]
+        for j in range(3 * ck, raw.shape[1]):
+            raw[r, j] = tanh[np.int64(raw[r, j]) + off]
 
 
 # ---- export: the float network -> the stored integer network -----------------------------------
@@ -765,12 +795,17 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
     dt = net.in_dtype
     # channels last in and out: the accumulators come out as rows without a copy
     acc = F.conv2d(q.to(dt).contiguous(memory_format=torch.channels_last), net.in_w.to(dt), padding=k // 2)
-    acc = acc.permute(0, 2, 3, 1)
-    x, skip = net.stem_out(acc)
+    nhwc = acc.shape[0], acc.shape[2], acc.shape[3]
+
+    def depthwise(a: np.ndarray, p: IntDepthwise) -> np.ndarray:
+        """The plane's masked depthwise conv, rows (M, D) in and out."""
+        return depthwise_nhwc(torch.from_numpy(a).view(*nhwc, -1), p.w).reshape(a.shape).numpy()
+
+    x, skip = net.stem_out(acc.permute(0, 2, 3, 1).reshape(-1, acc.shape[1]).numpy())
     ar = net.arith
     for blk in net.blocks:
-        x = gated_block(ar, blk, x, lambda a, p: depthwise_nhwc(a, p.w))
-    return net.tail(x, skip)
+        x = gated_block(ar, blk, x, depthwise)
+    return torch.from_numpy(net.tail(x, skip)).view(*nhwc, -1)
 
 
 @njit(cache=True)
@@ -795,12 +830,14 @@ def _units(p, q, c, k, channels, pairs, mshift, ls_lo, ls_hi, bits, expw, exps):
     return w, mu, s
 
 
-def units(net: IntNet, p: torch.Tensor, c: int, q: torch.Tensor):
+def units(net: IntNet, p: np.ndarray, c: int, q: np.ndarray):
     """Channel ``c``'s mixture as the integers the entropy coder takes (:mod:`hpac.entropy.afc`).
 
     Args:
-        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`hpac.nn.csi.CSIStepper`).
-        q: (M, C) coded channels of the same pixels as q = 2 x - (2^b - 1) (channels < c read).
+        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`hpac.nn.csi.CSIStepper`),
+            numpy (float32 or float64).
+        q: (M, C) float64 numpy: coded channels of the same pixels as q = 2 x - (2^b - 1)
+            (channels < c read).
     Returns:
         w (2^-16), mu (2^-13 symbols), S (2^-13 symbols): (M, K) int64 numpy arrays. A mean is
         M 2^7 + sum coef q: coef x_n half = C 2^-coef_frac q / 2, exact on 2^-13 for coef_frac 12;
@@ -809,6 +846,6 @@ def units(net: IntNet, p: torch.Tensor, c: int, q: torch.Tensor):
     cfg, spec = net.cfg, net.spec
     one = 1 << spec.head_frac
     expw, exps, _, _ = afc.constants()
-    return _units(np.ascontiguousarray(p.numpy()), np.ascontiguousarray(q.numpy()), c, cfg.mixtures, cfg.channels,
+    return _units(np.ascontiguousarray(p), np.ascontiguousarray(q), c, cfg.mixtures, cfg.channels,
                   cfg.n_coefs, afc.MU_FRAC - spec.mean_frac, int(LOG_SCALE_MIN) * one, int(LOG_SCALE_MAX) * one,
                   net.bits, expw, exps)

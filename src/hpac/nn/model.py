@@ -159,8 +159,17 @@ class FloatArith:
         return F.gelu(self.linear(t, lin))
 
     @staticmethod
+    def split(t):
+        """(..., 2D) -> its two halves (..., D)."""
+        return t.chunk(2, dim=-1)
+
+    @staticmethod
     def add(x, y):
         return x + y
+
+    def residual(self, x, t, lin):
+        """x + lin(t): the residual stream's update."""
+        return self.add(x, self.linear(t, lin))
 
 
 FLOAT = FloatArith()
@@ -168,15 +177,16 @@ FLOAT = FloatArith()
 
 def gated_block(ar, p, x: torch.Tensor, depthwise) -> torch.Tensor:
     """THE gated block, in arithmetic ``ar`` (FloatArith or hpac.nn.integer.IntArith), on ``p``
-    (a GatedBlock or its integer form, same attribute names); x (..., D) rows or NHWC.
+    (a GatedBlock or its integer form, same attribute names); x (..., D): NHWC or rows
+    (the integer arithmetic's numpy rows (M, D)).
     ``depthwise(a, p.dw)`` applies the masked depthwise conv (whole plane, or the decoder's
     cached band)::
 
         a, v = W_av LN(x);  x += W_o( silu(DW(a)) * v );  x += W_down gelu(W_up LN(x))
     """
-    a, v = ar.linear(ar.norm(x, p.norm1), p.to_av).chunk(2, dim=-1)
-    x = ar.add(x, ar.linear(ar.gate(depthwise(a, p.dw), v, p), p.proj))
-    return ar.add(x, ar.linear(ar.linear_act(ar.norm(x, p.norm2), p.mlp_up, p.gelu), p.mlp_down))
+    a, v = ar.split(ar.linear(ar.norm(x, p.norm1), p.to_av))
+    x = ar.residual(x, ar.gate(depthwise(a, p.dw), v, p), p.proj)
+    return ar.residual(x, ar.linear_act(ar.norm(x, p.norm2), p.mlp_up, p.gelu), p.mlp_down)
 
 
 class HPACNet(nn.Module):
