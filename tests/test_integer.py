@@ -34,10 +34,10 @@ def _tiny_int(bits: int = 8, channels: int = 3, patch: int = 16):
     return integer.quantize(model.net, scales, bits, TINY), crops
 
 
-def _step_all(inet, sym: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _step_all(inet, sym: torch.Tensor, valid: torch.Tensor, extent: np.ndarray | None = None) -> torch.Tensor:
     """Every group's parameters from the decoder's stepper, placed as the plane pass places them."""
     b, p = sym.shape[:2]
-    st = CSIStepper(inet, b)
+    st = CSIStepper(inet, b, extent)
     q = integer.centred(sym, inet.bits) * valid[..., None]
     out = torch.empty(b, p, p, inet.cfg.n_params, dtype=torch.float64)
     for g in range(st.sched.groups):
@@ -61,6 +61,28 @@ def test_group_steps_give_the_plane_pass_integers(bits):
     assert torch.equal(plane, stepped)
     assert torch.equal(plane, plane.round())  # integers throughout
     assert plane[..., :9].abs().max() > 0
+
+
+def test_steps_skip_what_reaches_no_real_pixel():
+    """The decoder computes each patch only up to its needed extent (an image-edge patch):
+    every real pixel still gets the plane pass's integers, and the skipped positions are
+    really skipped (their parameters come back 0)."""
+    inet, crops = _tiny_int(8)
+    sym = crops[:4].clone()
+    valid = torch.ones(4, 16, 16, dtype=torch.bool)
+    valid[1, 5:] = False  # bottom edge
+    valid[2, :, 3:] = False  # right edge
+    valid[3, 2:] = False  # corner: two rows, two columns real
+    valid[3, :, 2:] = False
+    extent = np.array([integer.needed_extent(inet.cfg, valid[i : i + 1]) for i in range(4)])
+    assert (extent < 16).any(axis=1)[1:].all()
+    plane = integer.plane_params(inet, sym, valid)
+    stepped = _step_all(inet, sym, valid, extent)
+    assert torch.equal(plane[valid], stepped[valid])
+    rows = torch.arange(16)
+    outside = (rows[:, None] >= torch.from_numpy(extent[:, 0])[:, None, None]) | \
+              (rows[None, :] >= torch.from_numpy(extent[:, 1])[:, None, None])
+    assert outside.sum() > 100 and not stepped[outside].any()
 
 
 def test_integers_do_not_depend_on_threads():
