@@ -74,8 +74,9 @@ def test_steps_skip_what_reaches_no_real_pixel():
     valid[2, :, 3:] = False  # right edge
     valid[3, 2:] = False  # corner: two rows, two columns real
     valid[3, :, 2:] = False
-    extent = np.array([integer.needed_extent(inet.cfg, valid[i : i + 1]) for i in range(4)])
-    assert (extent < 16).any(axis=1)[1:].all()
+    extent = integer.patch_extents(inet.cfg, valid)
+    # 2 blocks + the stem, each reaching 1 row down and 3 columns right
+    assert extent.tolist() == [[16, 16], [8, 16], [16, 12], [5, 11]]
     plane = integer.plane_params(inet, sym, valid)
     stepped = _step_all(inet, sym, valid, extent)
     assert torch.equal(plane[valid], stepped[valid])

@@ -134,8 +134,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
         coder = constriction.stream.queue.RangeDecoder(side.words)
         out = torch.zeros(b, p, p, ch, dtype=torch.int64)
         # per patch, what reaches its real pixels: an image-edge patch skips the rest
-        extent = np.array([integer.needed_extent(cfg, valid[i : i + 1]) for i in range(b)], np.int64).reshape(b, 2)
-        stepper = CSIStepper(net, b, extent)
+        stepper = CSIStepper(net, b, integer.patch_extents(cfg, valid))
     # from here: the decoder, and the encoder of zero-flagged planes (one channel); numpy
     # bookkeeping, positions as flat indices into the shard: a step codes a few hundred pixels,
     # where torch's per-call overhead was a tenth of decoding

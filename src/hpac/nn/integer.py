@@ -758,23 +758,35 @@ def centred(sym: torch.Tensor, bits: int) -> torch.Tensor:
     return sym.to(F64) * 2.0 - float((1 << bits) - 1)
 
 
-def needed_extent(cfg: ModelConfig, valid: torch.Tensor) -> tuple[int, int]:
-    """(rows, cols) of the patches' top-left corner the real pixels' parameters depend on.
+def patch_extents(cfg: ModelConfig, valid: torch.Tensor) -> np.ndarray:
+    """(N, 2) int64: per patch of valid (N, P, P), the (rows, cols) of its top-left corner that
+    its real pixels' parameters depend on; (0, 0) for a patch without real pixels.
 
     A masked tap reaches at most ``down`` rows below and ``right`` columns right of its
     position (k = 7: one row down, three columns right); through the stem and every block's
     depthwise conv that adds up, and nothing beyond it reaches a real pixel. Beyond the real
-    pixels of an image-edge patch the plane pass can stop there: what it leaves out is padding
-    whose parameters no one codes."""
-    rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
-    if rr.numel() == 0:
-        return 0, 0
-    k = cfg.kernel
+    pixels of an image-edge patch the coder can stop there (the encoder's pass, the decoder's
+    steps: :class:`hpac.nn.csi.CSIStepper`): what it leaves out is padding whose parameters no
+    one codes."""
+    k, p = cfg.kernel, cfg.patch
     off = torch.arange(k) - k // 2
     taps = torch.nonzero(causal_mask(k, strict=False))
     down, right = int(off[taps[:, 0]].max()), int(off[taps[:, 1]].max())
     layers = cfg.blocks + 1
-    return min(cfg.patch, int(rr.max()) + 1 + layers * down), min(cfg.patch, int(cc.max()) + 1 + layers * right)
+    idx = np.arange(1, p + 1)
+    v = valid.numpy()
+    last_row = (v.any(axis=2) * idx).max(axis=1, initial=0)  # last real row + 1 (0: none)
+    last_col = (v.any(axis=1) * idx).max(axis=1, initial=0)
+    out = np.stack([np.minimum(p, last_row + layers * down), np.minimum(p, last_col + layers * right)], axis=1)
+    out[last_row == 0] = 0
+    return out.astype(np.int64)
+
+
+def needed_extent(cfg: ModelConfig, valid: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) of the patches' top-left corner the real pixels' parameters depend on: the
+    largest :func:`patch_extents` of the batch."""
+    ext = patch_extents(cfg, valid)
+    return (int(ext[:, 0].max()), int(ext[:, 1].max())) if len(ext) else (0, 0)
 
 
 @torch.no_grad()
