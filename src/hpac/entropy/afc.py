@@ -272,12 +272,7 @@ def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: in
         keys: (n,) runs are runs of equal keys instead (each holding one ``n_bins``).
     """
     cdfs, rest = _edge_cdfs(start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
-    flat = _entries(cdfs, rest, n_bins, escape)
-    pos = 0
-    for first, end in _runs(n_bins if keys is None else keys):
-        e = int(n_bins[first]) + int(escape)
-        yield first, end, flat[pos : pos + (end - first) * e].reshape(end - first, e)
-        pos += (end - first) * e
+    yield from _split(_entries(cdfs, rest, n_bins, escape), n_bins, escape, keys)
 
 
 @njit(cache=True)
@@ -325,7 +320,10 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
 
     Stream order: stage 1 (bin index or ESCAPE) bucketed by window width, stage 2 (offset inside
     the bin, where delta > 1) bucketed by bin size, then the escapes; each bucketing is one
-    stable sort, so rows keep their index order inside a bucket.
+    stable sort, so rows keep their index order inside a bucket. Each stage's windows, sort
+    and tables are one numba call (:func:`_coarse_tables`, :func:`_fine_tables`: the decoder
+    calls this per group and channel, a few hundred rows, where numpy glue cost more than the
+    tables).
 
     Args:
         coder: constriction RangeDecoder.
@@ -339,29 +337,55 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
     m = w.shape[0]
     if m == 0:
         return torch.zeros(0, dtype=torch.int64)
-    lo, delta, width = windows(w, mu, s, bits, low)
-    order = np.argsort(width, kind="stable")
+    _, _, sig, lnw = constants()
+    lo, delta, width, order, flat = _coarse_tables(w, mu, s, bits, low, lnw, sig)
     coarse_o = np.empty(m, np.int32)
-    tables = bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order], escape=True, low=low)
-    _decode_runs(coder, tables, coarse_o, floored)
+    _decode_runs(coder, _split(flat, width[order], True), coarse_o, floored)
     coarse = np.empty(m, np.int64)
     coarse[order] = coarse_o
-    escaped = coarse == width
-    bin_lo = lo + coarse * delta
-    offset = np.zeros(m, np.int64)
-    fine = np.flatnonzero((~escaped) & (delta > 1))
+    bin_lo, fine, flat = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig)
+    out = bin_lo
     if fine.size:
-        fine = fine[np.argsort(delta[fine], kind="stable")]
         off = np.empty(fine.size, np.int32)
-        tables = bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine], mu[fine], s[fine],
-                            escape=False)
-        _decode_runs(coder, tables, off, floored)
-        offset[fine] = off
-    out = bin_lo + offset
-    esc = np.flatnonzero(escaped)
+        _decode_runs(coder, _split(flat, delta[fine], False), off, floored)
+        out[fine] += off
+    esc = np.flatnonzero(coarse == width)
     if esc.size:  # uniform over the whole alphabet
         out[esc] = coder.decode(_uniform(), np.full(esc.size, 1 << bits, dtype=np.int32))
     return torch.from_numpy(out)
+
+
+@njit(cache=True)
+def _coarse_tables(w, mu, s, bits, low, lnw, sig):
+    """Stage 1 of :func:`decode_symbols`: windows (lo, delta, width), the stable order by width,
+    and the tables of the rows in that order (:func:`bin_tables`' entries, flat)."""
+    lo, delta, width = _windows(w, mu, s, lnw, bits, low)
+    order = np.argsort(width, kind="mergesort")
+    n_bins = width[order]
+    cdfs, rest = _edge_cdfs(lo[order], delta[order], n_bins, bits, w[order], mu[order], s[order], sig, low, True)
+    return lo, delta, width, order, _entries(cdfs, rest, n_bins, True)
+
+
+@njit(cache=True)
+def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig):
+    """Stage 2 of :func:`decode_symbols`: each row's bin start (M,) int64, the rows with an offset
+    to decode (not escaped, delta > 1) in stable delta order, and their tables, flat."""
+    bin_lo = lo + coarse * delta
+    fine = np.flatnonzero((coarse != width) & (delta > 1))
+    fine = fine[np.argsort(delta[fine], kind="mergesort")]
+    ones = np.ones(fine.size, np.int64)
+    cdfs, rest = _edge_cdfs(bin_lo[fine], ones, delta[fine], bits, w[fine], mu[fine], s[fine], sig, 0, False)
+    return bin_lo, fine, _entries(cdfs, rest, delta[fine], False)
+
+
+def _split(flat: np.ndarray, n_bins: np.ndarray, escape: bool, keys: np.ndarray | None = None):
+    """(first, end, table) per run of equal ``n_bins`` (or of equal ``keys``) of rows whose
+    tables lie one after another in ``flat``."""
+    pos = 0
+    for first, end in _runs(n_bins if keys is None else keys):
+        e = int(n_bins[first]) + int(escape)
+        yield first, end, flat[pos : pos + (end - first) * e].reshape(end - first, e)
+        pos += (end - first) * e
 
 
 def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
