@@ -301,10 +301,36 @@ def mass_below(low: int, w: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.nda
     return (cdf.astype(np.float64) / total).astype(np.float32)
 
 
+@njit(cache=True)
+def _run_bounds(keys):
+    """(R + 1,) int64: the first row of each run of equal values in ``keys`` (n,), then n."""
+    n = keys.shape[0]
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    out = np.empty(cuts.shape[0] + 2, np.int64)
+    out[0] = 0
+    out[1:-1] = cuts
+    out[-1] = n
+    return out
+
+
+@njit(cache=True)
+def _table_bounds(rows, n_bins, escape):
+    """(R + 1,) int64: where each run of rows (:func:`_run_bounds`) starts in the flat entries
+    (a row holds n_bins + escape entries)."""
+    out = np.zeros(rows.shape[0], np.int64)
+    at, r = 0, 0
+    for i in range(1, rows.shape[0]):
+        while r < rows[i]:
+            at += n_bins[r] + escape
+            r += 1
+        out[i] = at
+    return out
+
+
 def _runs(keys: np.ndarray):
     """(first, end) of each run of equal values in ``keys``."""
-    cuts = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
-    return zip([0] + cuts, cuts + [keys.size])
+    rows = _run_bounds(keys).tolist() if keys.size else [0]
+    return zip(rows[:-1], rows[1:])
 
 
 def encode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor,
@@ -338,16 +364,16 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
     if m == 0:
         return torch.zeros(0, dtype=torch.int64)
     _, _, sig, lnw = constants()
-    lo, delta, width, order, flat = _coarse_tables(w, mu, s, bits, low, lnw, sig)
+    lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig)
     coarse_o = np.empty(m, np.int32)
-    _decode_runs(coder, _split(flat, width[order], True), coarse_o, floored)
+    _decode_runs(coder, _tables(flat, rows.tolist(), at.tolist()), coarse_o, floored)
     coarse = np.empty(m, np.int64)
     coarse[order] = coarse_o
-    bin_lo, fine, flat = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig)
+    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig)
     out = bin_lo
     if fine.size:
         off = np.empty(fine.size, np.int32)
-        _decode_runs(coder, _split(flat, delta[fine], False), off, floored)
+        _decode_runs(coder, _tables(flat, rows.tolist(), at.tolist()), off, floored)
         out[fine] += off
     esc = np.flatnonzero(coarse == width)
     if esc.size:  # uniform over the whole alphabet
@@ -363,7 +389,8 @@ def _coarse_tables(w, mu, s, bits, low, lnw, sig):
     order = np.argsort(width, kind="mergesort")
     n_bins = width[order]
     cdfs, rest = _edge_cdfs(lo[order], delta[order], n_bins, bits, w[order], mu[order], s[order], sig, low, True)
-    return lo, delta, width, order, _entries(cdfs, rest, n_bins, True)
+    rows = _run_bounds(n_bins)
+    return lo, delta, width, order, _entries(cdfs, rest, n_bins, True), rows, _table_bounds(rows, n_bins, 1)
 
 
 @njit(cache=True)
@@ -374,24 +401,35 @@ def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig):
     fine = np.flatnonzero((coarse != width) & (delta > 1))
     fine = fine[np.argsort(delta[fine], kind="mergesort")]
     ones = np.ones(fine.size, np.int64)
-    cdfs, rest = _edge_cdfs(bin_lo[fine], ones, delta[fine], bits, w[fine], mu[fine], s[fine], sig, 0, False)
-    return bin_lo, fine, _entries(cdfs, rest, delta[fine], False)
+    n_bins = delta[fine]
+    cdfs, rest = _edge_cdfs(bin_lo[fine], ones, n_bins, bits, w[fine], mu[fine], s[fine], sig, 0, False)
+    rows = _run_bounds(n_bins) if fine.size else np.zeros(1, np.int64)
+    return bin_lo, fine, _entries(cdfs, rest, n_bins, False), rows, _table_bounds(rows, n_bins, 0)
 
 
 def _split(flat: np.ndarray, n_bins: np.ndarray, escape: bool, keys: np.ndarray | None = None):
     """(first, end, table) per run of equal ``n_bins`` (or of equal ``keys``) of rows whose
     tables lie one after another in ``flat``."""
-    pos = 0
-    for first, end in _runs(n_bins if keys is None else keys):
-        e = int(n_bins[first]) + int(escape)
-        yield first, end, flat[pos : pos + (end - first) * e].reshape(end - first, e)
-        pos += (end - first) * e
+    if not n_bins.size:
+        return
+    rows = _run_bounds(n_bins if keys is None else keys)
+    at = _table_bounds(rows, n_bins, int(escape))
+    yield from _tables(flat, rows.tolist(), at.tolist())
+
+
+def _tables(flat: np.ndarray, rows: list[int], at: list[int]):
+    """(first, end, table (end - first, E)) per run: rows[i] .. rows[i + 1] - 1, its entries
+    flat[at[i] : at[i + 1]]."""
+    for i in range(len(rows) - 1):
+        first, end = rows[i], rows[i + 1]
+        yield first, end, flat[at[i] : at[i + 1]].reshape(end - first, -1)
 
 
 def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
     """Decode into (n,) int32 ``values`` run by run under the (first, end, table) runs of ``tables``."""
+    model = categorical()
     for first, end, probs in tables:
-        values[first:end] = coder.decode(categorical(), floor_tables(probs) if floored else probs)
+        values[first:end] = coder.decode(model, floor_tables(probs) if floored else probs)
 
 
 def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
