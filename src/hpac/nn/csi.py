@@ -188,7 +188,6 @@ class CSIStepper:
         self.pix = Band(batch, cfg.channels, reach, cfg.patch, pad, dt, torch.contiguous_format)
         self.pix_buf = self.pix.buf.numpy()
         w = self.in_taps.w.reshape(-1, self.in_taps.w.shape[2])  # (T C, D + CK)
-        self.in_out = w.shape[1]
         # zero columns up to a multiple of 8: the product runs ~1.5x faster (79 -> 80 for RGB)
         self.in_w = torch.from_numpy(np.pad(w, ((0, 0), (0, -w.shape[1] % 8))))
         self.caches = [Band(batch, cfg.dim, reach + 1, cfg.patch, pad) for _ in net.blocks]
@@ -218,7 +217,7 @@ class CSIStepper:
         _band_gather(self.pix_buf, g % reach, r0, t.row, t.col, runs.lo, runs.hi, runs.off, cols)
         acc = np.empty((m, self.in_w.shape[1]), cols.dtype)
         torch.mm(torch.from_numpy(cols), self.in_w, out=torch.from_numpy(acc))
-        x, skip = self.net.stem_out(acc[:, : self.in_out])
+        x, skip = self.net.stem_out(acc)
         ar = self.net.arith
         top = (g - reach) % (reach + 1)  # the band's oldest row in the ring
         for blk, cache, taps in zip(self.net.blocks, self.caches, self.taps):

@@ -370,7 +370,8 @@ def _requant_one(a, m, c, lim):
 
 @njit(cache=True)
 def _requant(acc, m, c, lim, out):
-    rows, cols = acc.shape
+    """out = the requantisation of acc's first len(m) columns (acc may be wider: padding)."""
+    rows, cols = acc.shape[0], m.shape[0]
     for r in range(rows):
         for o in range(cols):
             out[r, o] = _requant_one(acc[r, o], m[o], c[o], lim[o])
@@ -514,9 +515,10 @@ class IntNet:
         return IntArith(self.spec.res_limit * 2.0 ** self.spec.res_frac)
 
     def stem_out(self, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(M, D + CK) exact stem/skip accumulators (``in_dtype``) -> residual rows X (M, D)
-        float32, skip means (M, CK) float64; the requantisation is float64 either way."""
-        y = np.empty(acc.shape, np.float64)
+        """(M, >= D + CK) exact stem/skip accumulators (``in_dtype``; columns beyond D + CK are
+        ignored) -> residual rows X (M, D) float32, skip means (M, CK) float64; the
+        requantisation is float64 either way."""
+        y = np.empty((acc.shape[0], self.in_m.shape[0]), np.float64)
         _requant(acc, self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), y)
         d = self.cfg.dim
         return y[:, :d].astype(np.float32), y[:, d:]
