@@ -403,7 +403,7 @@ def _gate_rows(acc, m, c, lim, v, table, off, mg, glim, out):
 
 @njit(cache=True)
 def _requant_lookup(acc, m, c, lim, table, off, out):
-    """A layer's requantisation U, then the table F[U] (out may be acc)."""
+    """A layer's requantisation U, then the table F[U]."""
     idx = np.empty(acc.shape[1], np.int32)
     for r in range(acc.shape[0]):
         _lookup_row(acc[r], m, c, lim, table, off, idx, out[r])
@@ -440,7 +440,7 @@ class IntArith:
     @staticmethod
     def linear(t: np.ndarray, p: IntLayer) -> np.ndarray:
         acc = p.acc(t)
-        out = acc if acc.dtype == _NP[p.out] else np.empty(acc.shape, _NP[p.out])
+        out = np.empty(acc.shape, _NP[p.out])  # never in place: LLVM vectorises only non-aliased loops (4x)
         _requant(acc, *p.req, out)
         return out
 
@@ -462,7 +462,7 @@ class IntArith:
     @staticmethod
     def linear_act(t: np.ndarray, p: IntLayer, table: IntTable) -> np.ndarray:
         acc = p.acc(t)
-        out = acc if acc.dtype == np.float32 else np.empty(acc.shape, np.float32)
+        out = np.empty(acc.shape, np.float32)
         _requant_lookup(acc, *p.req, table.fm[0], table.off, out)
         return out
 
