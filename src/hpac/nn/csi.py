@@ -27,7 +27,7 @@ mod R``). Memory per cache: (B, D, R, P + k - 1) float32 integers, channels-last
 cache: the network's input dtype, IntNet.in_dtype).
 
 Only what reaches a real pixel is computed. In an image-edge patch the positions beyond
-:func:`hpac.nn.integer.needed_extent` are padding whose values reach no real pixel's
+:func:`hpac.nn.integer.patch_extents` are padding whose values reach no real pixel's
 mixture (the encoder's one pass leaves them out too); in every group each patch's needed
 positions are one contiguous run ``lo_b <= i < hi_b``, and the kernels work on those runs,
 packed (row ``off_b + i - lo_b``). A cache row keeps zeros outside its group (the conv's
