@@ -127,17 +127,20 @@ def test_integers_do_not_depend_on_cpu_capability():
     """The vector width torch's kernels use (ATEN_CPU_CAPABILITY) and the ISA oneDNN and MKL
     are held to change float32 results (even torch.randn's); they must change neither the
     integer network's numbers nor the files (network, AFC tables, zero flags, range coder),
-    given the stored models of the conformance corpus."""
+    given the stored models of the conformance corpus. Nor must numba's kernels compiled for
+    a generic x86-64 (SSE2, other loops vectorised or none) instead of this CPU."""
     code = _DIGEST.format(tests=os.path.dirname(__file__))
     settings = [{}, {"ATEN_CPU_CAPABILITY": "default"}, {"ATEN_CPU_CAPABILITY": "avx2"},
                 # oneDNN and MKL held to SSE4 (their GEMM and convolution kernels change with the ISA)
-                {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "COMPATIBLE"}]
+                {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "COMPATIBLE"},
+                {"NUMBA_CPU_NAME": "generic"}]  # (compiles every kernel once: ~15 s)
     if _cpu_has("avx512f"):
         settings.append({"ATEN_CPU_CAPABILITY": "avx512"})
     digests = set()
     for extra in settings:
         env = {k: v for k, v in os.environ.items()
-               if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")}
+               if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+                            "NUMBA_CPU_NAME")}
         env.update(extra)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         digests.add(out.stdout.strip())
