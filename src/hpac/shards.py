@@ -62,6 +62,13 @@ def valid_mask(h: int, w: int, patch: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(v))
 
 
+def _group_positions(sched, g: int, batch: int) -> np.ndarray:
+    """(B n,) int64: group g's positions as flat indices into a shard's (B, P, P) grid, patches outer."""
+    p = sched.patch
+    inside = sched.rows[g].numpy() * p + sched.cols[g].numpy()
+    return ((np.arange(batch) * (p * p))[:, None] + inside[None, :]).reshape(-1)
+
+
 def _last_group(valid: torch.Tensor) -> int:
     """Largest group index g = c + 2r holding a real (non-padding) pixel; -1 if none."""
     rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
@@ -140,13 +147,12 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
     # where torch's per-call overhead was a tenth of decoding
     out_rows = out.numpy().reshape(b * p * p, ch)
     flat_valid = valid.numpy().reshape(-1)
-    base = np.arange(b)[:, None] * (p * p)
     flags = zeroflags.ZeroFlags() if zero_flags else None
     top = float((1 << bits) - 1)
     for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
         r, c = sched.rows[g], sched.cols[g]
         n = r.numel()
-        pos = (base + (r.numpy() * p + c.numpy())[None, :]).reshape(-1)  # (B n,) patches outer
+        pos = _group_positions(sched, g, b)
         vi = np.flatnonzero(flat_valid[pos])
         if vi.size == b * n:  # no padding in this group: views instead of gathers
             vi = slice(None)
@@ -197,11 +203,10 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
     """
     b, p = valid.shape[0], sched.patch
     ch = sym.shape[-1]
-    base = (torch.arange(b) * (p * p))[:, None]
     flat_valid = valid.reshape(-1)
     per_group = []  # per group: flat positions of its real pixels, patches outer
     for g in range(_last_group(valid) + 1):
-        pos = (base + (sched.rows[g] * p + sched.cols[g])[None, :]).reshape(-1)
+        pos = torch.from_numpy(_group_positions(sched, g, b))
         per_group.append(pos[flat_valid[pos]])
     params = plane.reshape(b * p * p, -1)
     syms = sym.reshape(b * p * p, ch)
