@@ -303,8 +303,11 @@ def mass_below(low: int, w: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.nda
 
 @njit(cache=True)
 def _run_bounds(keys):
-    """(R + 1,) int64: the first row of each run of equal values in ``keys`` (n,), then n."""
+    """(R + 1,) int64: the first row of each run of equal values in ``keys`` (n,), then n;
+    [0] (no run) where n = 0."""
     n = keys.shape[0]
+    if n == 0:
+        return np.zeros(1, np.int64)
     cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
     out = np.empty(cuts.shape[0] + 2, np.int64)
     out[0] = 0
@@ -329,7 +332,7 @@ def _table_bounds(rows, n_bins, escape):
 
 def _runs(keys: np.ndarray):
     """(first, end) of each run of equal values in ``keys``."""
-    rows = _run_bounds(keys).tolist() if keys.size else [0]
+    rows = _run_bounds(keys).tolist()
     return zip(rows[:-1], rows[1:])
 
 
@@ -403,15 +406,13 @@ def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig):
     ones = np.ones(fine.size, np.int64)
     n_bins = delta[fine]
     cdfs, rest = _edge_cdfs(bin_lo[fine], ones, n_bins, bits, w[fine], mu[fine], s[fine], sig, 0, False)
-    rows = _run_bounds(n_bins) if fine.size else np.zeros(1, np.int64)
+    rows = _run_bounds(n_bins)
     return bin_lo, fine, _entries(cdfs, rest, n_bins, False), rows, _table_bounds(rows, n_bins, 0)
 
 
 def _split(flat: np.ndarray, n_bins: np.ndarray, escape: bool, keys: np.ndarray | None = None):
     """(first, end, table) per run of equal ``n_bins`` (or of equal ``keys``) of rows whose
     tables lie one after another in ``flat``."""
-    if not n_bins.size:
-        return
     rows = _run_bounds(n_bins if keys is None else keys)
     at = _table_bounds(rows, n_bins, int(escape))
     yield from _tables(flat, rows.tolist(), at.tolist())
@@ -470,7 +471,7 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
                                       mu[fine], s[fine], escape=False, keys=key2):
             ops[int(seg[fine[i]])].append((off[i:j], probs))
     esc = np.flatnonzero(escaped)
-    for i, j in _runs(seg[esc]) if esc.size else ():
+    for i, j in _runs(seg[esc]):
         ops[int(seg[esc[i]])].append((sy[esc[i:j]].astype(np.int32), None))
     for seg_ops in ops:
         for values, probs in seg_ops:
