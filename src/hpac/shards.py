@@ -162,8 +162,7 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
         for cc in range(ch):
             w, mu, s = integer.units(net, params, cc, q[vi])
             if flags is not None:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
-                p0 = torch.from_numpy(afc.mass_below(1, w, mu, s))
-                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], p0)
+                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], afc.mass_below(1, w, mu, s))
             if encoding:  # (zero-flagged: every other plane was coded by _encode_groups above)
                 val = out_rows[at, cc]
                 is0 = (val == 0).astype(np.int32)

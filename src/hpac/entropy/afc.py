@@ -304,12 +304,24 @@ def _entries(cdfs, rest, n_bins, escape):
 
 
 def mass_below(low: int, w: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """(M,) float32 share of each mixture below symbol ``low`` (the zero flags' context)."""
-    m = w.shape[0]
-    cdf, _ = _edge_cdfs(np.full(m, low, np.int64), np.ones(m, np.int64), np.zeros(m, np.int64), 62, w, mu, s,
-                        constants()[2], 1, False)
-    total = (w.sum(1) << SIG_BITS).astype(np.float64)
-    return (cdf.astype(np.float64) / total).astype(np.float32)
+    """(M,) float32 share of each mixture below symbol ``low`` (the zero flags' context):
+    its CDF at the edge low - 1/2 over its total, divided in float64."""
+    return _mass_below(low, w, mu, s, constants()[2])
+
+
+@njit(cache=True)
+def _mass_below(low, w, mu, s, sig):
+    out = np.empty(w.shape[0], np.float32)
+    cdf = np.zeros(1, np.int64)
+    for r in range(w.shape[0]):
+        cdf[0] = 0
+        total = 0
+        for j in range(w.shape[1]):
+            total += w[r, j] << SIG_BITS
+            if w[r, j] != 0:
+                _add_logistic(cdf, (2 * low - 1) << (MU_FRAC - 1), 1, w[r, j], mu[r, j], s[r, j], sig)
+        out[r] = np.float32(np.float64(cdf[0]) / np.float64(total))
+    return out
 
 
 @njit(cache=True)

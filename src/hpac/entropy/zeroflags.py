@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit
 
 from .afc import categorical, floor_tables
 
 NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))  # (dy, dx): W, N, NW, NE, in groups before c + 2r
-_DY, _DX = np.array(NEIGHBOURS).T[:, :, None]  # (4, 1) each
-P0_EDGES = torch.tensor([1e-3, 1e-2, 0.1, 0.5, 0.9, 0.99])  # buckets of the mixture's P(x = 0)
+P0_EDGES = np.array([1e-3, 1e-2, 0.1, 0.5, 0.9, 0.99], np.float32)  # buckets of the mixture's P(x = 0)
 N_PAIRS = 15  # (k, n) with 0 <= k <= n <= 4
 N_CONTEXTS = N_PAIRS * (len(P0_EDGES) + 1)
 PRIOR = 0.4  # pseudo-count of each outcome in a fresh context (Krichevsky-Trofimov: 0.5)
@@ -43,7 +43,7 @@ class ZeroFlags:
 
     @staticmethod
     def neighbour_pairs(out: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,
-                        cols: torch.Tensor) -> torch.Tensor:
+                        cols: torch.Tensor) -> np.ndarray:
         """(B * n,) int64 index of (k, n) at each position of a group: n of the causal
         neighbours are real pixels, k of them 0.
 
@@ -52,22 +52,17 @@ class ZeroFlags:
             valid: (B, P, P) bool, real pixels.
             rows, cols: (n,) int64 positions of the group inside a patch.
         """
-        # numpy, all four neighbours in one gather: a step codes only a few hundred positions
         b, patch = out.shape[0], out.shape[1]
-        o, v = out.numpy().reshape(b, -1), valid.numpy().reshape(b, -1)
-        r = rows.numpy()[None, :] + _DY  # (4, n)
-        c = cols.numpy()[None, :] + _DX
-        inside = (r >= 0) & (c >= 0) & (c < patch)
-        at = np.maximum(r, 0) * patch + np.clip(c, 0, patch - 1)
-        here = v[:, at] & inside  # (B, 4, n)
-        n = here.sum(1)
-        k = (here & (o[:, at] == 0)).sum(1)
-        return torch.from_numpy((n * (n + 1) // 2 + k).reshape(-1))
+        pairs = np.empty(b * rows.shape[0], np.int64)
+        _pairs(out.numpy().reshape(b, -1), valid.numpy().reshape(b, -1), rows.numpy(), cols.numpy(), patch,
+               np.array(NEIGHBOURS, np.int64), pairs)
+        return pairs
 
     @staticmethod
-    def contexts(pairs: torch.Tensor, p0: torch.Tensor) -> np.ndarray:
-        """(M,) int64 contexts from neighbour pairs (M,) and the mixture's mass at 0 (M,) float32."""
-        return (pairs * (len(P0_EDGES) + 1) + torch.bucketize(p0, P0_EDGES)).numpy()
+    def contexts(pairs: np.ndarray, p0: np.ndarray) -> np.ndarray:
+        """(M,) int64 contexts from neighbour pairs (M,) and the mixture's mass at 0 (M,)
+        float32: bucket i holds P0_EDGES[i - 1] < p0 <= P0_EDGES[i] (float32 comparisons)."""
+        return pairs * (len(P0_EDGES) + 1) + np.searchsorted(P0_EDGES, p0, side="left")
 
     def tables(self, ctx: np.ndarray) -> np.ndarray:
         """(M, 2) float32 probabilities of (not 0, 0) for contexts ``ctx`` (M,)."""
@@ -79,14 +74,37 @@ class ZeroFlags:
 
         ``floored``: tables floored as the AFC tables of a file with that option."""
         coder.encode(is0, categorical(), self._probs(ctx, floored))
-        np.add.at(self.counts, (ctx, is0), 1)
+        self._count(ctx, is0)
 
     def decode(self, coder, ctx: np.ndarray, floored: bool) -> np.ndarray:
         """Decode the (M,) int32 flags of one group (:meth:`encode`'s inverse), then count them."""
         is0 = coder.decode(categorical(), self._probs(ctx, floored)).astype(np.int32)
-        np.add.at(self.counts, (ctx, is0), 1)
+        self._count(ctx, is0)
         return is0
+
+    def _count(self, ctx: np.ndarray, is0: np.ndarray) -> None:
+        self.counts += np.bincount(ctx * 2 + is0, minlength=self.counts.size).reshape(self.counts.shape)
 
     def _probs(self, ctx: np.ndarray, floored: bool) -> np.ndarray:
         probs = self.tables(ctx)
         return floor_tables(probs) if floored else probs
+
+
+@njit(cache=True)
+def _pairs(o, v, rows, cols, patch, nbrs, out):
+    """out[b n + i] = n (n + 1) / 2 + k at position (rows[i], cols[i]) of patch b: n of its
+    neighbours (dy, dx) in ``nbrs`` (4, 2) lie in the patch and are real (v (B, P P) bool),
+    k of those are 0 (o (B, P P) symbols). One step's positions: numpy's gathers cost more."""
+    n = rows.shape[0]
+    for b in range(o.shape[0]):
+        for i in range(n):
+            real, zero = 0, 0
+            for t in range(nbrs.shape[0]):
+                r, c = rows[i] + nbrs[t, 0], cols[i] + nbrs[t, 1]
+                if r >= 0 and 0 <= c < patch:
+                    at = r * patch + c
+                    if v[b, at]:
+                        real += 1
+                        if o[b, at] == 0:
+                            zero += 1
+            out[b * n + i] = real * (real + 1) // 2 + zero
