@@ -224,6 +224,30 @@ def test_windows_and_tables(natural, bits, low):
         _compare_tables(start, step, n_bins, bits, w, mu, S, escape, low)
 
 
+def test_tables_at_the_saturation_edges():
+    """Bin edges placed exactly where a logistic's offset d = t - mu is +-17 S (the clamp) and
+    where zf = (d (2^40 // S)) >> 24 first reaches +-2^20 (the saturation), and one 2^-13 step
+    either side: the fast kernel, which looks a logistic up only between its saturated runs,
+    against the reference's clamp-everything definition."""
+    bits, low, n_bins = 16, 0, 9
+    start, mu, S, w = [], [], [], []
+    for s in (afc.S_MIN, afc.S_MIN + 1, 12345, 3 << 20, 1 << 33):
+        inv = (1 << 40) // s
+        z_run = -(-(afc.Z_LIMIT << 24) // inv)  # smallest |d| whose zf saturates
+        for d in (17 * s, z_run, z_run - 1):
+            for side in (-1, 1):
+                for nudge in (-1, 0, 1):
+                    t = (2 * 30000 - 1) << (afc.MU_FRAC - 1)  # edge 4 of a row starting at 29996 (step 1)
+                    start.append(29996)
+                    mu.append(t - side * d + nudge)  # d at edge 4 = side * d - nudge
+                    S.append(s)
+                    w.append(1 << afc.W_BITS)
+    m = len(start)
+    one = lambda v: np.array(v, np.int64).reshape(m, 1)
+    _compare_tables(np.array(start, np.int64), np.ones(m, np.int64), np.full(m, n_bins, np.int64), bits,
+                    one(w), one(mu), one(S), True, low)
+
+
 @pytest.mark.parametrize("bits", [8, 16])
 def test_mass_below(natural, bits):
     w, mu, S = _mixtures(natural, bits, 300, seed=300 + bits)
