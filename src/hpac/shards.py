@@ -116,12 +116,11 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
     cfg = model.config
     b = valid.shape[0]
     ch = cfg.channels
-    encoding = isinstance(side, Encode)
     if zero_flags and ch != 1:
         raise FormatError("zero flags are defined for 1-channel planes only")
     sched = group_schedule(cfg.patch, cfg.kernel)
     p = cfg.patch
-    if encoding:
+    if isinstance(side, Encode):
         coder = constriction.stream.queue.RangeEncoder()
         sym = side.symbols.to(torch.int64)
         step = max(1, PLANE_PASS_PIXELS // (p * p))
@@ -131,20 +130,15 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
             rows, cols = integer.needed_extent(cfg, valid[i : i + step])
             plane[i : i + step, :rows, :cols] = integer.plane_params(net, sym[i : i + step, :rows, :cols],
                                                                    valid[i : i + step, :rows, :cols])
-        q_all = integer.centred(sym, bits)
-        if not zero_flags:
-            _encode_groups(coder, net, plane, sym, q_all, valid, sched, bits, floored)
-            return coder.get_compressed()
-        out = sym
-        plane_rows, q_rows = plane.reshape(b * p * p, -1).numpy(), q_all.reshape(b * p * p, ch).numpy()
-    else:
-        coder = constriction.stream.queue.RangeDecoder(side.words)
-        out = torch.zeros(b, p, p, ch, dtype=torch.int64)
-        # per patch, what reaches its real pixels: an image-edge patch skips the rest
-        stepper = CSIStepper(net, b, integer.patch_extents(cfg, valid))
-    # from here: the decoder, and the encoder of zero-flagged planes (one channel); numpy
-    # bookkeeping, positions as flat indices into the shard: a step codes a few hundred pixels,
-    # where torch's per-call overhead was a tenth of decoding
+        flags = zeroflags.ZeroFlags() if zero_flags else None
+        _encode_groups(coder, net, plane, sym, integer.centred(sym, bits), valid, sched, bits, floored, flags)
+        return coder.get_compressed()
+    coder = constriction.stream.queue.RangeDecoder(side.words)
+    out = torch.zeros(b, p, p, ch, dtype=torch.int64)
+    # per patch, what reaches its real pixels: an image-edge patch skips the rest
+    stepper = CSIStepper(net, b, integer.patch_extents(cfg, valid))
+    # numpy bookkeeping, positions as flat indices into the shard: a step codes a few hundred
+    # pixels, where torch's per-call overhead was a tenth of decoding
     out_rows = out.numpy().reshape(b * p * p, ch)
     flat_valid = valid.numpy().reshape(-1)
     flags = zeroflags.ZeroFlags() if zero_flags else None
@@ -156,32 +150,21 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
         vi = np.flatnonzero(flat_valid[pos])
         if vi.size == b * n:  # no padding in this group: views instead of gathers
             vi = slice(None)
-        params = (plane_rows[pos] if encoding else stepper.params(g).numpy().reshape(b * n, -1))[vi]
-        q = q_rows[pos] if encoding else np.zeros((b * n, ch))
+        params = stepper.params(g).numpy().reshape(b * n, -1)[vi]
+        q = np.zeros((b * n, ch))
         at = pos[vi]
         for cc in range(ch):
             w, mu, s = integer.units(net, params, cc, q[vi])
-            if flags is not None:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
-                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], afc.mass_below(1, w, mu, s))
-            if encoding:  # (zero-flagged: every other plane was coded by _encode_groups above)
-                val = out_rows[at, cc]
-                is0 = (val == 0).astype(np.int32)
-                flags.encode(coder, ctx, is0, floored)
-                nz = is0 == 0
-                afc.encode_symbols(coder, w[nz], mu[nz], s[nz], bits, torch.from_numpy(val[nz]), floored, low=1)
-                continue
             if flags is None:
                 val = afc.decode_symbols(coder, w, mu, s, bits, floored).numpy()
-            else:
+            else:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
+                ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], afc.mass_below(1, w, mu, s))
                 nz = flags.decode(coder, ctx, floored) == 0
                 val = np.zeros(nz.shape[0], np.int64)
                 val[nz] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1).numpy()
             out_rows[at, cc] = val
             q[vi, cc] = val * 2.0 - top
-        if not encoding:
-            stepper.write_pixels(g, torch.from_numpy(q).view(b, n, ch))
-    if encoding:
-        return coder.get_compressed()
+        stepper.write_pixels(g, torch.from_numpy(q).view(b, n, ch))
     if out.numel() and int(out.max()) >= (1 << bits):
         raise ChecksumError("decoded values out of range: corrupt payload")
     return out.to(torch.int32)
@@ -191,14 +174,17 @@ ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this
 
 
 def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: torch.Tensor, valid: torch.Tensor,
-                   sched, bits: int, floored: bool) -> None:
-    """The encoder's side of code_shard's loop (no zero flags): the same (group, channel)
-    calls in the same order, their mixtures and tables built for many groups at once
+                   sched, bits: int, floored: bool, flags: zeroflags.ZeroFlags | None) -> None:
+    """The encoder's side of code_shard's loop: the same (group, channel) calls in the same
+    order, their mixtures and tables built for many groups at once
     (:func:`hpac.entropy.afc.encode_calls`).
 
     Args:
         plane: (B, P, P, n_params) every position's integer parameters; sym: (B, P, P, C) int64;
             q_all: sym centred (float64).
+        flags: a 1-channel plane's zero flags (:mod:`hpac.entropy.zeroflags`), or None. The
+            encoder knows every symbol, so each position's neighbour contexts come from one
+            pass over the shard, and a batch's flag tables from the counts group by group.
     """
     b, p = valid.shape[0], sched.patch
     ch = sym.shape[-1]
@@ -210,6 +196,9 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
     params = plane.reshape(b * p * p, -1)
     syms = sym.reshape(b * p * p, ch)
     qs = q_all.reshape(b * p * p, ch)
+    if flags is not None:  # every position's neighbour pairs, flat like the positions
+        every = torch.arange(p * p)
+        pairs = flags.neighbour_pairs(sym, valid, every // p, every % p)
     g0 = 0
     while g0 < len(per_group):
         g1, rows = g0, 0
@@ -221,6 +210,17 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
         starts = np.concatenate([[0], np.cumsum(sizes)])
         par, q, target = params[idx], qs[idx], syms[idx].numpy()
         units = [integer.units(net, par.numpy(), cc, q.numpy()) for cc in range(ch)]  # (w, mu, s) per channel
+        if flags is not None:  # one channel: flags ahead of each group's nonzero symbols
+            w, mu, s = units[0]
+            ctx = flags.contexts(pairs[idx.numpy()], afc.mass_below(1, w, mu, s))
+            is0 = (target[:, 0] == 0).astype(np.int32)
+            lead = [flags.encode_op(ctx[starts[i] : starts[i + 1]], is0[starts[i] : starts[i + 1]])
+                    for i in range(g1 - g0)]
+            nz = is0 == 0
+            bounds = np.concatenate([[0], np.cumsum(nz)])[starts]  # each group's nonzero symbols
+            afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz, 0], bounds, floored, low=1, lead=lead)
+            g0 = g1
+            continue
         # rows of (group, channel) segments in coding order: group outer, channel inner
         order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
                                 for i in range(g1 - g0) for cc in range(ch)])

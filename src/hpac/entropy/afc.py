@@ -217,8 +217,9 @@ def _add_logistic(o, t0, big, wj, mj, sj, sig):
     sigma(t): d = clip(t - mj, +-17 sj), zf = clip((d (2^40 // sj)) >> 24, -Z_LIMIT, Z_LIMIT - 1),
     i = (zf >> 8) + 4096, SIG[i] + ((SIG[i + 1] - SIG[i]) (zf & 255) >> 8). Where |d| reaches
     17 sj, zf saturates (17 sj (2^40 // sj) >= 16 2^40 wherever 17 sj <= 2^40; the largest
-    scale, EXPS[5120] (2^16 - 1) >> 28, is below 2^34), so the edges split into three runs: SIG at zf = -Z_LIMIT, the lookup, SIG at
-    Z_LIMIT - 1. Only the middle run looks anything up: the same integers, a fraction of the work."""
+    scale, EXPS[5120] (2^16 - 1) >> 28, is below 2^34), so the edges split into three runs:
+    SIG at zf = -Z_LIMIT, the lookup, SIG at Z_LIMIT - 1. Only the middle run looks anything
+    up: the same integers, a fraction of the work."""
     nb = o.shape[0]
     lim = 17 * sj
     d0 = t0 - mj
@@ -457,7 +458,8 @@ def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
 
 
 def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
-                 bounds: np.ndarray, floored: bool = False, low: int = 0) -> None:
+                 bounds: np.ndarray, floored: bool = False, low: int = 0,
+                 lead: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Encode what :func:`encode_symbols` would over each row segment
     [bounds[i], bounds[i+1]) in turn, with the tables of all segments built at once: the same
     bytes with a fraction of the calls. The encoder knows every segment in advance; the
@@ -466,9 +468,11 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
     Args:
         w, mu, s: (M, K) int64 integer mixtures; sy: (M,) int64 symbols; bounds: (n + 1,) int64
             ascending, bounds[0] = 0, bounds[-1] = M.
+        lead: per segment, a categorical call (values (m,) int32, table (m, E) float32) to make
+            ahead of its symbols (the zero flags); empty ones are skipped.
     """
     m = w.shape[0]
-    if m == 0:
+    if m == 0 and lead is None:
         return
     seg = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
     lo, delta, width = windows(w, mu, s, bits, low)
@@ -479,6 +483,9 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
     coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
     coarse_o = coarse[order].astype(np.int32)
     ops: list[list] = [[] for _ in range(len(bounds) - 1)]  # per segment: (values, table | None)
+    for i, (values, probs) in enumerate(lead or ()):
+        if values.size:
+            ops[i].append((values, probs))
     for i, j, probs in bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order],
                                   escape=True, low=low, keys=key1[order]):
         ops[int(seg[order[i]])].append((coarse_o[i:j], probs))

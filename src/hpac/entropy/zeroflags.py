@@ -69,12 +69,15 @@ class ZeroFlags:
         c = self.counts[ctx].astype(np.float64) + PRIOR
         return (c / c.sum(1, keepdims=True)).astype(np.float32)
 
-    def encode(self, coder, ctx: np.ndarray, is0: np.ndarray, floored: bool) -> None:
-        """Encode the (M,) int32 flags of one group under contexts ``ctx`` (M,), then count them.
-
-        ``floored``: tables floored as the AFC tables of a file with that option."""
-        coder.encode(is0, categorical(), self._probs(ctx, floored))
+    def encode_op(self, ctx: np.ndarray, is0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The range-coder call that encodes the (M,) int32 flags of one group under contexts
+        ``ctx`` (M,): (values, (M, 2) table), for :func:`hpac.entropy.afc.encode_calls` to make
+        ahead of the group's symbols (flooring the table as it floors its own); then counts
+        them. The encoder knows every flag in advance, so it plans a batch of groups before
+        coding any."""
+        probs = self.tables(ctx)
         self._count(ctx, is0)
+        return is0, probs
 
     def decode(self, coder, ctx: np.ndarray, floored: bool) -> np.ndarray:
         """Decode the (M,) int32 flags of one group (:meth:`encode`'s inverse), then count them."""
