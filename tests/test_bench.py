@@ -25,6 +25,7 @@ def test_bench_runs_levels_and_baselines(tmp_path):
     assert set(entry["bpsp"]) == {"hpac", "hpac_e1", "png", "jxl_e9"}
     assert entry["hpac_e1_over_hpac"] <= 1.0  # adapting never makes files bigger
     assert json.loads((tmp_path / "r.json").read_text())["summary"] == json.loads(json.dumps(out["summary"]))
+    assert set(out["warmup_s"]) == {"hpac", "hpac_e1", "png", "jxl_e9"}  # each codec's untimed first call
     md = (tmp_path / "r.md").read_text()
     assert "hpac_e1 / jxl_e9" in md and "natural (8-bit)" in md
 
