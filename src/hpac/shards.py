@@ -219,15 +219,13 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
             nz = is0 == 0
             bounds = np.concatenate([[0], np.cumsum(nz)])[starts]  # each group's nonzero symbols
             afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz, 0], bounds, floored, low=1, lead=lead)
-            g0 = g1
-            continue
-        # rows of (group, channel) segments in coding order: group outer, channel inner
-        order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
-                                for i in range(g1 - g0) for cc in range(ch)])
-        w, mu, s = (np.concatenate([u[k] for u in units])[order] for k in range(3))
-        sy = target.T.reshape(-1)[order]
-        bounds = np.concatenate([[0], np.cumsum(np.repeat(sizes, ch))])
-        afc.encode_calls(coder, w, mu, s, bits, sy, bounds, floored)
+        else:  # rows of (group, channel) segments in coding order: group outer, channel inner
+            order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
+                                    for i in range(g1 - g0) for cc in range(ch)])
+            w, mu, s = (np.concatenate([u[k] for u in units])[order] for k in range(3))
+            sy = target.T.reshape(-1)[order]
+            bounds = np.concatenate([[0], np.cumsum(np.repeat(sizes, ch))])
+            afc.encode_calls(coder, w, mu, s, bits, sy, bounds, floored)
         g0 = g1
 
 

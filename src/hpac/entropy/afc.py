@@ -246,29 +246,38 @@ def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
     m, k = w.shape
     out = np.zeros(int(np.sum(n_bins + 1)), np.int64)
     rest = np.zeros(m, np.int64)
-    below = np.zeros(1, np.int64)
+    cdf = np.zeros(1, np.int64)
     pos = 0
     for r in range(m):
         nb = n_bins[r]
         o = out[pos : pos + nb + 1]
         total = 0
-        below[0] = 0
         for j in range(k):
             if w[r, j] == 0:  # adds nothing
                 continue
             total += w[r, j] << SIG_BITS
             _add_logistic(o, (2 * start[r] - 1) << (MU_FRAC - 1), step[r] << MU_FRAC, w[r, j], mu[r, j], s[r, j],
                           sig)
-            if escape and low != 0:
-                _add_logistic(below, (2 * low - 1) << (MU_FRAC - 1), 1, w[r, j], mu[r, j], s[r, j], sig)
         if low == 0 and start[r] <= 0:
             o[0] = 0
         if start[r] + nb * step[r] >= (1 << bits):
             o[nb] = total
         if escape:
-            rest[r] = (o[0] - below[0]) + (total - o[nb])
+            below = _cdf_below(low, w, mu, s, sig, r, cdf) if low != 0 else 0
+            rest[r] = (o[0] - below) + (total - o[nb])
         pos += nb + 1
     return out, rest
+
+
+@njit(cache=True, inline="always")
+def _cdf_below(low, w, mu, s, sig, r, cdf):
+    """Row r's mixture CDF (2^-46) at the edge low - 1/2: its mass below symbol ``low``
+    (``cdf``: a (1,) int64 scratch)."""
+    cdf[0] = 0
+    for j in range(w.shape[1]):
+        if w[r, j] != 0:
+            _add_logistic(cdf, (2 * low - 1) << (MU_FRAC - 1), 1, w[r, j], mu[r, j], s[r, j], sig)
+    return cdf[0]
 
 
 def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: int, w: np.ndarray, mu: np.ndarray,
@@ -315,13 +324,10 @@ def _mass_below(low, w, mu, s, sig):
     out = np.empty(w.shape[0], np.float32)
     cdf = np.zeros(1, np.int64)
     for r in range(w.shape[0]):
-        cdf[0] = 0
         total = 0
         for j in range(w.shape[1]):
             total += w[r, j] << SIG_BITS
-            if w[r, j] != 0:
-                _add_logistic(cdf, (2 * low - 1) << (MU_FRAC - 1), 1, w[r, j], mu[r, j], s[r, j], sig)
-        out[r] = np.float32(np.float64(cdf[0]) / np.float64(total))
+        out[r] = np.float32(np.float64(_cdf_below(low, w, mu, s, sig, r, cdf)) / np.float64(total))
     return out
 
 

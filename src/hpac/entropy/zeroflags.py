@@ -22,6 +22,7 @@ from numba import njit
 from .afc import categorical, floor_tables
 
 NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))  # (dy, dx): W, N, NW, NE, in groups before c + 2r
+_NEIGHBOURS = np.array(NEIGHBOURS, np.int64)  # (4, 2), for the kernel
 P0_EDGES = np.array([1e-3, 1e-2, 0.1, 0.5, 0.9, 0.99], np.float32)  # buckets of the mixture's P(x = 0)
 N_PAIRS = 15  # (k, n) with 0 <= k <= n <= 4
 N_CONTEXTS = N_PAIRS * (len(P0_EDGES) + 1)
@@ -55,7 +56,7 @@ class ZeroFlags:
         b, patch = out.shape[0], out.shape[1]
         pairs = np.empty(b * rows.shape[0], np.int64)
         _pairs(out.numpy().reshape(b, -1), valid.numpy().reshape(b, -1), rows.numpy(), cols.numpy(), patch,
-               np.array(NEIGHBOURS, np.int64), pairs)
+               _NEIGHBOURS, pairs)
         return pairs
 
     @staticmethod
@@ -80,7 +81,7 @@ class ZeroFlags:
         return is0, probs
 
     def decode(self, coder, ctx: np.ndarray, floored: bool) -> np.ndarray:
-        """Decode the (M,) int32 flags of one group (:meth:`encode`'s inverse), then count them."""
+        """Decode the (M,) int32 flags of one group (what :meth:`encode_op` planned), then count them."""
         is0 = coder.decode(categorical(), self._probs(ctx, floored)).astype(np.int32)
         self._count(ctx, is0)
         return is0
