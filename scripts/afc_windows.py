@@ -14,6 +14,7 @@ import torch
 
 from hpac.entropy import afc
 from hpac.nn import integer
+from hpac.nn.csi import plane_params
 from hpac.zoo import catalog
 from hpac.shards import to_patches
 from hpac.io.readers import read_image
@@ -31,7 +32,7 @@ for path in args.images:
     net = model.integer(bits)
     pt, valid = to_patches(img.pixels[:, :, :3].astype(np.int64), model.config.patch)
     pt, valid = pt[: args.patches], valid[: args.patches]
-    params = integer.plane_params(net, pt, valid).reshape(-1, net.cfg.n_params)
+    params = plane_params(net, pt, valid).reshape(-1, net.cfg.n_params)
     sym = pt.reshape(-1, 3).numpy()
     q = integer.centred(pt, bits).reshape(-1, 3)
     units = [integer.units(net, params.numpy(), c, q.numpy()) for c in range(3)]

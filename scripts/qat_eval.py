@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hpac.nn import integer
+from hpac.nn.csi import plane_params
 from hpac.tools import train
 from hpac.zoo.catalog import get_entry, load_model_file
 from hpac.shards import to_patches
@@ -42,7 +43,7 @@ def main() -> None:
             patches, valid = to_patches(sym, patch)
             patches = patches.to(torch.int64)
             for i in range(patches.shape[0]):
-                p = integer.plane_params(inet, patches[i : i + 1], valid[i : i + 1])
+                p = plane_params(inet, patches[i : i + 1], valid[i : i + 1])
                 b = mixture_bits(integer.mixture(p, inet), patches[i : i + 1], bits)
                 total += float(b.sum(-1)[valid[i : i + 1]].sum())
                 count += float(valid[i].sum()) * sym.shape[-1]

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from hpac.nn import integer
+from hpac.nn.csi import plane_params
 from hpac.zoo.catalog import load_catalog_model
 from hpac.nn.mixture import mixture_bits, nll_bits, normalise
 
@@ -71,7 +72,7 @@ def main() -> None:
         ranges = integer.calibrate(net, batches, spec)
         inet = integer.load(integer.export(net, integer.grids(ranges, net.cfg, spec), spec), net.cfg, spec, 8)
         t = time.time()
-        p = integer.plane_params(inet, test)
+        p = plane_params(inet, test)
         dt = time.time() - t
         ib = float(mixture_bits(integer.mixture(p, inet), test, 8).mean())
         print(f"| {name} | {kw or 'QuantSpec()'} | {ib:.4f} | {100 * (ib / fb - 1):+.2f}% | {dt:.1f} |", flush=True)

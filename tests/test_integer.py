@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import SAMPLE, TINY_SPEC, make_model, smooth_image
 from hpac.nn import integer
-from hpac.nn.csi import CSIStepper
+from hpac.nn.csi import CSIStepper, plane_params
 from hpac.zoo.catalog import load_catalog_model
 from hpac.nn.mixture import mixture_bits, nll_bits, normalise
 
@@ -56,7 +56,7 @@ def test_group_steps_give_the_plane_pass_integers(bits):
     valid = torch.ones(3, 16, 16, dtype=torch.bool)
     valid[2, 11:] = False  # image edge inside a patch: padding reads as q = 0
     valid[2, :, 13:] = False
-    plane = integer.plane_params(inet, sym, valid)
+    plane = plane_params(inet, sym, valid, extent=np.full((3, 2), 16))  # every position, padding too
     stepped = _step_all(inet, sym, valid)
     assert torch.equal(plane, stepped)
     assert torch.equal(plane, plane.round())  # integers throughout
@@ -77,13 +77,14 @@ def test_steps_skip_what_reaches_no_real_pixel():
     extent = integer.patch_extents(inet.cfg, valid)
     # 2 blocks + the stem, each reaching 1 row down and 3 columns right
     assert extent.tolist() == [[16, 16], [8, 16], [16, 12], [5, 11]]
-    plane = integer.plane_params(inet, sym, valid)
     stepped = _step_all(inet, sym, valid, extent)
-    assert torch.equal(plane[valid], stepped[valid])
+    for span in (None, 1, 4, 13):  # the encoder stops at the same extents, in steps of any span
+        plane = plane_params(inet, sym, valid, span=span)
+        assert torch.equal(plane[valid], stepped[valid]), span  # padding inside the extents: values no one codes
     rows = torch.arange(16)
     outside = (rows[:, None] >= torch.from_numpy(extent[:, 0])[:, None, None]) | \
               (rows[None, :] >= torch.from_numpy(extent[:, 1])[:, None, None])
-    assert outside.sum() > 100 and not stepped[outside].any()
+    assert outside.sum() > 100 and not stepped[outside].any() and not plane[outside].any()
 
 
 def test_integers_do_not_depend_on_threads():
@@ -91,9 +92,9 @@ def test_integers_do_not_depend_on_threads():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = integer.plane_params(inet, crops)
+        one = plane_params(inet, crops)
         torch.set_num_threads(2)
-        two = integer.plane_params(inet, crops)
+        two = plane_params(inet, crops)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, two)
@@ -114,9 +115,9 @@ sys.path.insert(0, {tests!r})
 from conftest import corpus_models, scan_like, smooth_image
 from test_integer import _tiny_crops
 from hpac import codec
-from hpac.nn import integer
+from hpac.nn.csi import plane_params
 models = corpus_models()
-h = hashlib.sha256(integer.plane_params(models[3].integer(10), _tiny_crops() << 2).numpy().tobytes())
+h = hashlib.sha256(plane_params(models[3].integer(10), _tiny_crops(3, 8) << 2).numpy().tobytes())
 h.update(codec.encode(smooth_image(30, 21, 3), models, threads=1))
 h.update(codec.encode(scan_like(25, 23), models, threads=1))  # 16-bit, zero flags
 print(h.hexdigest())
@@ -170,23 +171,26 @@ def test_integer_network_tracks_the_float_network():
     inet = integer.quantize(net, scales, 8)
     with torch.no_grad():
         fb = nll_bits(net(normalise(test, 8).permute(0, 3, 1, 2)), test, 8, 3, 5).mean()
-    ib = mixture_bits(integer.mixture(integer.plane_params(inet, test), inet), test, 8).mean()
+    ib = mixture_bits(integer.mixture(plane_params(inet, test), inet), test, 8).mean()
     assert 0.0 < float(ib / fb - 1) < 0.03
 
 
 @pytest.mark.parametrize("rows,cols", [(5, 16), (16, 3), (1, 1), (9, 11)])
 def test_the_plane_pass_may_stop_where_real_pixels_stop(rows, cols):
     """An image-edge patch: the pass over the needed extent gives the full pass's integers at
-    every real pixel (what lies beyond reaches none of them)."""
+    every real pixel (what lies beyond reaches none of them), and computes nothing beyond."""
     inet, _ = _tiny_int()
     sym = torch.from_numpy(np.random.default_rng(rows).integers(0, 256, (2, 16, 16, 3)))
     valid = torch.zeros(2, 16, 16, dtype=torch.bool)
     valid[:, :rows, :cols] = True
-    full = integer.plane_params(inet, sym, valid)
+    full = plane_params(inet, sym, valid, extent=np.full((2, 2), 16))
     r, c = integer.needed_extent(inet.cfg, valid)
     assert (r, c) == (min(16, rows + 3), min(16, cols + 9))  # two blocks and the stem: 1 row, 3 columns each
-    part = integer.plane_params(inet, sym[:, :r, :c], valid[:, :r, :c])
+    part = plane_params(inet, sym, valid)
     assert torch.equal(part[:, :rows, :cols], full[:, :rows, :cols])
+    beyond = torch.ones(16, 16, dtype=torch.bool)
+    beyond[:r, :c] = False
+    assert not part[:, beyond].any() and full[:, beyond].abs().sum() > 0
 
 
 def test_fake_quantised_forward_is_the_integer_network(tiny_models):
@@ -200,5 +204,5 @@ def test_fake_quantised_forward_is_the_integer_network(tiny_models):
         fb = float(nll_bits(model.net(x), sym, 8, 3, 2).mean())
         qb = float(nll_bits(integer.fake_quant_forward(model.net, x, model.grid, model.spec, 8), sym, 8, 3, 2).mean())
     inet = model.integer(8)
-    ib = float(mixture_bits(integer.mixture(integer.plane_params(inet, sym), inet), sym, 8).mean())
+    ib = float(mixture_bits(integer.mixture(plane_params(inet, sym), inet), sym, 8).mean())
     assert abs(qb - ib) < 0.2 * abs(fb - ib), (fb, qb, ib)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hpac.nn import integer
-from hpac.nn.csi import CSIStepper
+from hpac.nn.csi import CSIStepper, plane_params
 from hpac.nn.model import causal_mask, ModelConfig
 from conftest import make_model
 
@@ -54,7 +54,7 @@ def csi_vs_plane_pass(model, bits: int, batch: int) -> int:
     net = model.integer(bits)
     cfg = net.cfg
     sym = torch.randint(0, 1 << bits, (batch, cfg.patch, cfg.patch, cfg.channels), generator=torch.Generator().manual_seed(1))
-    ref = integer.plane_params(net, sym)
+    ref = plane_params(net, sym)
     q = integer.centred(sym, bits)
     st = CSIStepper(net, batch)
     for g in range(st.sched.groups):
@@ -82,12 +82,12 @@ def test_a_pixel_never_changes_earlier_integer_distributions():
     net = model.integer(8)
     grp = group_of(16)
     sym = torch.randint(0, 256, (1, 16, 16, 3), generator=torch.Generator().manual_seed(2))
-    base = integer.plane_params(net, sym)
+    base = plane_params(net, sym)
     later = 0
     for r, c in [(0, 0), (5, 5), (7, 2), (15, 15), (10, 9)]:
         s2 = sym.clone()
         s2[0, r, c, 1] = 255 - s2[0, r, c, 1]
-        diff = (integer.plane_params(net, s2) - base).abs().amax(-1)[0]
+        diff = (plane_params(net, s2) - base).abs().amax(-1)[0]
         assert torch.all(diff[grp <= grp[r, c]] == 0)
         later += int((diff[grp > grp[r, c]] > 0).sum())
     assert later > 0

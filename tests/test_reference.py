@@ -15,6 +15,7 @@ from safetensors.numpy import load_file, save_file
 import reference_int as R
 from hpac.entropy import afc
 from hpac.nn import integer
+from hpac.nn.csi import plane_params
 from hpac.zoo.catalog import load_catalog_model, load_model_file
 
 ROOT = Path(__file__).parent.parent
@@ -62,10 +63,11 @@ def test_grid_tables_shipped(name):
 # ---------------------------------------------------------------------------------------------
 # (c) integer parameters of every position of a patch
 
-def _compare_params(path: Path, model, bits: int, sym: np.ndarray, patch: int, tables: str = "computed"):
+def _compare_params(path: Path, model, bits: int, sym: np.ndarray, patch: int, tables: str = "computed",
+                    span: int | None = None):
     net = R.load(str(path), bits, patch=patch, tables=tables)
     ref = R.plane_params(net, sym)
-    fast = integer.plane_params(model.integer(bits), torch.from_numpy(sym.astype(np.int64)))
+    fast = plane_params(model.integer(bits), torch.from_numpy(sym.astype(np.int64)), span=span)
     fast = fast.numpy()
     assert fast.shape == ref.shape
     assert np.array_equal(fast, np.rint(fast)), "fast parameters are not integers"
@@ -83,6 +85,7 @@ def test_plane_params_tiny(name, bits):
     sym[0] = 0                                   # extremes: all 0, all 2^b - 1
     sym[1, :4] = 2 ** bits - 1
     _compare_params(TINY[name], model, bits, sym, 8)
+    _compare_params(TINY[name], model, bits, sym, 8, span=3)  # a patch in spans of 3 groups (the last 1)
 
 
 def _crops(img: np.ndarray, p: int, n: int) -> np.ndarray:
@@ -99,7 +102,7 @@ def test_plane_params_natural_crop():
     img = np.asarray(Image.open(SAMPLE).convert("RGB"))
     model = load_catalog_model("hpac-natural").with_patch(16)
     sym = _crops(img, 16, 4)
-    net = _compare_params(WEIGHTS / "hpac-natural.safetensors", model, 8, sym, 16)
+    net = _compare_params(WEIGHTS / "hpac-natural.safetensors", model, 8, sym, 16, span=5)
     assert all(l.type == "f32" for b in net.blocks for l in (b.to_av, b.proj, b.mlp_up, b.mlp_down))
 
 

@@ -21,7 +21,7 @@ from . import fileformat
 from .entropy import afc, zeroflags
 from .errors import ChecksumError, FormatError
 from .nn import integer
-from .nn.csi import CSIStepper
+from .nn.csi import CSIStepper, plane_params
 from .nn.schedule import group_schedule
 from .zoo.catalog import CodecModel
 
@@ -75,10 +75,6 @@ def _last_group(valid: torch.Tensor) -> int:
     return int((cc + 2 * rr).max()) if rr.numel() else -1
 
 
-PLANE_PASS_PIXELS = 1 << 14  # the encoder's one pass runs on this many pixels' patches at a time: one 128 x 128
-# patch (its activations stay in cache: 7.5 s/MP against 12.7 at four patches a pass, one thread)
-
-
 @dataclass(frozen=True)
 class Encode:
     """The encoder's side of a shard: the symbols it writes."""
@@ -97,8 +93,8 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
                zero_flags: bool = False):
     """Encode or decode one shard of patches, as ``side`` says.
 
-    The encoder computes every position's mixture in one pass over its patches
-    (:func:`hpac.nn.integer.plane_params`); the decoder steps group by group
+    The encoder computes every position's mixture patch by patch, many groups a step
+    (:func:`hpac.nn.csi.plane_params`); the decoder steps group by group
     (:class:`hpac.nn.csi.CSIStepper`). Both get the same integers, so both hand the range
     coder the same tables (:mod:`hpac.entropy.afc`), in the same (group, channel) order.
 
@@ -123,13 +119,8 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
     if isinstance(side, Encode):
         coder = constriction.stream.queue.RangeEncoder()
         sym = side.symbols.to(torch.int64)
-        step = max(1, PLANE_PASS_PIXELS // (p * p))
         # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
-        plane = torch.empty(b, p, p, cfg.n_params, dtype=net.params_dtype)
-        for i in range(0, b, step):
-            rows, cols = integer.needed_extent(cfg, valid[i : i + step])
-            plane[i : i + step, :rows, :cols] = integer.plane_params(net, sym[i : i + step, :rows, :cols],
-                                                                   valid[i : i + step, :rows, :cols])
+        plane = plane_params(net, sym, valid, out=torch.empty(b, p, p, cfg.n_params, dtype=net.params_dtype))
         flags = zeroflags.ZeroFlags() if zero_flags else None
         _encode_groups(coder, net, plane, sym, integer.centred(sym, bits), valid, sched, bits, floored, flags)
         return coder.get_compressed()

@@ -5,9 +5,9 @@ layer is bounded below 2^24, else in float64 below 2^53, or int64), so a matrix 
 convolution is exact whatever order, instruction set, thread count or device sums it in.
 Every other step is one IEEE basic operation (+, -, *, /, sqrt: correctly rounded on every
 machine), a rounding, or a lookup in a table of integers. The mixture parameters are then a
-function of the pixels alone, so the encoder computes a whole plane in one pass
-(:func:`plane_params`) and the decoder steps group by group (:class:`hpac.nn.csi.CSIStepper`); both
-get the same integers.
+function of the pixels alone, so the encoder computes a patch many groups a step
+(:func:`hpac.nn.csi.plane_params`) and the decoder group by group (:class:`hpac.nn.csi.CSIStepper`);
+both get the same integers.
 
 Grids (:class:`QuantSpec`; the widths are a measured choice, docs/integer.md)::
 
@@ -791,37 +791,6 @@ def needed_extent(cfg: ModelConfig, valid: torch.Tensor) -> tuple[int, int]:
     return (int(ext[:, 0].max()), int(ext[:, 1].max())) if len(ext) else (0, 0)
 
 
-@torch.no_grad()
-def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Every position's integer mixture parameters in one pass (the encoder).
-
-    Args:
-        sym: (B, P, P, C) integer symbols; valid: (B, P, P) bool, False on padding (the
-            decoder has no pixel there: it reads q = 0), or None for all real.
-    Returns:
-        (B, P, P, n_params) float64 integers, identical to :class:`hpac.nn.csi.CSIStepper`'s.
-    """
-    q = centred(sym, net.bits)
-    if valid is not None:
-        q = q * valid[..., None]
-    q = q.permute(0, 3, 1, 2)
-    k = net.cfg.kernel
-    dt = net.in_dtype
-    # channels last in and out: the accumulators come out as rows without a copy
-    acc = F.conv2d(q.to(dt).contiguous(memory_format=torch.channels_last), net.in_w.to(dt), padding=k // 2)
-    nhwc = acc.shape[0], acc.shape[2], acc.shape[3]
-
-    def depthwise(a: np.ndarray, p: IntDepthwise) -> np.ndarray:
-        """The plane's masked depthwise conv, rows (M, D) in and out."""
-        return depthwise_nhwc(torch.from_numpy(a).view(*nhwc, -1), p.w).reshape(a.shape).numpy()
-
-    x, skip = net.stem_out(acc.permute(0, 2, 3, 1).reshape(-1, acc.shape[1]).numpy())
-    ar = net.arith
-    for blk in net.blocks:
-        x = gated_block(ar, blk, x, depthwise)
-    return torch.from_numpy(net.tail(x, skip)).view(*nhwc, -1)
-
-
 @njit(cache=True)
 def _units(p, q, c, k, channels, pairs, mshift, ls_lo, ls_hi, bits, expw, exps):
     m = p.shape[0]
@@ -848,7 +817,7 @@ def units(net: IntNet, p: np.ndarray, c: int, q: np.ndarray):
     """Channel ``c``'s mixture as the integers the entropy coder takes (:mod:`hpac.entropy.afc`).
 
     Args:
-        p: (M, n_params) integer parameters (:func:`plane_params` / :class:`hpac.nn.csi.CSIStepper`),
+        p: (M, n_params) integer parameters (:class:`hpac.nn.csi.CSIStepper`),
             numpy (float32 or float64).
         q: (M, C) float64 numpy: coded channels of the same pixels as q = 2 x - (2^b - 1)
             (channels < c read).
