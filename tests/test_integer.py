@@ -184,7 +184,7 @@ def test_the_plane_pass_may_stop_where_real_pixels_stop(rows, cols):
     valid = torch.zeros(2, 16, 16, dtype=torch.bool)
     valid[:, :rows, :cols] = True
     full = plane_params(inet, sym, valid, extent=np.full((2, 2), 16))
-    r, c = integer.needed_extent(inet.cfg, valid)
+    r, c = integer.patch_extents(inet.cfg, valid).max(axis=0).tolist()
     assert (r, c) == (min(16, rows + 3), min(16, cols + 9))  # two blocks and the stem: 1 row, 3 columns each
     part = plane_params(inet, sym, valid)
     assert torch.equal(part[:, :rows, :cols], full[:, :rows, :cols])

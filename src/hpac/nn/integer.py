@@ -288,8 +288,7 @@ class IntNorm:
 
 @dataclass
 class IntDepthwise:
-    w: torch.Tensor  # (D, 1, k, k) float32 integers, masked
-    band: torch.Tensor  # the same taps as a skewed band kernel (hpac.nn.schedule.skew_kernel)
+    band: torch.Tensor  # (D, 1, H, k) float32 integers: the masked taps as a skewed band kernel (hpac.nn.schedule.skew_kernel)
     m: torch.Tensor  # (D,) float32
     c: torch.Tensor
     lim: torch.Tensor  # (D,) float32 clamp bound (the table's input range)
@@ -708,7 +707,7 @@ def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: i
         dww = st[p + "dw.w"].to(F32)
         assert float(dww.abs().flatten(1).sum(1).max()) * A < EXACT_F32
         s_u, s_a = sc(p + "dw.s"), float(st[p + "to_av.s"][0])
-        dw = IntDepthwise(dww, skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).to(F32),
+        dw = IntDepthwise(skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).to(F32),
                           _each(lambda a: a / s_u, st[p + "dw.b"]).to(F32), torch.full((cfg.dim,), L, dtype=F32))
         silu = IntTable(st[p + "silu"].to(F32), int(L), torch.tensor(sc(p + "silu.s") * s_v / sc(p + "gate.s"), dtype=F32), A)
         blocks.append(IntBlock(
@@ -767,9 +766,8 @@ def patch_extents(cfg: ModelConfig, valid: torch.Tensor) -> np.ndarray:
     A masked tap reaches at most ``down`` rows below and ``right`` columns right of its
     position (k = 7: one row down, three columns right); through the stem and every block's
     depthwise conv that adds up, and nothing beyond it reaches a real pixel. Beyond the real
-    pixels of an image-edge patch the coder can stop there (the encoder's pass, the decoder's
-    steps: :class:`hpac.nn.csi.CSIStepper`): what it leaves out is padding whose parameters no
-    one codes."""
+    pixels of an image-edge patch the coder can stop there (:class:`hpac.nn.csi.CSIStepper`, on
+    both sides): what it leaves out is padding whose parameters no one codes."""
     k, p = cfg.kernel, cfg.patch
     off = torch.arange(k) - k // 2
     taps = torch.nonzero(causal_mask(k, strict=False))
@@ -782,13 +780,6 @@ def patch_extents(cfg: ModelConfig, valid: torch.Tensor) -> np.ndarray:
     out = np.stack([np.minimum(p, last_row + layers * down), np.minimum(p, last_col + layers * right)], axis=1)
     out[last_row == 0] = 0
     return out.astype(np.int64)
-
-
-def needed_extent(cfg: ModelConfig, valid: torch.Tensor) -> tuple[int, int]:
-    """(rows, cols) of the patches' top-left corner the real pixels' parameters depend on: the
-    largest :func:`patch_extents` of the batch."""
-    ext = patch_extents(cfg, valid)
-    return (int(ext[:, 0].max()), int(ext[:, 1].max())) if len(ext) else (0, 0)
 
 
 @njit(cache=True)
