@@ -9,7 +9,8 @@ their integer grids, so they are the same on every machine) and with the shipped
 models. tests/test_conformance.py decodes every file and checks the pixel sha256 recorded
 here, and re-encodes it to the same bytes, so a change that breaks existing files fails the
 tests. The corpus only grows: files already in the manifest are kept as they are (a retrained
-shipped model gets new files; a new format version, new files beside the old ones).
+shipped model gets new files; a new format version, every case again beside the old ones, named
+``<case>_v<version>``; version 8's cases have no suffix).
 """
 from __future__ import annotations
 
@@ -88,20 +89,21 @@ def main() -> None:
     tiny = corpus_models(create=True)
     path = OUT / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {}
-    for name, (pixels, which) in cases().items():
+    for case, (pixels, which) in cases().items():
+        name = case if fileformat.FORMAT_VERSION == 8 else f"{case}_v{fileformat.FORMAT_VERSION}"
         if name in manifest:  # the corpus only grows
             continue
         img = as_image(pixels)
-        if name == "tiny_metadata":
+        if case == "tiny_metadata":
             img = Image(img.pixels, img.bits, 1, b"\x00" * 128 + b"DICM" + b"conformance")
-        if name == "tiny_image_metadata":
+        if case == "tiny_image_metadata":
             icc = (ROOT / "tests" / "data" / "metadata" / "canon_eos_rebel_t6.icc").read_bytes()
             meta = metadata.ImageMetadata(icc, b"", b"", ((b"tEXt", b"Title\x00conformance"),), (72, 1, 72, 1, 2))
             img = Image(img.pixels, img.bits, fileformat.METADATA_IMAGE, meta.to_bytes())
-        models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[name])} if name in PINNED else None)
-        if name in PATCH:
-            models = {c: m.with_patch(PATCH[name]) for c, m in models.items()}
-        data = codec.encode(img, models, threads=1, effort=EFFORT.get(name, 0), floored=name in FLOORED)
+        models = tiny if which == "tiny" else ({1: load_catalog_model(PINNED[case])} if case in PINNED else None)
+        if case in PATCH:
+            models = {c: m.with_patch(PATCH[case]) for c, m in models.items()}
+        data = codec.encode(img, models, threads=1, effort=EFFORT.get(case, 0), floored=case in FLOORED)
         (OUT / f"{name}.hpac").write_bytes(data)
         header, _ = container.read(data)
         manifest[name] = {
@@ -111,8 +113,8 @@ def main() -> None:
             "pixel_sha256": hashlib.sha256(np.ascontiguousarray(img.pixels).tobytes()).hexdigest(),
             "file_sha256": hashlib.sha256(data).hexdigest(),
             "format_version": int.from_bytes(data[8:10], "little"),
-            "effort": EFFORT.get(name, 0),
-            "floored": name in FLOORED,
+            "effort": EFFORT.get(case, 0),
+            "floored": case in FLOORED,
             "weights": [f"{p.model_name}:{p.weights_id}" for p in header.planes],
         }
         print(f"{name}: {len(data)} bytes")

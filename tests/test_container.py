@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import hpac
 from hpac import container, fileformat, shards
-from hpac.nn import csi
+from hpac.nn import csi, integer
+from hpac.nn.model import ModelConfig
 from conftest import smooth_image
 
 
@@ -133,6 +135,41 @@ def test_shard_caches_are_bounded_on_both_sides(tiny_models, monkeypatch):
     small = hpac.encode(img, model=models)
     assert container.read(small)[0].planes[0].patches_per_shard <= 6
     assert np.array_equal(_decode(small, tiny_models), img)
+
+
+def test_shards_balance_the_work_of_image_edge_patches():
+    """853 x 533 at P = 128 (the dev photos' size): 35 patches, the last row 21 pixels high.
+    Equal patch counts (18, 17) gave one worker 17.5 patches' work and the other 10.8; cut
+    by work, each shard gets about half, and the counts go in the file (format 9)."""
+    cfg = ModelConfig(channels=3, dim=64, blocks=3, kernel=7, mixtures=5, patch=128)
+    valid = shards.valid_mask(533, 853, 128)
+    sizes = shards.shard_sizes(cfg, valid)
+    assert sizes == [15, 20]
+    ext = integer.patch_extents(cfg, valid)
+    work = ext[:, 0] * ext[:, 1] + shards.PATCH_WORK * 128 * 128
+    loads = work[:15].sum(), work[15:].sum()
+    assert max(loads) / min(loads) < 1.1
+    # a cap of 4 patches a shard (the CSI caches' bound): ten shards, none above it
+    capped = shards.shard_sizes(cfg, valid, shards.MAX_SHARD_CACHE_BYTES // 4)
+    assert len(capped) == 10 and max(capped) <= 4 and sum(capped) == 35
+    assert shards.shard_sizes(cfg, valid[:0]) == []
+    assert shards.shard_sizes(cfg, shards.valid_mask(512, 512, 128)) == [8, 8]
+
+
+def test_shard_patch_counts_are_checked(tiny_models):
+    """Format 9 stores each shard's patch count: they must cover the model's patches exactly,
+    each at least 1 and at most patches_per_shard, which is the largest of them."""
+    data = hpac.encode(smooth_image(16, 24, 1), model=tiny_models[1])  # 6 patches of 8 x 8
+    header, payload = container.read(data)
+    plane = header.planes[0]
+    assert plane.shard_patches == (3, 3) and plane.patches_per_shard == 3
+    assert np.array_equal(_decode(data, tiny_models), smooth_image(16, 24, 1)[..., 0])
+    for counts in ((2, 3), (4, 3), (0, 6)):
+        bad = container.write(replace(header, planes=(replace(plane, shard_patches=counts),)), [bytes(payload)])
+        with pytest.raises(hpac.FormatError, match="shard patch counts"):
+            _decode(bad, tiny_models)
+    with pytest.raises(hpac.FormatError, match="shard patch counts"):  # patches_per_shard above the largest
+        _decode(_with_patches_per_shard(data, 4), tiny_models)
 
 
 def test_unknown_model_is_named(small_file):

@@ -68,8 +68,8 @@ def test_hostile_chunks_are_refused_from_their_headers():
         HpacCodec().decode(one, out=np.zeros(7, np.uint8))
     side, p = 1 << 14, 128  # 2^28 values, the most one file holds; a header only, never decoded
     shards = fileformat.n_patches(side, side, p) // fileformat.max_patches_per_shard(p)
-    plane = container.PlaneHeader(0, 1, p, fileformat.max_patches_per_shard(p), "hpac-gray16", "00" * 8,
-                                  (4,) * shards)
+    plane = container.PlaneHeader(0, 1, p, "hpac-gray16", "00" * 8, (4,) * shards,
+                                  (fileformat.max_patches_per_shard(p),) * shards)
     huge = container.write(container.Header(side, side, 1, "uint8", 8, b"\0" * 32, (plane,)), [b"\0" * 4] * shards)
     assert container.read(huge)[0].height == side
     n = 3

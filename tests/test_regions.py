@@ -2,6 +2,8 @@
 JPEG XL inside the file, the model coding the rest; decisions visible, sections validated."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import subprocess
 import sys
 
@@ -103,9 +105,7 @@ def test_hpac_info_lists_the_regions(tmp_path, models):
 def _with_section(data: bytes, section: bytes) -> bytes:
     header, payload = container.read(data)
     plane = header.planes[0]
-    planes = (container.PlaneHeader(plane.first_channel, plane.n_channels, plane.patch, plane.patches_per_shard,
-                                    plane.model_name, plane.weights_id, plane.shard_lengths, plane.adapter,
-                                    plane.value_map, plane.zero_flags, section),) + header.planes[1:]
+    planes = (replace(plane, regions=section),) + header.planes[1:]
     return container.write(container.Header(header.height, header.width, header.channels, header.dtype, header.bits,
                                             header.pixel_sha256, planes, header.metadata_kind, header.metadata,
                                             header.floored_tables), [bytes(payload)])
@@ -119,7 +119,7 @@ def test_bad_region_sections_are_clean_errors(models):
     all_patches = np.packbits(np.ones(fileformat.n_patches(*page.shape[:2], P), bool), bitorder="little").tobytes()
     bad = {
         "unknown classical codec": b"\x07" + section[1:],
-        "shard count": section[:1] + all_patches + section[1 + n :],  # the model's patches now classical too
+        "shard patch counts": section[:1] + all_patches + section[1 + n :],  # the model's patches now classical too
         "invalid classical region bitmap": section[:1] + b"\xff" * n + section[1 + n :],  # a padding bit set
         "does not match the image size": section[: 1 + n] + b"RIFF\x00\x00\x00\x00WEBPVP8L",
         "corrupt": section[: 1 + n + 30] + bytes(40),

@@ -130,6 +130,6 @@ def test_container_refuses_bad_options(tiny_models, monkeypatch):
         container.read(bad)
     header, payload = container.read(good)
     rgb = container.Header(1, 1, 3, "uint8", 8, header.pixel_sha256,
-                           (header.planes[0].__class__(0, 3, 8, 1, "tiny3", "00" * 8, (0,), zero_flags=True),))
+                           (header.planes[0].__class__(0, 3, 8, "tiny3", "00" * 8, (0,), (1,), zero_flags=True),))
     with pytest.raises(FormatError, match="plane options"):
         container.read(container.write(rgb, [b""]))

@@ -26,7 +26,7 @@ from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .io.image import Image, as_image, signed_offset
 from .nn.csi import cache_bytes
 from .parallel import default_threads, run_jobs, single_threaded_torch
-from .shards import Decode, Encode, code_shard, patches_per_shard, to_patches, valid_mask
+from .shards import Decode, Encode, code_shard, shard_sizes, to_patches, valid_mask
 from .zoo.catalog import CodecModel, default_model_name, load_catalog_model, resolve_model
 
 if TYPE_CHECKING:  # the fitter is the encoder's: decoding never loads it
@@ -179,9 +179,10 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
             keep = torch.from_numpy(~classical)
             patches, valid = patches[keep], valid[keep]
         p = model.config.patch
-        pps = patches_per_shard(patches.shape[0], p, cache_bytes(model.config, 1))
-        parts = [(valid[i : i + pps], patches[i : i + pps]) for i in range(0, patches.shape[0], pps)]
-        layout.append((first, nch, model, pps, len(parts), blob, vmap.to_bytes(img.bits), flagged, section))
+        sizes = tuple(shard_sizes(model.config, valid, cache_bytes(model.config, 1)))
+        ends = np.cumsum(sizes, dtype=np.int64).tolist()
+        parts = [(valid[e - n : e], patches[e - n : e]) for e, n in zip(ends, sizes)]
+        layout.append((first, nch, model, sizes, len(parts), blob, vmap.to_bytes(img.bits), flagged, section))
         jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits, z=flagged:
                  code_shard(m, b, v, Encode(s), floored=floored, zero_flags=z) for v, s in parts]
     if workers > 1 and len(jobs) > 1:
@@ -197,10 +198,10 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
         raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None
     it = iter(streams)
     headers = []
-    for first, nch, model, pps, n_shards, blob, vbytes, flagged, section in layout:
+    for first, nch, model, sizes, n_shards, blob, vbytes, flagged, section in layout:
         lens = tuple(next(it).nbytes for _ in range(n_shards))
-        headers.append(container.PlaneHeader(first, nch, model.config.patch, pps, model.name, model.weights_id,
-                                             lens, blob, vbytes, flagged, section))
+        headers.append(container.PlaneHeader(first, nch, model.config.patch, model.name, model.weights_id,
+                                             lens, sizes, blob, vbytes, flagged, section))
     arr = img.pixels
     header = container.Header(arr.shape[0], arr.shape[1], arr.shape[2], arr.dtype.name, img.bits,
                               container.pixel_digest(arr), tuple(headers), img.metadata_kind, img.metadata,
@@ -246,10 +247,9 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             model = replace(model, net=lora.merge(model.net, rank, qstep, ints))
         indices = ph.model_patches(header.height, header.width)
         valid = valid_mask(header.height, header.width, ph.patch)[torch.from_numpy(indices)]
-        for i, ln in enumerate(ph.shard_lengths):
+        for ln, at in zip(ph.shard_lengths, ph.shard_slices()):
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
-            at = slice(i * ph.patches_per_shard, (i + 1) * ph.patches_per_shard)
             jobs.append(lambda v=valid[at], words=words, m=model, b=vmap.coding_bits, z=ph.zero_flags:
                         code_shard(m, b, v, Decode(words), floored=header.floored_tables, zero_flags=z))
             places.append((ph, indices[at], vmap))

@@ -10,9 +10,10 @@
       pixel_sha256 32 bytes  (sha256 of the decoded array, C order, little-endian)
       payload_crc  u32  CRC-32 of the payload (corruption is refused before any decoding)
       coding_options u8  bit 0: floored AFC tables (hpac.entropy.afc.floor_tables); other bits 0
-      per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32,
+      per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32 (the largest shard's),
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
-                  shard byte lengths u32 * n_shards,
+                  shard patch counts u32 * n_shards (version 9; version 8: patches_per_shard each,
+                  the last the rest), shard byte lengths u32 * n_shards,
                   adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
                   value_map_len u32, value map bytes (hpac.entropy.valuemap; 0 = identity)
                   plane_options u8  bit 0: zero flags (hpac.entropy.zeroflags), bit 1: classical regions;
@@ -31,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from .entropy import regions
 from .errors import ChecksumError, FormatError
 from .fileformat import (DTYPE_CODES, DTYPE_NAMES, FLOORED_BIT, FORMAT_VERSION, LAST_RELEASE_OF, MAGIC, MAX_ADAPTER,
                          MAX_METADATA, MAX_PATCH, MAX_REGIONS, MAX_VALUE_MAP, METADATA_IMAGE, METADATA_KINDS,
-                         REGIONS_BIT, ZERO_FLAGS_BIT, max_patches_per_shard, n_patches, too_big)
+                         READ_VERSIONS, REGIONS_BIT, ZERO_FLAGS_BIT, max_patches_per_shard, n_patches, too_big)
 from .io import metadata as image_metadata
 
 _FIXED = struct.Struct("<IIBBBB")
@@ -53,10 +54,10 @@ class PlaneHeader:
     first_channel: int
     n_channels: int
     patch: int
-    patches_per_shard: int
     model_name: str
     weights_id: str  # 16 hex digits
     shard_lengths: tuple[int, ...]
+    shard_patches: tuple[int, ...]  # patches of each shard, consecutive in model_patches' order
     adapter: bytes = b""  # SARP-FT adapter integers (hpac.adapters.fit), merged into the model by the decoder
     value_map: bytes = b""  # stored values <-> coded symbols (hpac.entropy.valuemap); empty = identity
     zero_flags: bool = False  # a "symbol is 0" flag ahead of every subpixel (hpac.entropy.zeroflags)
@@ -69,6 +70,16 @@ class PlaneHeader:
     def model_patches(self, height: int, width: int) -> np.ndarray:
         """(M,) int64 indices of the patches the model's shards hold, in shard order."""
         return np.flatnonzero(~self.classical(height, width))
+
+    @property
+    def patches_per_shard(self) -> int:
+        """The largest shard's patch count (1 without shards): what a decoder's caches must hold."""
+        return max(self.shard_patches, default=1)
+
+    def shard_slices(self) -> list[slice]:
+        """Each shard's patches as a slice of :meth:`model_patches`."""
+        ends = np.cumsum(self.shard_patches, dtype=np.int64).tolist()
+        return [slice(e - n, e) for e, n in zip(ends, self.shard_patches)]
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,8 @@ def write(header: Header, streams: list[bytes]) -> bytes:
         name = p.model_name.encode()
         body += _PLANE.pack(p.first_channel, p.n_channels, p.patch, p.patches_per_shard)
         body += struct.pack("<B", len(name)) + name + bytes.fromhex(p.weights_id)
-        body += struct.pack(f"<I{len(p.shard_lengths)}I", len(p.shard_lengths), *p.shard_lengths)
+        n = len(p.shard_lengths)
+        body += struct.pack(f"<I{n}I{n}I", n, *p.shard_patches, *p.shard_lengths)
         body += _sized(p.adapter) + _sized(p.value_map)
         body += struct.pack("<B", (ZERO_FLAGS_BIT if p.zero_flags else 0) | (REGIONS_BIT if p.regions else 0))
         if p.regions:
@@ -158,9 +170,9 @@ def read(data: bytes) -> tuple[Header, memoryview]:
     if version in LAST_RELEASE_OF:
         raise FormatError(f"format version {version} was written by hpac {LAST_RELEASE_OF[version]} or earlier: "
                           f"decode it with hpac {LAST_RELEASE_OF[version]} (CHANGELOG.md says how to install it)")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported format version {version} (this hpac reads version {FORMAT_VERSION}; "
-                          f"a newer hpac may read it)")
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this hpac reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))}; a newer hpac may read it)")
     body_start = len(MAGIC) + 6
     body_end = body_start + body_len
     if body_end + 4 > len(data):
@@ -194,8 +206,10 @@ def read(data: bytes) -> tuple[Header, memoryview]:
             raise FormatError("invalid plane description in header")
         if pps > max_patches_per_shard(patch):  # the decoder codes a shard's patches at once: bound its memory
             raise FormatError(f"{pps} patches per shard of {patch} x {patch} pixels is above the format's limit")
-        if n_shards > -(-n_patches(h, w, patch) // pps):  # checked exactly once the regions are read
+        most = n_patches(h, w, patch) if version >= 9 else -(-n_patches(h, w, patch) // pps)
+        if n_shards > most:  # checked exactly once the regions are read
             raise FormatError("shard count does not match the image size")
+        counts = r.unpack(f"<{n_shards}I") if version >= 9 else ()
         lengths = r.unpack(f"<{n_shards}I")
         adapter = r.sized(MAX_ADAPTER, "adapter section")
         value_map = r.sized(MAX_VALUE_MAP, "value map")
@@ -207,10 +221,15 @@ def read(data: bytes) -> tuple[Header, memoryview]:
             raise FormatError("invalid classical region section in header")
         if section and dcode != DTYPE_CODES["uint8"]:  # the classical codecs hold 8-bit planes only
             raise FormatError("classical regions in a plane of more than 8 bits")
-        plane = PlaneHeader(first, nch, patch, pps, name, wid, tuple(lengths), adapter, value_map,
+        plane = PlaneHeader(first, nch, patch, name, wid, tuple(lengths), tuple(counts), adapter, value_map,
                             bool(options & ZERO_FLAGS_BIT), section)
-        if n_shards != -(-plane.model_patches(h, w).size // pps):
-            raise FormatError("shard count does not match the image size")
+        m = plane.model_patches(h, w).size
+        if version == 8:  # equal shards of pps patches, the last one the rest
+            if n_shards != -(-m // pps):
+                raise FormatError("shard count does not match the image size")
+            plane = replace(plane, shard_patches=tuple(min(pps, m - i * pps) for i in range(n_shards)))
+        elif sum(counts) != m or any(not 1 <= n <= pps for n in counts) or (counts and max(counts) != pps):
+            raise FormatError("shard patch counts do not match the image size")
         planes.append(plane)
         next_channel += nch
     if next_channel != c:

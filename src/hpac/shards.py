@@ -22,6 +22,7 @@ from .entropy import afc, zeroflags
 from .errors import ChecksumError, FormatError
 from .nn import integer
 from .nn.csi import CSIStepper, plane_params
+from .nn.model import ModelConfig
 from .nn.schedule import group_schedule
 from .zoo.catalog import CodecModel
 
@@ -29,18 +30,49 @@ MAX_SHARD_CACHE_BYTES = 512 << 20  # CSI caches of one shard: the most a decoder
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
 
 
-def patches_per_shard(n_patches: int, patch: int, patch_cache_bytes: int = 0) -> int:
-    """Patches per shard for a plane of ``n_patches``: a function of the image and the model
-    only (never of the thread count, so the bytes do not depend on it), at most
-    fileformat.MAX_SHARD_PIXELS pixels and MAX_SHARD_CACHE_BYTES of CSI caches a shard
-    (``patch_cache_bytes``: a patch's, :func:`hpac.nn.csi.cache_bytes`), and a shard count that
-    is a multiple of SHARD_MULTIPLE where there are enough patches."""
+def shard_cap(patch: int, patch_cache_bytes: int = 0) -> int:
+    """The most patches one shard may hold: fileformat.MAX_SHARD_PIXELS pixels and
+    MAX_SHARD_CACHE_BYTES of CSI caches (``patch_cache_bytes``: a patch's,
+    :func:`hpac.nn.csi.cache_bytes`)."""
     most = fileformat.max_patches_per_shard(patch)
     if patch_cache_bytes:  # binds only for a wide model on small patches, never for the catalog's
         most = max(1, min(most, MAX_SHARD_CACHE_BYTES // patch_cache_bytes))
-    shards = -(-n_patches // most)
-    shards = min(n_patches, -(-shards // SHARD_MULTIPLE) * SHARD_MULTIPLE)
-    return max(1, -(-n_patches // max(1, shards)))
+    return most
+
+
+PATCH_WORK = 1 / 16  # a patch's fixed cost (its steps' overhead), in whole patches' positions
+
+
+def shard_sizes(cfg: ModelConfig, valid: torch.Tensor, patch_cache_bytes: int = 0) -> list[int]:
+    """Patches of each shard, consecutive in the plane's patch order. A function of the image's
+    geometry and the model only (never of the thread count, so the bytes do not depend on it):
+
+    * as few shards as :func:`shard_cap` allows, rounded up to a multiple of SHARD_MULTIPLE
+      where there are enough patches (two workers stay busy);
+    * cut where the shards' work is most even. A patch's work is the positions the coder
+      computes (:func:`hpac.nn.integer.patch_extents`' area) plus PATCH_WORK: image-edge
+      patches are cheap, and equal patch counts left a worker idle for up to a quarter of a
+      photo's time.
+
+    Args:
+        valid: (M, P, P) bool, the plane's model-coded patches.
+    """
+    m, p = valid.shape[0], cfg.patch
+    if m == 0:
+        return []
+    cap = shard_cap(p, patch_cache_bytes)
+    n = -(-m // cap)
+    n = min(m, -(-n // SHARD_MULTIPLE) * SHARD_MULTIPLE)
+    ext = integer.patch_extents(cfg, valid)
+    work = np.cumsum(ext[:, 0] * ext[:, 1] + int(PATCH_WORK * p * p))  # int64: exact comparisons
+    sizes, start = [], 0
+    for k in range(1, n):  # the k-th cut: nearest to k / n of the work, every later shard 1 .. cap patches
+        lo, hi = max(start + 1, m - (n - k) * cap), min(start + cap, m - (n - k))
+        ends = np.arange(lo, hi + 1)
+        end = int(ends[np.argmin(np.abs(work[ends - 1] * n - work[-1] * k))])
+        sizes.append(end - start)
+        start = end
+    return sizes + [m - start]
 
 
 def to_patches(sym: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
