@@ -281,8 +281,13 @@ class CSIStepper:
 
     def write_pixels(self, g: int, q: torch.Tensor) -> None:
         """Store group ``g``'s coded pixels as q (B, n_g, C) float64 (0 on padding)."""
-        sizes = self.sizes[g : g + 1]
-        self.pix.write(g, self.first[g : g + 1], sizes, q.numpy().reshape(-1, q.shape[2]), Runs.every(self.batch, sizes))
+        self.write_span_pixels(g, g + 1, q.numpy().reshape(-1, q.shape[2]))
+
+    def write_span_pixels(self, g0: int, g1: int, rows: np.ndarray) -> None:
+        """Store the pixels of groups g0 .. g1 - 1 (at most ``span``): rows (M, C) as q, every
+        position of each group, group outer, patch inner (0 on padding)."""
+        sizes = self.sizes[g0:g1]
+        self.pix.write(g0, self.first[g0:g1], sizes, rows, Runs.every(self.batch, sizes))
 
 
 SPAN_POSITIONS = 1024  # the encoder's steps: about this many positions of a patch at a time, whose
@@ -334,7 +339,7 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
         for g0 in range(0, last, span):
             g1 = min(last, g0 + span)
             pos = np.concatenate(flat[g0:g1])
-            st.pix.write(g0, st.first[g0:g1], st.sizes[g0:g1], q_rows[i, pos], Runs.every(1, st.sizes[g0:g1]))
+            st.write_span_pixels(g0, g1, q_rows[i, pos])
             packed, runs = st.span_params(g0, g1)
             if runs.count != pos.size:  # packed rows are each group's run
                 pos = np.concatenate([flat[g][lo:hi] for g, lo, hi in zip(range(g0, g1), runs.lo[:, 0], runs.hi[:, 0])])
