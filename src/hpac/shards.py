@@ -3,7 +3,7 @@ directions share.
 
 ::
 
-    shard (S, P, P, c) --integer mixtures (encoder: one pass; decoder: CSI steps)-->
+    shard (S, P, P, c) --integer mixtures (CSI steps: the encoder's spans of groups, the decoder's groups)-->
         per group g = c + 2r, per channel: [zero flags] -> AFC tables -> range coder
 
 Patches are independent, so shards are coded concurrently (:mod:`hpac.parallel`). The network
