@@ -180,9 +180,8 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
             patches, valid = patches[keep], valid[keep]
         p = model.config.patch
         sizes = tuple(shard_sizes(model.config, valid, cache_bytes(model.config, 1)))
-        ends = np.cumsum(sizes, dtype=np.int64).tolist()
-        parts = [(valid[e - n : e], patches[e - n : e]) for e, n in zip(ends, sizes)]
-        layout.append((first, nch, model, sizes, len(parts), blob, vmap.to_bytes(img.bits), flagged, section))
+        parts = [(valid[at], patches[at]) for at in container.shard_slices(sizes)]
+        layout.append((first, nch, model, sizes, blob, vmap.to_bytes(img.bits), flagged, section))
         jobs += [lambda v=v, s=s, m=model, b=vmap.coding_bits, z=flagged:
                  code_shard(m, b, v, Encode(s), floored=floored, zero_flags=z) for v, s in parts]
     if workers > 1 and len(jobs) > 1:
@@ -198,8 +197,8 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
         raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None
     it = iter(streams)
     headers = []
-    for first, nch, model, sizes, n_shards, blob, vbytes, flagged, section in layout:
-        lens = tuple(next(it).nbytes for _ in range(n_shards))
+    for first, nch, model, sizes, blob, vbytes, flagged, section in layout:
+        lens = tuple(next(it).nbytes for _ in sizes)
         headers.append(container.PlaneHeader(first, nch, model.config.patch, model.name, model.weights_id,
                                              lens, sizes, blob, vbytes, flagged, section))
     arr = img.pixels

@@ -78,8 +78,13 @@ class PlaneHeader:
 
     def shard_slices(self) -> list[slice]:
         """Each shard's patches as a slice of :meth:`model_patches`."""
-        ends = np.cumsum(self.shard_patches, dtype=np.int64).tolist()
-        return [slice(e - n, e) for e, n in zip(ends, self.shard_patches)]
+        return shard_slices(self.shard_patches)
+
+
+def shard_slices(counts: tuple[int, ...] | list[int]) -> list[slice]:
+    """Shards of ``counts`` patches each, consecutive (the coding order): their slices."""
+    ends = np.cumsum(counts, dtype=np.int64).tolist()
+    return [slice(e - n, e) for e, n in zip(ends, counts)]
 
 
 @dataclass(frozen=True)

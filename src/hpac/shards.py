@@ -97,8 +97,7 @@ def valid_mask(h: int, w: int, patch: int) -> torch.Tensor:
 def _group_positions(sched, g: int, batch: int) -> np.ndarray:
     """(B n,) int64: group g's positions as flat indices into a shard's (B, P, P) grid, patches outer."""
     p = sched.patch
-    inside = sched.rows[g].numpy() * p + sched.cols[g].numpy()
-    return ((np.arange(batch) * (p * p))[:, None] + inside[None, :]).reshape(-1)
+    return ((np.arange(batch) * (p * p))[:, None] + sched.flat[g][None, :]).reshape(-1)
 
 
 def _last_group(valid: torch.Tensor) -> int:

@@ -257,6 +257,7 @@ class CSIStepper:
         acc = np.empty((m, self.in_w.shape[1]), cols.dtype)
         torch.mm(torch.from_numpy(cols), self.in_w, out=torch.from_numpy(acc))
         x, skip = self.net.stem_out(acc)
+        ar = self.net.arith
         for blk, cache, taps in zip(self.net.blocks, self.caches, self.taps):
             def depthwise(a, p, cache=cache, taps=taps):
                 cache.write(g0, first, sizes, a, runs)
@@ -265,7 +266,7 @@ class CSIStepper:
                                 runs.lo, runs.hi, runs.off, out)
                 return out
 
-            x = gated_block(self.net.arith, blk, x, depthwise)
+            x = gated_block(ar, blk, x, depthwise)
         return self.net.tail(x, skip), runs
 
     def params(self, g: int) -> torch.Tensor:
@@ -329,7 +330,7 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
     if span is None:
         span = max(1, SPAN_POSITIONS * 3 // p)  # a group holds P / 3 positions on average
     st = CSIStepper(net, 1, span=span)
-    flat = [sched.rows[g].numpy() * p + sched.cols[g].numpy() for g in range(sched.groups)]
+    flat = sched.flat
     q_rows = q.reshape(b, p * p, -1).numpy()
     out_rows = out.view(b, p * p, -1).numpy()
     for i in range(b):

@@ -11,8 +11,9 @@ export (:mod:`hpac.nn.integer`) and the decoder's stepper (:mod:`hpac.nn.csi`) u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
+import numpy as np
 import torch
 
 
@@ -34,6 +35,11 @@ class GroupSchedule:
     @property
     def groups(self) -> int:
         return len(self.rows)
+
+    @cached_property
+    def flat(self) -> tuple[np.ndarray, ...]:
+        """Per group, (n_g,) int64 flat positions r P + c inside a patch, rows ascending."""
+        return tuple(r.numpy() * self.patch + c.numpy() for r, c in zip(self.rows, self.cols))
 
     @property
     def reach(self) -> int:
