@@ -33,9 +33,9 @@ for path in args.images:
     pt, valid = to_patches(img.pixels[:, :, :3].astype(np.int64), model.config.patch)
     pt, valid = pt[: args.patches], valid[: args.patches]
     params = plane_params(net, pt, valid).reshape(-1, net.cfg.n_params)
-    sym = pt.reshape(-1, 3).numpy()
+    sym = pt.reshape(-1, 3)
     q = integer.centred(pt, bits).reshape(-1, 3)
-    units = [integer.units(net, params.numpy(), c, q.numpy()) for c in range(3)]
+    units = [integer.units(net, params, c, q) for c in range(3)]
     for mass in map(float, args.masses.split(",")):
         tails = afc.tail_table(mass)
         width, escapes = 0.0, 0

@@ -20,7 +20,7 @@ import torch
 from hpac.adapters.fit import _patch_bits
 from hpac.shards import to_patches
 from hpac.tools.train import _load_images, split_train_val
-from hpac.zoo.weights import load_weights
+from hpac.zoo.weights import load_net
 
 BATCH_PIXELS = 8 * 128 * 128  # pixels per forward pass
 
@@ -33,7 +33,7 @@ def heldout_nll(net: torch.nn.Module, images: list, patch: int) -> list[float]:
         for _, arr, bits in images:
             pt, valid = to_patches(arr, patch)
             step = max(1, BATCH_PIXELS // (patch * patch))
-            total = sum(float(_patch_bits(net, pt[i : i + step].long(), valid[i : i + step], bits).sum())
+            total = sum(float(_patch_bits(net, torch.from_numpy(pt[i : i + step]).long(), torch.from_numpy(valid[i : i + step]), bits).sum())
                         for i in range(0, pt.shape[0], step))
             out.append(total / arr.size)
     return out
@@ -51,7 +51,7 @@ def main() -> None:
     _, val = split_train_val(_load_images(args.data, False))
     print(f"{len(val)} held-out files", flush=True)
     for w in args.weights:
-        net = load_weights(w)[0].eval()
+        net = load_net(w)[0]
         for p in args.patch:
             t = time.time()
             per = heldout_nll(net, val, p)

@@ -7,7 +7,7 @@ in docs/integer.md).
 
 The images are those ``hpac train`` holds out for validation (hpac.tools.train.split_train_val), cut
 into P x P patches as the codec cuts them; the code length is the exact NLL of the integer
-network's mixtures (hpac.nn.integer.plane_params + hpac.nn.integer.mixture). Training images only:
+network's mixtures (hpac.nn.integer.plane_params + hpac.nn.quantize.mixture). Training images only:
 never point it at dev/.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpac.nn import integer
+from hpac.nn import integer, quantize
 from hpac.nn.csi import plane_params
 from hpac.tools import train
 from hpac.zoo.catalog import get_entry, load_model_file
@@ -41,11 +41,11 @@ def main() -> None:
         for _, sym, bits in held:
             inet = model.integer(bits)
             patches, valid = to_patches(sym, patch)
-            patches = patches.to(torch.int64)
+            patches = patches.astype(np.int64)
             for i in range(patches.shape[0]):
                 p = plane_params(inet, patches[i : i + 1], valid[i : i + 1])
-                b = mixture_bits(integer.mixture(p, inet), patches[i : i + 1], bits)
-                total += float(b.sum(-1)[valid[i : i + 1]].sum())
+                b = mixture_bits(quantize.mixture(p, inet), torch.from_numpy(patches[i : i + 1]), bits)
+                total += float(b.sum(-1)[torch.from_numpy(valid[i : i + 1])].sum())
                 count += float(valid[i].sum()) * sym.shape[-1]
         print(f"{path}: {total / count:.4f} bpsp on {len(held)} held-out images ({model.weights_id})", flush=True)
 

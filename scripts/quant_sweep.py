@@ -5,7 +5,7 @@
 
 For each QuantSpec variant, hpac-natural's integer network (grids calibrated on half of the
 files' crops) codes crops of the other half; the code length is the mixture's exact NLL of the
-integer parameters (hpac.nn.integer.mixture + hpac.nn.mixture.mixture_bits), against the float
+integer parameters (hpac.nn.quantize.mixture + hpac.nn.mixture.mixture_bits), against the float
 network's on the same crops. Training images only: never point it at dev/.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hpac.nn import integer
+from hpac.nn import integer, quantize
 from hpac.nn.csi import plane_params
 from hpac.zoo.catalog import load_catalog_model
 from hpac.nn.mixture import mixture_bits, nll_bits, normalise
@@ -69,12 +69,12 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, kw in VARIANTS.items():
         spec = dataclasses.replace(integer.QuantSpec(), **kw)
-        ranges = integer.calibrate(net, batches, spec)
-        inet = integer.load(integer.export(net, integer.grids(ranges, net.cfg, spec), spec), net.cfg, spec, 8)
+        ranges = quantize.calibrate(net, batches, spec)
+        inet = integer.load(integer.export(quantize.float_state(net), integer.grids(ranges, net.cfg, spec), spec), net.cfg, spec, 8)
         t = time.time()
-        p = plane_params(inet, test)
+        p = plane_params(inet, test.numpy())
         dt = time.time() - t
-        ib = float(mixture_bits(integer.mixture(p, inet), test, 8).mean())
+        ib = float(mixture_bits(quantize.mixture(p, inet), test, 8).mean())
         print(f"| {name} | {kw or 'QuantSpec()'} | {ib:.4f} | {100 * (ib / fb - 1):+.2f}% | {dt:.1f} |", flush=True)
 
 

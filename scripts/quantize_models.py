@@ -6,7 +6,7 @@
 
 Each model's float network runs over random 128x128 crops of training images (RGB for
 hpac-natural, luma for hpac-gray, 9-16-bit gray from datasets/fetch_medical.py output for
-hpac-gray16); every activation's range is the QuantSpec quantile of |t| (hpac.nn.integer.calibrate),
+hpac-gray16); every activation's range is the QuantSpec quantile of |t| (hpac.nn.quantize.calibrate),
 and hpac.nn.integer.grids turns the ranges into grid steps and tables. Never point it at dev/ data.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from hpac.entropy import valuemap
-from hpac.nn import integer
+from hpac.nn import integer, quantize
 from hpac.zoo.catalog import CATALOG, weights_path
 from hpac.nn.mixture import normalise
 from hpac.io.readers import read_image
-from hpac.zoo.weights import load_weights, save_weights
+from hpac.zoo.weights import load_net, save_weights
 
 CROP, CROPS_PER_FILE, BATCH = 128, 4, 16
 
@@ -71,12 +71,12 @@ def main() -> int:
             files = sorted(args.natural.glob("*.png"))
         x = crops(files, entry.config.channels, seed=0)
         path = weights_path(entry)
-        net, info = load_weights(path)
+        net, info = load_net(path)
         info.pop("weights_id", None)
         info.pop("grid", None)
         info.pop("quant_spec", None)
         batches = [x[i : i + BATCH] for i in range(0, len(x), BATCH)]
-        ranges = integer.calibrate(net, batches, spec)
+        ranges = quantize.calibrate(net, batches, spec)
         grid = integer.grids(ranges, net.cfg, spec)
         info["integer"] = (f"grids: QuantSpec defaults, ranges the {spec.quantile} quantile of |t| over "
                            f"{len(x)} crops {CROP}x{CROP} of {len(files)} files (scripts/quantize_models.py)")

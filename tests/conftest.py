@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from hpac.nn import integer
+from hpac.nn import integer, quantize
 from hpac.zoo.catalog import CodecModel, load_model_file
 from hpac.adapters.lora import splitmix64
 from hpac.zoo.weights import save_weights
 from hpac.nn.mixture import normalise
 from hpac.nn.integer import QuantSpec
-from hpac.nn.model import HPACNet, ModelConfig
+from hpac.nn.architecture import ModelConfig
+from hpac.nn.model import HPACNet
 from hpac.zoo.weights import tensors_hash
+from images import scan_like, smooth_image  # noqa: F401 (the tests import them from here too)
 
 SAMPLE = Path(__file__).parent.parent / "samples" / "ihc_crop.png"  # the bundled sample
 
@@ -27,8 +29,8 @@ def make_model(channels: int, patch: int = 8, dim: int = 8, blocks: int = 1, mix
     with torch.no_grad():
         for p in net.parameters():  # livelier than the default init, so masks and channels matter
             p.add_(torch.randn_like(p) * 0.1)
-    return CodecModel(name or f"tiny{channels}", net, tensors_hash(net.state_dict()), {}, None,
-                      *tiny_grid(net))
+    return CodecModel(name or f"tiny{channels}", net.cfg, quantize.float_state(net), tensors_hash(net.state_dict()),
+                      {}, None, *tiny_grid(net))
 
 
 TINY_SPEC = QuantSpec(lut_bits=8)  # small tables: the mechanics tests do not need 12 bits
@@ -37,7 +39,7 @@ TINY_SPEC = QuantSpec(lut_bits=8)  # small tables: the mechanics tests do not ne
 def tiny_grid(net: HPACNet) -> tuple[dict, QuantSpec]:
     """Integer grids for a test model, calibrated on a synthetic image."""
     img = torch.from_numpy(smooth_image(32, 32, net.cfg.channels, seed=7).astype(np.int64))
-    ranges = integer.calibrate(net, [normalise(img[None], 8).permute(0, 3, 1, 2)], TINY_SPEC)
+    ranges = quantize.calibrate(net, [normalise(img[None], 8).permute(0, 3, 1, 2)], TINY_SPEC)
     return integer.grids(ranges, net.cfg, TINY_SPEC), TINY_SPEC
 
 
@@ -74,26 +76,3 @@ def corpus_models(create: bool = False) -> dict[int, CodecModel]:
                          dataclasses.asdict(spec))
         out[ch] = load_model_file(path, f"tiny{ch}")
     return out
-
-
-def smooth_image(h: int, w: int, c: int, dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    """A natural-ish test image: gradients plus noise, full range of the dtype used."""
-    rng = np.random.default_rng(seed)
-    top = {np.uint8: 255, np.uint16: 4095, np.int16: 2047}[dtype]
-    y, x = np.mgrid[0:h, 0:w]
-    base = (np.sin(x / 5.0)[..., None] + np.cos(y / 7.0)[..., None] + np.arange(c)) * top / 6 + top / 2
-    img = base + rng.normal(0, top / 40, (h, w, c))
-    lo = -top - 1 if dtype == np.int16 else 0
-    if dtype == np.int16:
-        img = img * 2 - top
-    return np.clip(np.round(img), lo, top).astype(dtype)
-
-
-def scan_like(h: int, w: int, dtype=np.uint16, floor: int = 1000, seed: int = 0) -> np.ndarray:
-    """A smooth noisy disc on padding of one value (``floor``), as a CT slice: (h, w)."""
-    base = np.uint8 if dtype == np.uint8 else np.uint16
-    inside = smooth_image(h, w, 1, base, seed)[:, :, 0].astype(np.int64) + floor + 1
-    y, x = np.mgrid[0:h, 0:w]
-    disc = (y - h / 2) ** 2 + (x - w / 2) ** 2 < (0.4 * min(h, w)) ** 2
-    top = np.iinfo(dtype).max
-    return np.where(disc, np.minimum(inside, top), floor).astype(dtype)

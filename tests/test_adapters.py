@@ -15,7 +15,7 @@ import hpac
 from hpac import codec, container, shards
 from hpac.adapters import fit, lora
 from hpac.adapters.effort import EFFORTS
-from hpac.nn.model import ModelConfig
+from hpac.nn.architecture import ModelConfig
 
 from conftest import make_model, smooth_image
 

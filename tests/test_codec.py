@@ -2,6 +2,8 @@
 and content; shards and threads; arrays it refuses."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -80,15 +82,25 @@ def test_rejects_unsupported_arrays():
         hpac.encode(np.zeros((0, 4), np.uint8))
 
 
-def test_decoding_never_loads_the_encoders_fitter():
-    """Adapters are merged from hpac.adapters.lora; the fitter (hpac.adapters.fit) is the
-    encoder's, at effort >= 1 only."""
+def test_effort_0_never_loads_torch_and_decoding_never_loads_the_fitter():
+    """Effort 0, encode and decode, is numpy and numba: neither torch (its import alone took
+    1.2 s of every CLI call) nor the adapters load. A file with adapters decodes with torch
+    and the merge (hpac.adapters.lora), never the encoder's fitter (hpac.adapters.fit)."""
     import subprocess
     import sys
 
     code = ("import sys, numpy as np, hpac\n"
             "data = hpac.encode(np.zeros((9, 11, 3), np.uint8), effort=0, threads=1)\n"
             "hpac.decode(data, threads=1)\n"
+            "assert not {'torch', 'hpac.adapters.lora', 'hpac.adapters.fit'} & set(sys.modules), sys.modules.keys()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    corpus = Path(__file__).parent / "conformance"
+    code = ("import sys, numpy as np, hpac\n"
+            "from hpac.zoo.catalog import load_model_file\n"
+            f"models = [load_model_file({str(corpus / 'models')!r} + f'/tiny{{c}}.safetensors', f'tiny{{c}}') for c in (1, 3)]\n"
+            f"data = open({str(corpus / 'tiny_rgb_adapted_v9.hpac')!r}, 'rb').read()\n"
+            "hpac.decode(data, model=models, threads=1)\n"
             "assert 'hpac.adapters.lora' in sys.modules and 'hpac.adapters.fit' not in sys.modules\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()[-2000:]

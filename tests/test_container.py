@@ -11,7 +11,7 @@ import pytest
 import hpac
 from hpac import container, fileformat, shards
 from hpac.nn import csi, integer
-from hpac.nn.model import ModelConfig
+from hpac.nn.architecture import ModelConfig
 from conftest import smooth_image
 
 

@@ -7,18 +7,18 @@ import torch
 
 from hpac.nn import integer
 from hpac.nn.csi import CSIStepper, plane_params
-from hpac.nn.model import causal_mask, ModelConfig
+from hpac.nn.architecture import causal_mask, ModelConfig
 from conftest import make_model
 
 
-def group_of(patch: int) -> torch.Tensor:
-    r, c = torch.meshgrid(torch.arange(patch), torch.arange(patch), indexing="ij")
+def group_of(patch: int) -> np.ndarray:
+    r, c = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
     return c + 2 * r
 
 
 def test_masks_follow_the_skewed_diagonal():
     k = 7
-    off = torch.arange(k) - k // 2
+    off = np.arange(k) - k // 2
     for strict in (True, False):
         m = causal_mask(k, strict)
         for i, dr in enumerate(off):
@@ -33,7 +33,7 @@ def test_changing_a_pixel_never_changes_earlier_distributions(channels):
     """Perturb pixel p: params of every position whose group <= group(p) stay bit-identical."""
     model = make_model(channels, patch=16, dim=12, blocks=2, mixtures=3, seed=3)
     net = model.net
-    grp = group_of(16)
+    grp = torch.from_numpy(group_of(16))
     x = torch.rand(1, channels, 16, 16) * 2 - 1
     with torch.no_grad():
         base = net(x)
@@ -53,13 +53,13 @@ def csi_vs_plane_pass(model, bits: int, batch: int) -> int:
     """Groups stepped; asserts the decoder's CSI steps give the encoder's one-pass integers."""
     net = model.integer(bits)
     cfg = net.cfg
-    sym = torch.randint(0, 1 << bits, (batch, cfg.patch, cfg.patch, cfg.channels), generator=torch.Generator().manual_seed(1))
+    sym = np.random.default_rng(1).integers(0, 1 << bits, (batch, cfg.patch, cfg.patch, cfg.channels))
     ref = plane_params(net, sym)
     q = integer.centred(sym, bits)
     st = CSIStepper(net, batch)
     for g in range(st.sched.groups):
         r, c = st.sched.rows[g], st.sched.cols[g]
-        assert torch.equal(st.params(g), ref[:, r, c, :]), f"group {g}"
+        assert np.array_equal(st.params(g), ref[:, r, c, :]), f"group {g}"
         st.write_pixels(g, q[:, r, c, :])
     return st.sched.groups
 
@@ -81,14 +81,14 @@ def test_a_pixel_never_changes_earlier_integer_distributions():
     model = make_model(3, patch=16, dim=12, blocks=2, mixtures=3, seed=3)
     net = model.integer(8)
     grp = group_of(16)
-    sym = torch.randint(0, 256, (1, 16, 16, 3), generator=torch.Generator().manual_seed(2))
+    sym = np.random.default_rng(2).integers(0, 256, (1, 16, 16, 3))
     base = plane_params(net, sym)
     later = 0
     for r, c in [(0, 0), (5, 5), (7, 2), (15, 15), (10, 9)]:
-        s2 = sym.clone()
+        s2 = sym.copy()
         s2[0, r, c, 1] = 255 - s2[0, r, c, 1]
-        diff = (plane_params(net, s2) - base).abs().amax(-1)[0]
-        assert torch.all(diff[grp <= grp[r, c]] == 0)
+        diff = np.abs(plane_params(net, s2) - base).max(-1)[0]
+        assert np.all(diff[grp <= grp[r, c]] == 0)
         later += int((diff[grp > grp[r, c]] > 0).sum())
     assert later > 0
 
@@ -100,3 +100,12 @@ def test_catalog_models_are_ultra_light():
     for entry in CATALOG.values():
         assert HPACNet(entry.config).param_count() < 1_000_000
         assert entry.config.macs_per_pixel() > 10_000
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(channels=1, dim=12, blocks=2, mlp_ratio=3, mixtures=4)])
+def test_weight_shapes_are_the_float_network_s(cfg):
+    """A weights file is checked against ModelConfig.weight_shapes (no torch): the float
+    network's state_dict must hold exactly those."""
+    from hpac.nn.model import HPACNet
+
+    assert {k: tuple(v.shape) for k, v in HPACNet(cfg).state_dict().items()} == cfg.weight_shapes()

@@ -12,20 +12,17 @@ model, decodes the shards and places their patches.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 
 from . import container, fileformat, shards
-from .adapters import lora
 from .adapters.effort import effort_of
 from .entropy import regions, valuemap, zeroflags
 from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
 from .io.image import Image, as_image, signed_offset
 from .nn.csi import cache_bytes
-from .parallel import default_threads, run_jobs, single_threaded_torch
+from .parallel import default_threads, run_jobs
 from .shards import Decode, Encode, code_shard, shard_sizes, to_patches, valid_mask
 from .zoo.catalog import CodecModel, default_model_name, load_catalog_model, resolve_model
 
@@ -43,8 +40,8 @@ class _Plane(NamedTuple):
     nch: int  # channels
     model: CodecModel
     coded: np.ndarray  # (H, W, nch) coded symbols
-    patches: torch.Tensor  # (N, P, P, nch) coded symbols in the model's effort-0 patches
-    valid: torch.Tensor  # (N, P, P) bool
+    patches: np.ndarray  # (N, P, P, nch) coded symbols in the model's effort-0 patches
+    valid: np.ndarray  # (N, P, P) bool
     fitted: Fit | None  # SARP-FT adapters, if any
     vmap: valuemap.ValueMap
     zero_flags: bool  # zeros flagged (hpac.entropy.zeroflags)
@@ -111,19 +108,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
         section = regions.encode(values, classical, model.config.patch, workers) if classical.any() else b""
         fitted = None
         if plan is not None and not classical.all():  # (no patch left for adapters to help)
-            from .adapters import fit  # (effort >= 1 only)
-
-            tile = fit.fit_tile(model.config, h, w)
-            if tile == model.config.patch:
-                tiles, tvalid, coding = patches, valid, None
-            else:  # fit on tiles; the effort-0 estimate still comes from the coding patches
-                tiles, tvalid = to_patches(coded, tile)
-                coding = (patches.to(torch.int64), valid)
-            grid = (-(-h // tile), -(-w // tile))
-            with single_threaded_torch():
-                fitted = fit.fit(model.net, tiles.to(torch.int64), tvalid, vmap.coding_bits, grid, plan,
-                                   seed=seed, workers=workers, progress=progress, zero_flags=flagged,
-                                   coding=coding)
+            fitted = _fit(model, coded, patches, valid, vmap.coding_bits, plan, seed, workers, progress, flagged)
         planes.append(_Plane(first, nch, model, coded, patches, valid, fitted, vmap, flagged, classical, section))
     if all(p.fitted is None for p in planes):
         return _encode_planes(img, planes, workers, False, floored)[0]
@@ -140,7 +125,28 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
     return data if len(data) < len(plain) else plain
 
 
-def _model_bytes(model: CodecModel, bits: int, zero_flags: bool, patches: torch.Tensor, valid: torch.Tensor,
+def _fit(model: CodecModel, coded: np.ndarray, patches: np.ndarray, valid: np.ndarray, bits: int, plan, seed: int,
+         workers: int, progress: bool, zero_flags: bool) -> Fit:
+    """SARP-FT adapters for one plane (effort >= 1: the only part of encoding that runs torch)."""
+    import torch
+
+    from .adapters import fit
+    from .parallel import single_threaded
+
+    h, w = coded.shape[:2]
+    tile = fit.fit_tile(model.config, h, w)
+    if tile == model.config.patch:
+        tiles, tvalid, coding = patches, valid, None
+    else:  # fit on tiles; the effort-0 estimate still comes from the coding patches
+        tiles, tvalid = to_patches(coded, tile)
+        coding = (torch.from_numpy(patches.astype(np.int64)), torch.from_numpy(valid))
+    grid = (-(-h // tile), -(-w // tile))
+    with single_threaded():
+        return fit.fit(model.net, torch.from_numpy(tiles.astype(np.int64)), torch.from_numpy(tvalid), bits, grid,
+                       plan, seed=seed, workers=workers, progress=progress, zero_flags=zero_flags, coding=coding)
+
+
+def _model_bytes(model: CodecModel, bits: int, zero_flags: bool, patches: np.ndarray, valid: np.ndarray,
                  indices: list[int], side: int) -> list[int]:
     """Bytes of the top-left side x side pixels of each of ``patches[indices]`` coded by the
     model alone (the classical-region decision's measure, :func:`hpac.entropy.regions.choose`); in this
@@ -148,7 +154,7 @@ def _model_bytes(model: CodecModel, bits: int, zero_flags: bool, patches: torch.
     refuses costs its raw bits."""
     out = []
     for i in indices:
-        v = valid[i : i + 1].clone()
+        v = valid[i : i + 1].copy()
         v[:, side:] = False
         v[:, :, side:] = False
         try:
@@ -176,8 +182,7 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
             if model.config.patch != patches.shape[1]:
                 patches, valid = to_patches(coded, model.config.patch)
         if classical.any():  # (then the patches are still the effort-0 ones the mask is of)
-            keep = torch.from_numpy(~classical)
-            patches, valid = patches[keep], valid[keep]
+            patches, valid = patches[~classical], valid[~classical]
         p = model.config.patch
         sizes = tuple(shard_sizes(model.config, valid, cache_bytes(model.config, 1)))
         parts = [(valid[at], patches[at]) for at in container.shard_slices(sizes)]
@@ -241,11 +246,13 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             raise FormatError(f"a shard of {ph.patches_per_shard} patches of {ph.patch} x {ph.patch} would take "
                               f"{need >> 20} MiB of decoder caches with model {model.name}, above the "
                               f"{shards.MAX_SHARD_CACHE_BYTES >> 20} MiB any encoder writes")
-        if ph.adapter:
+        if ph.adapter:  # (the float network, torch: only files with adapters)
+            from .adapters import lora
+
             rank, qstep, ints = lora.decode_ints(model.net, ph.adapter)
-            model = replace(model, net=lora.merge(model.net, rank, qstep, ints))
+            model = model.with_net(lora.merge(model.net, rank, qstep, ints))
         indices = ph.model_patches(header.height, header.width)
-        valid = valid_mask(header.height, header.width, ph.patch)[torch.from_numpy(indices)]
+        valid = valid_mask(header.height, header.width, ph.patch)[indices]
         for ln, at in zip(ph.shard_lengths, ph.shard_slices()):
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
@@ -264,12 +271,12 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
     offset = signed_offset(dtype, header.bits)
     pixels = np.empty((header.height, header.width, header.channels), dtype=dtype)
     for (ph, indices, vmap), shard in zip(places, results):  # values no map produces raise ChecksumError
-        _place_patches(pixels, vmap.inverse(shard.numpy(), header.bits) - offset, ph, indices)
+        _place_patches(pixels, vmap.inverse(shard, header.bits) - offset, ph, indices)
     for ph in header.planes:
         if ph.regions:  # (container.read refused them in planes of more than 8 bits)
             chosen = ph.classical(header.height, header.width)
             values = regions.decode(ph.regions, chosen.size, header.height, header.width, ph.n_channels)
-            _place_patches(pixels, to_patches(values, ph.patch)[0].numpy()[chosen], ph, np.flatnonzero(chosen))
+            _place_patches(pixels, to_patches(values, ph.patch)[0][chosen], ph, np.flatnonzero(chosen))
     if container.pixel_digest(pixels) != header.pixel_sha256:
         # every machine computes the same tables (integer arithmetic): only the bytes can be wrong
         raise ChecksumError("decoded pixels do not match the stored hash: the file is corrupt")

@@ -1,8 +1,8 @@
-"""Running independent single-threaded torch jobs on several cores.
+"""Running independent single-threaded jobs on several cores.
 
 Both the coder (shards) and SARP-FT (chunks of patches) hand lists of closures to
-:func:`run_jobs`. Every job runs with torch single-threaded, so a job's arithmetic, and hence
-the bytes, never depends on how many workers run.
+:func:`run_jobs`. Every job runs single-threaded (numpy's BLAS, and torch where it is
+loaded), so the cores are the workers' and no job's time depends on another's threads.
 
 On Linux the workers are forked processes: the per-group Python work then runs truly in
 parallel (threads share one GIL and scaled only 1.3-1.6x on 2 cores). Forking is only safe
@@ -23,8 +23,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator, NamedTuple
-
-import torch
 
 _STATE: object = None  # what forked workers work on (inherited, never pickled)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -58,14 +56,29 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def _one_thread() -> None:
+    """Torch on one thread where it is loaded (coding at effort 0 never loads it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 @contextmanager
-def single_threaded_torch() -> Iterator[None]:
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
+def single_threaded() -> Iterator[None]:
+    """numpy's BLAS and the OpenMP pools on one thread, and torch where it is loaded; restored
+    after. The integer network's products are BLAS calls, exact in any thread count: this is
+    about speed (workers that each start threads oversubscribe the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    prev = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(1):
+        _one_thread()
+        try:
+            yield
+        finally:
+            if prev is not None:
+                torch.set_num_threads(prev)
 
 
 class _WorkerFailure(NamedTuple):
@@ -85,8 +98,8 @@ def _call(task: tuple[Callable[[object, object], object], object]) -> object:
 class Workers:
     """Up to ``workers`` workers that share a read-only ``state``, for many rounds of jobs.
 
-    ``map(fn, args)`` returns ``[fn(state, a) for a in args]``, each call with torch
-    single-threaded. ``fn`` must be a module-level function and ``args`` and the results must
+    ``map(fn, args)`` returns ``[fn(state, a) for a in args]``, each call single-threaded
+    (:func:`single_threaded`). ``fn`` must be a module-level function and ``args`` and the results must
     pickle (they cross a process boundary). The processes are forked once, on entry, so
     ``state`` must be complete by then; anything that changes later travels in ``args``.
     Use as a context manager.
@@ -95,12 +108,12 @@ class Workers:
     def __init__(self, state: object, workers: int):
         self.state, self.workers = state, workers
         self._pool = self._threads = None
-        self._torch = single_threaded_torch()
+        self._one = single_threaded()
 
     def __enter__(self) -> "Workers":
         global _STATE
         keep_freed_memory()  # before forking: the workers inherit it
-        self._torch.__enter__()
+        self._one.__enter__()
         if self.workers <= 1:
             return self
         if sys.platform != "linux":
@@ -111,7 +124,7 @@ class Workers:
         with warnings.catch_warnings():
             # Python warns on fork with threads alive; ours (the pool's own) never run torch
             warnings.simplefilter("ignore", DeprecationWarning)
-            self._pool = ctx.Pool(self.workers, initializer=torch.set_num_threads, initargs=(1,))
+            self._pool = ctx.Pool(self.workers, initializer=_one_thread)
         return self
 
     def map(self, fn: Callable[[object, object], object], args: list) -> list:
@@ -136,7 +149,7 @@ class Workers:
         finally:
             self._pool = self._threads = None
             _STATE = None
-            self._torch.__exit__(None, None, None)
+            self._one.__exit__(None, None, None)
 
 
 def _job(jobs: list[Callable[[], object]], i: int) -> object:

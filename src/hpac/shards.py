@@ -15,14 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from . import fileformat
 from .entropy import afc, zeroflags
 from .errors import ChecksumError, FormatError
 from .nn import integer
+from .nn.architecture import ModelConfig
 from .nn.csi import CSIStepper, plane_params
-from .nn.model import ModelConfig
 from .nn.schedule import group_schedule
 from .zoo.catalog import CodecModel
 
@@ -43,7 +42,7 @@ def shard_cap(patch: int, patch_cache_bytes: int = 0) -> int:
 PATCH_WORK = 1 / 16  # a patch's fixed cost (its steps' overhead), in whole patches' positions
 
 
-def shard_sizes(cfg: ModelConfig, valid: torch.Tensor, patch_cache_bytes: int = 0) -> list[int]:
+def shard_sizes(cfg: ModelConfig, valid: np.ndarray, patch_cache_bytes: int = 0) -> list[int]:
     """Patches of each shard, consecutive in the plane's patch order. A function of the image's
     geometry and the model only (never of the thread count, so the bytes do not depend on it):
 
@@ -75,23 +74,23 @@ def shard_sizes(cfg: ModelConfig, valid: torch.Tensor, patch_cache_bytes: int = 
     return sizes + [m - start]
 
 
-def to_patches(sym: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def to_patches(sym: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, c) ints -> zero-padded patches (N, P, P, c) of the same dtype and their validity (N, P, P)."""
     h, w, c = sym.shape
     ph, pw = -(-h // patch), -(-w // patch)
     buf = np.zeros((ph * patch, pw * patch, c), dtype=sym.dtype)
     buf[:h, :w] = sym
     p = buf.reshape(ph, patch, pw, patch, c).transpose(0, 2, 1, 3, 4).reshape(-1, patch, patch, c)
-    return torch.from_numpy(np.ascontiguousarray(p)), valid_mask(h, w, patch)
+    return np.ascontiguousarray(p), valid_mask(h, w, patch)
 
 
-def valid_mask(h: int, w: int, patch: int) -> torch.Tensor:
+def valid_mask(h: int, w: int, patch: int) -> np.ndarray:
     """(N, P, P) bool: which positions of the patch grid of an h x w image are real pixels."""
     ph, pw = -(-h // patch), -(-w // patch)
     valid = np.zeros((ph * patch, pw * patch), dtype=bool)
     valid[:h, :w] = True
     v = valid.reshape(ph, patch, pw, patch).transpose(0, 2, 1, 3).reshape(-1, patch, patch)
-    return torch.from_numpy(np.ascontiguousarray(v))
+    return np.ascontiguousarray(v)
 
 
 def _group_positions(sched, g: int, batch: int) -> np.ndarray:
@@ -100,17 +99,17 @@ def _group_positions(sched, g: int, batch: int) -> np.ndarray:
     return ((np.arange(batch) * (p * p))[:, None] + sched.flat[g][None, :]).reshape(-1)
 
 
-def _last_group(valid: torch.Tensor) -> int:
+def _last_group(valid: np.ndarray) -> int:
     """Largest group index g = c + 2r holding a real (non-padding) pixel; -1 if none."""
-    rr, cc = torch.nonzero(valid.any(dim=0), as_tuple=True)
-    return int((cc + 2 * rr).max()) if rr.numel() else -1
+    rr, cc = np.nonzero(valid.any(axis=0))
+    return int((cc + 2 * rr).max()) if rr.size else -1
 
 
 @dataclass(frozen=True)
 class Encode:
     """The encoder's side of a shard: the symbols it writes."""
 
-    symbols: torch.Tensor  # (B, P, P, c) integer symbols
+    symbols: np.ndarray  # (B, P, P, c) integer symbols
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ class Decode:
     words: np.ndarray  # (n,) uint32
 
 
-def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode | Decode, floored: bool = False,
+def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | Decode, floored: bool = False,
                zero_flags: bool = False):
     """Encode or decode one shard of patches, as ``side`` says.
 
@@ -149,53 +148,53 @@ def code_shard(model: CodecModel, bits: int, valid: torch.Tensor, side: Encode |
     p = cfg.patch
     if isinstance(side, Encode):
         coder = constriction.stream.queue.RangeEncoder()
-        sym = side.symbols.to(torch.int64)
+        sym = side.symbols.astype(np.int64)
         # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
-        plane = plane_params(net, sym, valid, out=torch.empty(b, p, p, cfg.n_params, dtype=net.params_dtype))
+        plane = plane_params(net, sym, valid, out=np.empty((b, p, p, cfg.n_params), net.params_dtype))
         flags = zeroflags.ZeroFlags() if zero_flags else None
         _encode_groups(coder, net, plane, sym, integer.centred(sym, bits), valid, sched, bits, floored, flags)
         return coder.get_compressed()
     coder = constriction.stream.queue.RangeDecoder(side.words)
-    out = torch.zeros(b, p, p, ch, dtype=torch.int64)
+    out = np.zeros((b, p, p, ch), np.int64)
     # per patch, what reaches its real pixels: an image-edge patch skips the rest
     stepper = CSIStepper(net, b, integer.patch_extents(cfg, valid))
-    # numpy bookkeeping, positions as flat indices into the shard: a step codes a few hundred
-    # pixels, where torch's per-call overhead was a tenth of decoding
-    out_rows = out.numpy().reshape(b * p * p, ch)
-    flat_valid = valid.numpy().reshape(-1)
+    # positions as flat indices into the shard: a step codes a few hundred pixels, where a
+    # tensor library's per-call overhead was a tenth of decoding
+    out_rows = out.reshape(b * p * p, ch)
+    flat_valid = valid.reshape(-1)
     flags = zeroflags.ZeroFlags() if zero_flags else None
     top = float((1 << bits) - 1)
     for g in range(_last_group(valid) + 1):  # later groups hold only padding: nothing to code
         r, c = sched.rows[g], sched.cols[g]
-        n = r.numel()
+        n = r.size
         pos = _group_positions(sched, g, b)
         vi = np.flatnonzero(flat_valid[pos])
         if vi.size == b * n:  # no padding in this group: views instead of gathers
             vi = slice(None)
-        params = stepper.params(g).numpy().reshape(b * n, -1)[vi]
+        params = stepper.params(g).reshape(b * n, -1)[vi]
         q = np.zeros((b * n, ch))
         at = pos[vi]
         for cc in range(ch):
             w, mu, s = integer.units(net, params, cc, q[vi])
             if flags is None:
-                val = afc.decode_symbols(coder, w, mu, s, bits, floored).numpy()
+                val = afc.decode_symbols(coder, w, mu, s, bits, floored)
             else:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
                 ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], afc.mass_below(1, w, mu, s))
                 nz = flags.decode(coder, ctx, floored) == 0
                 val = np.zeros(nz.shape[0], np.int64)
-                val[nz] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1).numpy()
+                val[nz] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1)
             out_rows[at, cc] = val
             q[vi, cc] = val * 2.0 - top
-        stepper.write_pixels(g, torch.from_numpy(q).view(b, n, ch))
-    if out.numel() and int(out.max()) >= (1 << bits):
+        stepper.write_pixels(g, q.reshape(b, n, ch))
+    if out.size and int(out.max()) >= (1 << bits):
         raise ChecksumError("decoded values out of range: corrupt payload")
-    return out.to(torch.int32)
+    return out.astype(np.int32)
 
 
 ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this many pixels
 
 
-def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: torch.Tensor, valid: torch.Tensor,
+def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.ndarray, valid: np.ndarray,
                    sched, bits: int, floored: bool, flags: zeroflags.ZeroFlags | None) -> None:
     """The encoder's side of code_shard's loop: the same (group, channel) calls in the same
     order, their mixtures and tables built for many groups at once
@@ -213,28 +212,28 @@ def _encode_groups(coder, net, plane: torch.Tensor, sym: torch.Tensor, q_all: to
     flat_valid = valid.reshape(-1)
     per_group = []  # per group: flat positions of its real pixels, patches outer
     for g in range(_last_group(valid) + 1):
-        pos = torch.from_numpy(_group_positions(sched, g, b))
+        pos = _group_positions(sched, g, b)
         per_group.append(pos[flat_valid[pos]])
     params = plane.reshape(b * p * p, -1)
     syms = sym.reshape(b * p * p, ch)
     qs = q_all.reshape(b * p * p, ch)
     if flags is not None:  # every position's neighbour pairs, flat like the positions
-        every = torch.arange(p * p)
+        every = np.arange(p * p)
         pairs = flags.neighbour_pairs(sym, valid, every // p, every % p)
     g0 = 0
     while g0 < len(per_group):
         g1, rows = g0, 0
-        while g1 < len(per_group) and (rows == 0 or rows + per_group[g1].numel() <= ENCODE_BATCH_ROWS):
-            rows += per_group[g1].numel()
+        while g1 < len(per_group) and (rows == 0 or rows + per_group[g1].size <= ENCODE_BATCH_ROWS):
+            rows += per_group[g1].size
             g1 += 1
-        idx = torch.cat(per_group[g0:g1])
-        sizes = np.array([per_group[g].numel() for g in range(g0, g1)], dtype=np.int64)
+        idx = np.concatenate(per_group[g0:g1])
+        sizes = np.array([per_group[g].size for g in range(g0, g1)], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)])
-        par, q, target = params[idx], qs[idx], syms[idx].numpy()
-        units = [integer.units(net, par.numpy(), cc, q.numpy()) for cc in range(ch)]  # (w, mu, s) per channel
+        par, q, target = params[idx], qs[idx], syms[idx]
+        units = [integer.units(net, par, cc, q) for cc in range(ch)]  # (w, mu, s) per channel
         if flags is not None:  # one channel: flags ahead of each group's nonzero symbols
             w, mu, s = units[0]
-            ctx = flags.contexts(pairs[idx.numpy()], afc.mass_below(1, w, mu, s))
+            ctx = flags.contexts(pairs[idx], afc.mass_below(1, w, mu, s))
             is0 = (target[:, 0] == 0).astype(np.int32)
             lead = [flags.encode_op(ctx[starts[i] : starts[i + 1]], is0[starts[i] : starts[i + 1]])
                     for i in range(g1 - g0)]
@@ -258,13 +257,13 @@ def warm_kernels(model: CodecModel, bits: int, zero_flags: bool) -> None:
     """Run every kernel coding uses once, in this process, on one 8 x 8 patch: forked workers
     then inherit them loaded instead of each loading numba's cache (about 0.3 s) and building
     AFC's tables (0.5 s) again."""
-    key = (model.weights_id, id(model.net), bits, zero_flags)
+    key = (model.weights_id, id(model.state), bits, zero_flags)
     if key in _WARMED:
         return
     small = model.with_patch(8)
-    sym = torch.zeros(1, 8, 8, model.config.channels, dtype=torch.int64)
+    sym = np.zeros((1, 8, 8, model.config.channels), np.int64)
     sym[0, ::2] = (1 << bits) - 1
-    valid = torch.ones(1, 8, 8, dtype=torch.bool)
+    valid = np.ones((1, 8, 8), bool)
     try:
         words = code_shard(small, bits, valid, Encode(sym), zero_flags=zero_flags)
         code_shard(small, bits, valid, Decode(words), zero_flags=zero_flags)

@@ -27,7 +27,8 @@ import torch
 from torch.optim.adam import adam  # the function form: no torch._dynamo import (see _Adam)
 
 from ..nn.mixture import nll_bits, normalise, zero_flagged_bits
-from ..nn.model import HPACNet, ModelConfig
+from ..nn.architecture import ModelConfig
+from ..nn.model import HPACNet
 from ..parallel import Workers
 from .effort import Effort
 from .lora import MAX_Q, QSTEPS, adapted_layers, encode_ints, merge, projection

@@ -40,7 +40,6 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import lru_cache
 
 import numpy as np
-import torch
 from numba import njit
 
 ESCAPE_MASS = 3e-4  # per component and side. Measured on dev crops (float AFC, session 9): escapes
@@ -366,15 +365,15 @@ def _runs(keys: np.ndarray):
     return zip(rows[:-1], rows[1:])
 
 
-def encode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: torch.Tensor,
+def encode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: np.ndarray,
                    floored: bool = False, low: int = 0) -> None:
     """Encode M subpixels ``sym`` (M,) int64 with one integer mixture each: :func:`encode_calls`
     on one segment (:func:`decode_symbols` reads them back)."""
-    encode_calls(coder, w, mu, s, bits, sym.numpy(), np.array([0, w.shape[0]], np.int64), floored, low)
+    encode_calls(coder, w, mu, s, bits, np.asarray(sym, np.int64), np.array([0, w.shape[0]], np.int64), floored, low)
 
 
 def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, floored: bool = False,
-                   low: int = 0) -> torch.Tensor:
+                   low: int = 0) -> np.ndarray:
     """Decode M subpixels with one integer mixture each.
 
     Stream order: stage 1 (bin index or ESCAPE) bucketed by window width, stage 2 (offset inside
@@ -395,7 +394,7 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
     """
     m = w.shape[0]
     if m == 0:
-        return torch.zeros(0, dtype=torch.int64)
+        return np.zeros(0, np.int64)
     _, _, sig, lnw = constants()
     lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig)
     coarse_o = np.empty(m, np.int32)
@@ -411,7 +410,7 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
     esc = np.flatnonzero(coarse == width)
     if esc.size:  # uniform over the whole alphabet
         out[esc] = coder.decode(_uniform(), np.full(esc.size, 1 << bits, dtype=np.int32))
-    return torch.from_numpy(out)
+    return out
 
 
 @njit(cache=True)

@@ -16,7 +16,6 @@ mixture's own probability of 0 in ``len(P0_EDGES) + 1`` buckets.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numba import njit
 
 from .afc import categorical, floor_tables
@@ -43,8 +42,8 @@ class ZeroFlags:
         self.counts = np.zeros((N_CONTEXTS, 2), dtype=np.int64)  # (not 0, 0) per context
 
     @staticmethod
-    def neighbour_pairs(out: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor,
-                        cols: torch.Tensor) -> np.ndarray:
+    def neighbour_pairs(out: np.ndarray, valid: np.ndarray, rows: np.ndarray,
+                        cols: np.ndarray) -> np.ndarray:
         """(B * n,) int64 index of (k, n) at each position of a group: n of the causal
         neighbours are real pixels, k of them 0.
 
@@ -55,8 +54,7 @@ class ZeroFlags:
         """
         b, patch = out.shape[0], out.shape[1]
         pairs = np.empty(b * rows.shape[0], np.int64)
-        _pairs(out.numpy().reshape(b, -1), valid.numpy().reshape(b, -1), rows.numpy(), cols.numpy(), patch,
-               _NEIGHBOURS, pairs)
+        _pairs(out.reshape(b, -1), valid.reshape(b, -1), rows, cols, patch, _NEIGHBOURS, pairs)
         return pairs
 
     @staticmethod

@@ -41,12 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from numba import njit
 
 from . import integer
+from .architecture import gated_block, ModelConfig
 from .integer import IntNet
-from .model import ModelConfig, gated_block
 from .schedule import group_schedule, skew_kernel
 
 
@@ -86,20 +85,25 @@ class Runs:
 
 class Band:
     """Ring buffer of the last ``rows`` skewed rows of one cache: ``buf`` (B, C, rows, P + 2p)
-    and ``view``, the same memory as numpy (B, rows, P + 2p, C). Group g lives in ring row
-    g mod rows."""
+    and ``view``, the same memory as (B, rows, P + 2p, C); channels innermost in memory
+    (``channels_last``) or rows of one channel (the pixels: the stem gathers them per channel).
+    Group g lives in ring row g mod rows."""
 
     def __init__(self, batch: int, channels: int, rows: int, patch: int, pad: int,
-                 dtype: torch.dtype = torch.float32, memory_format: torch.memory_format = torch.channels_last):
+                 dtype: np.dtype = np.float32, channels_last: bool = True):
         self.rows, self.pad = rows, pad
-        self.buf = torch.zeros(batch, channels, rows, patch + 2 * pad, dtype=dtype).contiguous(
-            memory_format=memory_format)
-        self.view = self.buf.permute(0, 2, 3, 1).numpy()
+        width = patch + 2 * pad
+        if channels_last:
+            self.view = np.zeros((batch, rows, width, channels), dtype)
+            self.buf = self.view.transpose(0, 3, 1, 2)
+        else:
+            self.buf = np.zeros((batch, channels, rows, width), dtype)
+            self.view = self.buf.transpose(0, 2, 3, 1)
         self.span = np.zeros((rows, 2), np.int64)  # per ring row: the columns of its last group; zeros elsewhere
 
     def clear(self) -> None:
         """Every row zero: a new batch of patches (whose groups before 0 read as padding)."""
-        self.buf.zero_()
+        self.buf.fill(0)
         self.span[:] = 0
 
     def write(self, g0: int, first_row: np.ndarray, sizes: np.ndarray, values: np.ndarray, runs: Runs) -> None:
@@ -182,11 +186,11 @@ class BandTaps:
     """The nonzero taps of an (O, I, H, k) band kernel (:func:`skew_kernel`): rows, columns
     (T,) int64 and weights (T, I, O) in the kernel's dtype."""
 
-    def __init__(self, band: torch.Tensor):
-        nz = torch.nonzero(band.ne(0).any(dim=0).any(dim=0))
-        self.row = nz[:, 0].contiguous().numpy()
-        self.col = nz[:, 1].contiguous().numpy()
-        self.w = np.ascontiguousarray(band[:, :, nz[:, 0], nz[:, 1]].permute(2, 1, 0).numpy())
+    def __init__(self, band: np.ndarray):
+        nz = np.argwhere((band != 0).any(axis=0).any(axis=0))
+        self.row = np.ascontiguousarray(nz[:, 0], np.int64)
+        self.col = np.ascontiguousarray(nz[:, 1], np.int64)
+        self.w = np.ascontiguousarray(band[:, :, self.row, self.col].transpose(2, 1, 0))
 
 
 class CSIStepper:
@@ -204,19 +208,19 @@ class CSIStepper:
         self.net, self.cfg, self.batch, self.span = net, cfg, batch, span
         self.sched = group_schedule(cfg.patch, cfg.kernel)
         self.first = np.array(self.sched.first_row, np.int64)
-        self.sizes = np.array([r.numel() for r in self.sched.rows], np.int64)
+        self.sizes = np.array([r.size for r in self.sched.rows], np.int64)
         reach, pad = self.sched.reach, cfg.kernel // 2
         self.extent = None
         self.set_extent(extent)
         dt = net.in_dtype
-        self.in_taps = BandTaps(skew_kernel(net.in_w.to(dt), strict=True))
+        self.in_taps = BandTaps(skew_kernel(net.in_w.astype(dt), strict=True))
         # a step of groups g0..g1-1 reads pixels of groups g0 - reach .. g1 - 2: they and the
         # step's own groups fit the ring without overwriting one another
-        self.pix = Band(batch, cfg.channels, reach + span, cfg.patch, pad, dt, torch.contiguous_format)
-        self.pix_buf = self.pix.buf.numpy()
+        self.pix = Band(batch, cfg.channels, reach + span, cfg.patch, pad, dt, channels_last=False)
+        self.pix_buf = self.pix.buf
         w = self.in_taps.w.reshape(-1, self.in_taps.w.shape[2])  # (T C, D + CK)
         # zero columns up to a multiple of 8: the product runs ~1.5x faster (79 -> 80 for RGB)
-        self.in_w = torch.from_numpy(np.pad(w, ((0, 0), (0, -w.shape[1] % 8))))
+        self.in_w = np.pad(w, ((0, 0), (0, -w.shape[1] % 8)))
         self.caches = [Band(batch, cfg.dim, reach + span, cfg.patch, pad) for _ in net.blocks]
         self.taps = [BandTaps(blk.dw.band) for blk in net.blocks]
 
@@ -242,7 +246,6 @@ class CSIStepper:
         hi = np.maximum(lo, np.clip(rows - r0, 0, n))  # r0 + i < rows
         return Runs(lo, hi, np.concatenate([[0], np.cumsum((hi - lo).reshape(-1))]))
 
-    @torch.no_grad()
     def span_params(self, g0: int, g1: int) -> tuple[np.ndarray, Runs]:
         """Integer mixture parameters of groups g0 .. g1 - 1 (at most ``span``), packed rows
         (runs.count, n_params) float64, and the runs they are. The pixels of groups before
@@ -255,7 +258,7 @@ class CSIStepper:
         cols = np.empty((m, self.in_w.shape[0]), self.pix_buf.dtype)
         _band_gather(self.pix_buf, g0, reach, first, t.row, t.col, runs.lo, runs.hi, runs.off, cols)
         acc = np.empty((m, self.in_w.shape[1]), cols.dtype)
-        torch.mm(torch.from_numpy(cols), self.in_w, out=torch.from_numpy(acc))
+        np.matmul(cols, self.in_w, out=acc)
         x, skip = self.net.stem_out(acc)
         ar = self.net.arith
         for blk, cache, taps in zip(self.net.blocks, self.caches, self.taps):
@@ -269,20 +272,20 @@ class CSIStepper:
             x = gated_block(ar, blk, x, depthwise)
         return self.net.tail(x, skip), runs
 
-    def params(self, g: int) -> torch.Tensor:
+    def params(self, g: int) -> np.ndarray:
         """Integer mixture parameters of group ``g``: (B, n_g, n_params) float64 (0 where skipped)."""
         b, n = self.batch, int(self.sizes[g])
         packed, runs = self.span_params(g, g + 1)
         if runs.count == b * n:
-            return torch.from_numpy(packed).view(b, n, -1)
+            return packed.reshape(b, n, -1)
         out = np.zeros((b, n, packed.shape[1]))
         for i in range(b):
             out[i, runs.lo[0, i] : runs.hi[0, i]] = packed[runs.off[i] : runs.off[i + 1]]
-        return torch.from_numpy(out)
+        return out
 
-    def write_pixels(self, g: int, q: torch.Tensor) -> None:
+    def write_pixels(self, g: int, q: np.ndarray) -> None:
         """Store group ``g``'s coded pixels as q (B, n_g, C) float64 (0 on padding)."""
-        self.write_span_pixels(g, g + 1, q.numpy().reshape(-1, q.shape[2]))
+        self.write_span_pixels(g, g + 1, q.reshape(-1, q.shape[2]))
 
     def write_span_pixels(self, g0: int, g1: int, rows: np.ndarray) -> None:
         """Store the pixels of groups g0 .. g1 - 1 (at most ``span``): rows (M, C) as q, every
@@ -295,10 +298,9 @@ SPAN_POSITIONS = 1024  # the encoder's steps: about this many positions of a pat
 # activations stay in the core's cache (19% faster than a whole 128 x 128 patch a pass, one thread)
 
 
-@torch.no_grad()
-def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = None,
-                 extent: np.ndarray | None = None, out: torch.Tensor | None = None,
-                 span: int | None = None) -> torch.Tensor:
+def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
+                 extent: np.ndarray | None = None, out: np.ndarray | None = None,
+                 span: int | None = None) -> np.ndarray:
     """Every position's integer mixture parameters (the encoder, which knows every pixel):
     patch by patch, in steps of many groups, with the decoder's kernels.
 
@@ -325,14 +327,14 @@ def plane_params(net: IntNet, sym: torch.Tensor, valid: torch.Tensor | None = No
         if extent is None:
             extent = integer.patch_extents(cfg, valid)
     if out is None:
-        out = torch.zeros(b, p, p, cfg.n_params, dtype=torch.float64)
+        out = np.zeros((b, p, p, cfg.n_params))
     sched = group_schedule(p, cfg.kernel)
     if span is None:
         span = max(1, SPAN_POSITIONS * 3 // p)  # a group holds P / 3 positions on average
     st = CSIStepper(net, 1, span=span)
     flat = sched.flat
-    q_rows = q.reshape(b, p * p, -1).numpy()
-    out_rows = out.view(b, p * p, -1).numpy()
+    q_rows = q.reshape(b, p * p, -1)
+    out_rows = out.reshape(b, p * p, -1)  # a view: ``out`` is contiguous
     for i in range(b):
         st.reset(None if extent is None else extent[i : i + 1])
         ext = (p, p) if extent is None else tuple(extent[i])

@@ -23,7 +23,7 @@ A layer ``y = w t + b`` is ``Y = clamp(round(acc * m + c))`` with ``acc = sum W 
 ``m = s_w s_t / s_y``, ``c = b / s_y``: one rounded multiply and one rounded add. LayerNorm
 sums in int64 and normalises with float64 sqrt and division (correctly rounded).
 
-:func:`hpac.nn.model.gated_block` is the one definition of the block: :class:`IntArith` is
+:func:`hpac.nn.architecture.gated_block` is the one definition of the block: :class:`IntArith` is
 its integer arithmetic, as :class:`hpac.nn.model.FloatArith` is its float one.
 """
 from __future__ import annotations
@@ -33,20 +33,16 @@ from functools import cached_property
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from numba import njit
 
 from ..entropy import afc
-from .schedule import skew_kernel
-from .mixture import LOG_SCALE_MAX, LOG_SCALE_MIN, Mixture
 from ..errors import ModelMismatchError
-from .model import causal_mask, depthwise_nhwc, FloatArith, gated_block, HPACNet, ModelConfig, plane_depthwise
+from .architecture import LOG_SCALE_MAX, LOG_SCALE_MIN, causal_mask, ModelConfig
+from .schedule import skew_kernel
 
-F32, F64 = torch.float32, torch.float64
-_NP = {F32: np.float32, F64: np.float64}
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 EXACT_F32 = float(1 << 24)  # float32 holds every integer up to this: sums below it are exact
-LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as the network was trained
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as the float network was trained
 
 
 @dataclass(frozen=True)
@@ -70,171 +66,17 @@ def qmax(bits: int) -> float:
     return float((1 << (bits - 1)) - 1)
 
 
-def quant_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quant_weight(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel symmetric grid: W (float64 integers, w's shape), s_w (O,) float64,
     s_w = max |w_o| / qmax rounded to float32. numpy's elementwise division and rint are
     IEEE operations on every machine, so a decoder that merges adapters into the float
     weights gets the encoder's integers."""
-    wn = w.detach().to(F64).numpy().reshape(w.shape[0], -1)
+    wn = np.asarray(w, np.float64).reshape(w.shape[0], -1)
     top = np.abs(wn).max(1)
     s = np.where(top > 0, top / qmax(bits), 1.0).astype(np.float32).astype(np.float64)
     lim = qmax(bits)
     q = np.clip(np.rint(wn / s[:, None]), -lim, lim)
-    return torch.from_numpy(q.reshape(w.shape)), torch.from_numpy(s)
-
-
-# ---- calibration: the float network's activation magnitudes -----------------------------------
-
-class _Observer(FloatArith):
-    """FloatArith that records |t| of every tensor the integer network puts on a grid, for
-    the block whose names start with ``prefix`` (its gate and GELU have no module)."""
-
-    def __init__(self, names: dict[int, str], seen: dict[str, list], prefix: str = ""):
-        self.names, self.seen, self.prefix = names, seen, prefix
-
-    def _see(self, key: str, t: torch.Tensor) -> None:
-        v = t.detach().abs().flatten().float()
-        if v.numel() > 1 << 18:
-            v = v[torch.randint(0, v.numel(), (1 << 18,), generator=torch.Generator().manual_seed(len(self.seen.get(key, []))))]
-        self.seen.setdefault(key, []).append(v)
-
-    def norm(self, x, ln):
-        y = ln(x)
-        self._see(self.names[id(ln)], y)
-        return y
-
-    def linear(self, t, lin):
-        y = lin(t)
-        name = self.names[id(lin)]
-        if name.endswith("to_av"):
-            a, v = y.chunk(2, dim=-1)
-            self._see(name + ".a", a)
-            self._see(name + ".v", v)
-        elif name.endswith("mlp_up"):
-            self._see(name, y)
-        return y
-
-    def gate(self, u, v, p):
-        self._see(self.names[id(p.dw)], u)
-        g = F.silu(u) * v
-        self._see(self.prefix + "gate", g)
-        return g
-
-    def linear_act(self, t, lin, table):
-        y = F.gelu(self.linear(t, lin))
-        self._see(self.prefix + "gelu", y)
-        return y
-
-
-def calibrate(net: HPACNet, batches, spec: QuantSpec = QuantSpec()) -> dict[str, float]:
-    """Activation scales s_t (name -> float) from float runs of ``net`` over ``batches`` of
-    normalised (B, C, P, P) inputs: the ``spec.quantile`` of |t| over the table's or grid's range."""
-    names = {id(mod): name for name, mod in net.named_modules()}
-    seen: dict[str, list] = {}
-    observers = [_Observer(names, seen, f"blocks.{i}.") for i in range(len(net.blocks))]
-    with torch.no_grad():
-        for x in batches:
-            h = net.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
-            for blk, ar in zip(net.blocks, observers):
-                h = gated_block(ar, blk, h, plane_depthwise)
-            observers[0]._see("head_norm", net.head_norm(h))
-            raw = net.head(net.head_norm(h))
-            n = net.cfg.channels * net.cfg.mixtures
-            observers[0]._see("coef", raw[..., 3 * n :])
-    out = {}
-    for name, parts in seen.items():
-        v = torch.cat(parts)
-        top = float(torch.quantile(v, spec.quantile)) if v.numel() else 1.0
-        out[name] = max(top, 1e-6)
-    return out
-
-
-# ---- quantisation-aware training: the float network on the integer network's grids -------------
-
-def _on_grid(t: torch.Tensor, step, lim: float) -> torch.Tensor:
-    """t rounded onto ``step`` and clamped to +-lim steps; the gradient passes the rounding
-    (straight-through) and stops at the clamp. ``step``: a float or a tensor broadcasting on t."""
-    c = torch.maximum(torch.minimum(t, step * lim), -step * lim) if isinstance(step, torch.Tensor) \
-        else t.clamp(-step * lim, step * lim)
-    return c + (torch.round(c / step) * step - c).detach()
-
-
-def _fake_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """w on its per-output-channel grid (:func:`quant_weight`'s step, float32), straight-through."""
-    top = w.detach().abs().flatten(1).amax(1).clamp_min(1e-30)
-    step = (top / qmax(bits)).reshape(-1, *([1] * (w.dim() - 1)))
-    return _on_grid(w, step, qmax(bits))
-
-
-class FakeQuant(FloatArith):
-    """The float arithmetic of one block with every tensor put where the integer network puts
-    it (:func:`load`): weights and activations rounded onto their grids, tables' outputs
-    rounded, the residual on 2^-res_frac. Gradients pass the roundings (straight-through), so
-    training with it fits the weights to the grids that code (``hpac train --qat``)."""
-
-    def __init__(self, blk, grid: dict[str, torch.Tensor], spec: QuantSpec, prefix: str):
-        self.spec, self.A, self.L = spec, qmax(spec.act_bits), qmax(spec.lut_bits)
-        s = lambda k: float(grid[prefix + k][0])  # noqa: E731
-        av = grid[prefix + "to_av.s"]
-        d = av.numel() // 2
-        self.norm_s = {id(blk.norm1): s("norm1.s"), id(blk.norm2): s("norm2.s")}
-        self.a_s, self.v_s = float(av[0]), float(av[d])
-        self.dw_s, self.silu_s, self.gate_s = s("dw.s"), s("silu.s"), s("gate.s")
-        self.up_s, self.gelu_s = s("mlp_up.s"), s("gelu.s")
-        self.blk = blk
-
-    def norm(self, x, ln):
-        return _on_grid(ln(x), self.norm_s[id(ln)], self.A)
-
-    def linear(self, t, lin):
-        y = F.linear(t, _fake_weight(lin.weight, self.spec.wbits), lin.bias)
-        if lin is self.blk.to_av:
-            a, v = y.chunk(2, dim=-1)
-            return torch.cat([_on_grid(a, self.a_s, self.A), _on_grid(v, self.v_s, self.A)], dim=-1)
-        if lin is self.blk.mlp_up:
-            return _on_grid(y, self.up_s, self.L)
-        return _on_grid(y, 2.0 ** -self.spec.res_frac, self.spec.res_limit * 2.0 ** self.spec.res_frac)
-
-    def depthwise(self, a, dw):
-        """The masked depthwise conv with integer-grid weights (NHWC in and out)."""
-        return depthwise_nhwc(a, _fake_weight(dw.masked_weight(), self.spec.wbits_dw), dw.bias)
-
-    def gate(self, u, v, p):
-        u = _on_grid(u, self.dw_s, self.L)
-        return _on_grid(_on_grid(F.silu(u), self.silu_s, self.L) * v, self.gate_s, self.A)
-
-    def linear_act(self, t, lin, table):
-        return _on_grid(F.gelu(self.linear(t, lin)), self.gelu_s, self.A)
-
-    def add(self, x, y):
-        return (x + y).clamp(-self.spec.res_limit, self.spec.res_limit)
-
-
-def fake_quant_forward(net: HPACNet, x: torch.Tensor, grid: dict[str, torch.Tensor], spec: QuantSpec,
-                       bits: int) -> torch.Tensor:
-    """:meth:`HPACNet.forward` as the integer network computes it (straight-through gradients):
-    x (B, C, H, W) normalised ``bits``-bit pixels -> raw mixture parameters (B, H, W, n_params).
-    The channel coefficients' tanh output (2^-coef_frac) is left unrounded: the loss applies tanh."""
-    cfg = net.cfg
-    edge, res = spec.wbits_edge, 2.0 ** -spec.res_frac
-    ck = cfg.channels * cfg.mixtures
-    mean_step = 2.0 ** -spec.mean_frac / (((1 << bits) - 1) / 2.0)  # 2^-mean_frac symbols, normalised
-    xc = x.contiguous(memory_format=torch.channels_last)
-    conv = lambda m: F.conv2d(xc, _fake_weight(m.masked_weight(), edge), m.bias, padding=m.padding)  # noqa: E731
-    h = _on_grid(conv(net.stem), res, spec.res_limit / res).permute(0, 2, 3, 1)
-    for i, blk in enumerate(net.blocks):
-        ar = FakeQuant(blk, grid, spec, f"blocks.{i}.")
-        h = gated_block(ar, blk, h, ar.depthwise)
-    h = _on_grid(net.head_norm(h), float(grid["head_norm.s"][0]), qmax(spec.act_bits))
-    raw = F.linear(h, _fake_weight(net.head.weight, edge), net.head.bias)
-    hf = 2.0 ** -spec.head_frac
-    big = float(1 << 40)
-    parts = [_on_grid(raw[..., :ck], hf, 64 / hf),
-             _on_grid(raw[..., ck : 2 * ck], mean_step, big)
-             + _on_grid(conv(net.skip).permute(0, 2, 3, 1), mean_step, big),
-             _on_grid(raw[..., 2 * ck : 3 * ck], hf, 64 / hf),
-             _on_grid(raw[..., 3 * ck :], float(grid["coef.s"][0]), qmax(spec.lut_bits))]
-    return torch.cat(parts, dim=-1)
+    return q.reshape(w.shape), s
 
 
 # ---- the integer network ----------------------------------------------------------------------
@@ -243,32 +85,33 @@ def fake_quant_forward(net: HPACNet, x: torch.Tensor, grid: dict[str, torch.Tens
 class IntLayer:
     """``Y = clamp(round(acc * m + c))``, acc = T W^T exact in ``w.dtype``; W (O, I), m, c (O,)."""
 
-    w: torch.Tensor
-    m: torch.Tensor
-    c: torch.Tensor
-    lim: torch.Tensor  # (O,) clamp bound
+    w: np.ndarray
+    m: np.ndarray
+    c: np.ndarray
+    lim: np.ndarray  # (O,) clamp bound
 
     @cached_property
-    def out(self) -> torch.dtype:
+    def out(self) -> np.dtype:
         """float32 holds the outputs where every bound is below 2^24."""
         return F32 if float(self.lim.max()) < EXACT_F32 else F64
 
     @cached_property
-    def wt(self) -> torch.Tensor:
+    def wt(self) -> np.ndarray:
         """W^T (I, O), contiguous: T W^T as a plain product is the fastest form here."""
-        return self.w.t().contiguous()
+        return np.ascontiguousarray(self.w.T)
 
-    @cached_property
+    @property
     def req(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(m, c, lim) as numpy views, for the kernels."""
-        return self.m.numpy(), self.c.numpy(), self.lim.numpy()
+        """(m, c, lim), for the kernels."""
+        return self.m, self.c, self.lim
 
     def acc(self, t: np.ndarray) -> np.ndarray:
-        """The exact sums T W^T: rows t (M, I) (any strides) -> (M, O) in ``w.dtype``."""
-        dt = _NP[self.w.dtype]
+        """The exact sums T W^T: rows t (M, I) (any strides) -> (M, O) in ``w.dtype`` (a BLAS
+        product: every partial sum is an integer the dtype holds, so any order gives them)."""
+        dt = self.w.dtype
         rows = t if t.dtype == dt else t.astype(dt)
         out = np.empty((rows.shape[0], self.w.shape[0]), dt)
-        torch.mm(torch.from_numpy(rows), self.wt, out=torch.from_numpy(out))
+        np.matmul(rows, self.wt, out=out)
         return out
 
 
@@ -276,41 +119,41 @@ class IntLayer:
 class IntNorm:
     """LayerNorm of residual-grid rows onto an activation grid: g, b (D,) float64."""
 
-    g: torch.Tensor
-    b: torch.Tensor
+    g: np.ndarray
+    b: np.ndarray
     k: float  # 2^(-2 res_frac) / D^3: V -> variance
     lim: float
 
-    @cached_property
+    @property
     def gb(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.g.numpy(), self.b.numpy()
+        return self.g, self.b
 
 
 @dataclass
 class IntDepthwise:
-    band: torch.Tensor  # (D, 1, H, k) float32 integers: the masked taps as a skewed band kernel (hpac.nn.schedule.skew_kernel)
-    m: torch.Tensor  # (D,) float32
-    c: torch.Tensor
-    lim: torch.Tensor  # (D,) float32 clamp bound (the table's input range)
+    band: np.ndarray  # (D, 1, H, k) float32 integers: the masked taps as a skewed band kernel (hpac.nn.schedule.skew_kernel)
+    m: np.ndarray  # (D,) float32
+    c: np.ndarray
+    lim: np.ndarray  # (D,) float32 clamp bound (the table's input range)
 
-    @cached_property
+    @property
     def req(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.m.numpy(), self.c.numpy(), self.lim.numpy()
+        return self.m, self.c, self.lim
 
 
 @dataclass
 class IntTable:
     """F[U + off] for integer U in [-off, off]; ``m``: the gate's requantisation (SiLU only)."""
 
-    f: torch.Tensor  # (2 off + 1,) float32 integers
+    f: np.ndarray  # (2 off + 1,) float32 integers
     off: int
-    m: torch.Tensor | None = None  # 0-dim float32
+    m: np.ndarray | None = None  # (1,) float32
     lim: float = 0.0
 
-    @cached_property
+    @property
     def fm(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(F, m as a 1-element array) as numpy views, for the kernels."""
-        return self.f.numpy(), None if self.m is None else self.m.reshape(1).numpy()
+        """(F, m), for the kernels."""
+        return self.f, self.m
 
 
 @dataclass
@@ -326,7 +169,7 @@ class IntBlock:
     mlp_down: IntLayer
 
 
-# Elementwise steps as numba kernels: one pass each instead of a chain of torch calls, the
+# Elementwise steps as numba kernels: one pass each instead of a chain of array calls, the
 # same IEEE operations in the same order (no fast-math: LLVM does not fuse a * m + c).
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -421,9 +264,9 @@ def _residual(acc, m, c, lim, x, res_lim, out):
 
 
 class IntArith:
-    """The integer arithmetic of :func:`hpac.nn.model.gated_block` (module docstring) on
+    """The integer arithmetic of :func:`hpac.nn.architecture.gated_block` (module docstring) on
     numpy rows (M, D): the decoder steps a few hundred rows at a time, and numpy views and
-    numba calls cost a fraction of torch's per-call overhead. ``res_lim`` bounds the
+    numba calls cost a fraction of a tensor library's per-call overhead. ``res_lim`` bounds the
     residual stream (integer units)."""
 
     def __init__(self, res_lim: float):
@@ -439,7 +282,7 @@ class IntArith:
     @staticmethod
     def linear(t: np.ndarray, p: IntLayer) -> np.ndarray:
         acc = p.acc(t)
-        out = np.empty(acc.shape, _NP[p.out])  # never in place: LLVM vectorises only non-aliased loops (4x)
+        out = np.empty(acc.shape, p.out)  # never in place: LLVM vectorises only non-aliased loops (4x)
         _requant(acc, *p.req, out)
         return out
 
@@ -479,34 +322,35 @@ class IntNet:
     cfg: ModelConfig
     spec: QuantSpec
     bits: int
-    in_w: torch.Tensor  # (D + CK, C, k, k) float64 integers: stem and skip, masked
-    in_m: torch.Tensor  # (D + CK,) float64
-    in_c: torch.Tensor
-    in_lim: torch.Tensor
+    in_w: np.ndarray  # (D + CK, C, k, k) float64 integers: stem and skip, masked
+    in_m: np.ndarray  # (D + CK,) float64
+    in_c: np.ndarray
+    in_lim: np.ndarray
     blocks: list[IntBlock]
     head_norm: IntNorm
     head: IntLayer  # float64: logits | means | log-scales | coefficient table inputs
     tanh: IntTable
 
     @cached_property
-    def in_dtype(self) -> torch.dtype:
+    def in_dtype(self) -> np.dtype:
         """float32 where the stem/skip sums are bounded below 2^24 (|q| <= 2^b - 1), else float64:
         exact either way, float32 convolutions are several times faster."""
-        bound = float(self.in_w.abs().flatten(1).sum(1).max()) * ((1 << self.bits) - 1)
+        bound = float(np.abs(self.in_w).reshape(self.in_w.shape[0], -1).sum(1).max()) * ((1 << self.bits) - 1)
         return F32 if bound < EXACT_F32 else F64
 
     @cached_property
-    def params_dtype(self) -> torch.dtype:
+    def params_dtype(self) -> np.dtype:
         """float32 where every mixture parameter is bounded below 2^24, else float64: the
         encoder holds a whole shard's parameters, and half the memory is half the page faults.
         Bounds from the weights: a head output by sum |W| A |m| + |c| (and its clamp), a
         mean plus the skip's sum |W| (2^b - 1) |m| + |c|; coefficients by the tanh table's."""
         cfg, h = self.cfg, self.head
         ck, d = cfg.channels * cfg.mixtures, cfg.dim
-        head = torch.minimum(h.w.abs().sum(1).to(F64) * qmax(self.spec.act_bits) * h.m.abs() + h.c.abs(), h.lim)
-        skip = self.in_w[d:].abs().flatten(1).sum(1) * ((1 << self.bits) - 1) * self.in_m[d:].abs() + self.in_c[d:].abs()
+        head = np.minimum(np.abs(h.w).sum(1).astype(F64) * qmax(self.spec.act_bits) * np.abs(h.m) + np.abs(h.c), h.lim)
+        skip = (np.abs(self.in_w[d:]).reshape(ck, -1).sum(1) * ((1 << self.bits) - 1) * np.abs(self.in_m[d:])
+                + np.abs(self.in_c[d:]))
         bound = max(float(head[: 3 * ck].max()), float((head[ck : 2 * ck] + skip).max()),
-                    float(self.tanh.f.abs().max()))
+                    float(np.abs(self.tanh.f).max()))
         return F32 if bound < EXACT_F32 else F64
 
     @property
@@ -518,7 +362,7 @@ class IntNet:
         ignored) -> residual rows X (M, D) float32, skip means (M, CK) float64; the
         requantisation is float64 either way."""
         y = np.empty((acc.shape[0], self.in_m.shape[0]), np.float64)
-        _requant(acc, self.in_m.numpy(), self.in_c.numpy(), self.in_lim.numpy(), y)
+        _requant(acc, self.in_m, self.in_c, self.in_lim, y)
         d = self.cfg.dim
         return y[:, :d].astype(np.float32), y[:, d:]
 
@@ -570,7 +414,7 @@ TABLE_FUNCTIONS = {  # exactly specified: 50-digit decimal arithmetic (exp is co
 }
 
 
-def table(kind: str, s_in: float, s_out: float, bits: int, out_lim: float) -> torch.Tensor:
+def table(kind: str, s_in: float, s_out: float, bits: int, out_lim: float) -> np.ndarray:
     """F[U + off] = clamp(round_half_even(f(U s_in) / s_out)) for U in [-off, off],
     off = 2^(bits-1) - 1: (2 off + 1,) int32, the same on every machine."""
     fn = TABLE_FUNCTIONS[kind]
@@ -580,15 +424,15 @@ def table(kind: str, s_in: float, s_out: float, bits: int, out_lim: float) -> to
         ctx.prec = 50
         din, dout = Decimal(s_in), Decimal(s_out)  # the float32 scales, exactly
         vals = [int((fn(din * i) / dout).to_integral_value(ROUND_HALF_EVEN)) for i in range(-off, off + 1)]
-    return torch.tensor([min(max(v, -lim), lim) for v in vals], dtype=torch.int32)
+    return np.array([min(max(v, -lim), lim) for v in vals], np.int32)
 
 
 def _f32(x: float) -> float:
     """x rounded to float32 (a stored scale)."""
-    return float(torch.tensor(x, dtype=F32))
+    return float(np.float32(x))
 
 
-def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
+def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpec()) -> dict[str, np.ndarray]:
     """The grids of the integer network: every activation scale (float32) and the tables.
 
     Args:
@@ -596,16 +440,16 @@ def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpe
     """
     d = cfg.dim
     A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
-    st: dict[str, torch.Tensor] = {}
+    st: dict[str, np.ndarray] = {}
 
     def scale(name, value):
-        st[name] = torch.tensor([_f32(value)], dtype=F32)
+        st[name] = np.array([_f32(value)], F32)
         return float(st[name][0])
 
     for i in range(cfg.blocks):
         p = f"blocks.{i}."
         scale(p + "norm1.s", ranges[p + "norm1"] / A)
-        st[p + "to_av.s"] = torch.tensor([ranges[p + "to_av.a"] / A] * d + [ranges[p + "to_av.v"] / A] * d).to(F32)
+        st[p + "to_av.s"] = np.array([ranges[p + "to_av.a"] / A] * d + [ranges[p + "to_av.v"] / A] * d, F32)
         s_u = scale(p + "dw.s", ranges[p + "dw"] / L)
         with localcontext() as ctx:  # the table's largest |silu|: at its top, or silu's minimum
             ctx.prec = 50
@@ -624,69 +468,80 @@ def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpe
     return st
 
 
-def export(net: HPACNet, grid: dict[str, torch.Tensor], spec: QuantSpec = QuantSpec()) -> dict[str, torch.Tensor]:
-    """The integer network as stored: ``grid`` (:func:`grids`) plus the integer weights of
-    ``net`` (int32), their per-channel float32 scales, and float32 biases and norm gains.
-    Deterministic: a decoder that merged adapters into ``net`` exports what the encoder did."""
+def export(state: dict[str, np.ndarray], grid: dict[str, np.ndarray],
+           spec: QuantSpec = QuantSpec()) -> dict[str, np.ndarray]:
+    """The integer network as stored: ``grid`` (:func:`grids`) plus the integer weights of the
+    float network ``state`` (float32 arrays named as :class:`hpac.nn.model.HPACNet`'s
+    state_dict) as int32, their per-channel float32 scales, and float32 biases and norm gains.
+    Deterministic: a decoder that merged adapters into the float weights exports what the
+    encoder did."""
     st = dict(grid)
+
+    def f32(name):
+        return np.asarray(state[name], F32)
+
+    def masked(name, strict):  # the float network's masked_weight: w * mask in float32
+        w = f32(name)
+        return w * causal_mask(w.shape[-1], strict).astype(F32)[None, None]
 
     def layer(name, w, b, bits):
         q, sw = quant_weight(w, bits)
-        st[name + ".w"], st[name + ".sw"], st[name + ".b"] = q.to(torch.int32), sw.to(F32), b.detach().to(F32)
+        st[name + ".w"], st[name + ".sw"], st[name + ".b"] = q.astype(np.int32), sw.astype(F32), b
 
-    def norm(name, ln):
-        st[name + ".g"], st[name + ".b"] = ln.weight.detach().to(F32), ln.bias.detach().to(F32)
+    def norm(name, src):
+        st[name + ".g"], st[name + ".b"] = f32(src + ".weight"), f32(src + ".bias")
 
-    with torch.no_grad():
-        layer("in", torch.cat([net.stem.masked_weight(), net.skip.masked_weight()]),
-              torch.cat([net.stem.bias, net.skip.bias]), spec.wbits_edge)
-        for i, blk in enumerate(net.blocks):
-            p = f"blocks.{i}."
-            norm(p + "norm1", blk.norm1)
-            layer(p + "to_av", blk.to_av.weight, blk.to_av.bias, spec.wbits)
-            layer(p + "dw", blk.dw.masked_weight(), blk.dw.bias, spec.wbits_dw)
-            layer(p + "proj", blk.proj.weight, blk.proj.bias, spec.wbits)
-            norm(p + "norm2", blk.norm2)
-            layer(p + "mlp_up", blk.mlp_up.weight, blk.mlp_up.bias, spec.wbits)
-            layer(p + "mlp_down", blk.mlp_down.weight, blk.mlp_down.bias, spec.wbits)
-        norm("head_norm", net.head_norm)
-        layer("head", net.head.weight, net.head.bias, spec.wbits_edge)
+    layer("in", np.concatenate([masked("stem.weight", True), masked("skip.weight", True)]),
+          np.concatenate([f32("stem.bias"), f32("skip.bias")]), spec.wbits_edge)
+    i = 0
+    while f"blocks.{i}.norm1.weight" in state:
+        p = f"blocks.{i}."
+        norm(p + "norm1", p + "norm1")
+        for name, bits in (("to_av", spec.wbits), ("dw", spec.wbits_dw), ("proj", spec.wbits),
+                           ("mlp_up", spec.wbits), ("mlp_down", spec.wbits)):
+            w = masked(p + "dw.weight", False) if name == "dw" else f32(p + name + ".weight")
+            layer(p + name, w, f32(p + name + ".bias"), bits)
+        norm(p + "norm2", p + "norm2")
+        i += 1
+    norm("head_norm", "head_norm")
+    layer("head", f32("head.weight"), f32("head.bias"), spec.wbits_edge)
     return st
 
 
 # ---- load: the stored integer network -> what coding runs, for b-bit symbols -------------------
 # Every derived constant is computed element by element in Python floats (IEEE double, correctly
-# rounded), never by a tensor kernel: torch may divide by a scalar as a multiply by its
+# rounded), never by a vector kernel: a library may divide by a scalar as a multiply by its
 # reciprocal on one instruction set and not on another.
 
-def _each(fn, *cols) -> torch.Tensor:
-    return torch.tensor([fn(*v) for v in zip(*(c.tolist() for c in cols))], dtype=F64)
+def _each(fn, *cols) -> np.ndarray:
+    return np.array([fn(*v) for v in zip(*(np.asarray(c).tolist() for c in cols))], F64)
 
 
 def _int_layer(st, name, s_in: float, s_out, lim, in_max: float, wide: bool = False) -> IntLayer:
     """Y = clamp(round(acc m + c)): m = s_w s_in / s_out, c = b / s_out (s_out, lim: (O,) or float)."""
-    w, sw, b = st[name + ".w"].to(F64), st[name + ".sw"], st[name + ".b"]
+    w, sw, b = st[name + ".w"].astype(F64), st[name + ".sw"], st[name + ".b"]
     o = w.shape[0]
-    s_out = s_out if isinstance(s_out, torch.Tensor) else torch.full((o,), float(s_out), dtype=F64)
+    s_out = s_out if isinstance(s_out, np.ndarray) else np.full(o, float(s_out), F64)
     m = _each(lambda a, t: a * s_in / t, sw, s_out)
     c = _each(lambda a, t: a / t, b, s_out)
-    lim = lim if isinstance(lim, torch.Tensor) else torch.full((o,), float(lim), dtype=F64)
-    exact32 = float((w.abs().sum(1) * in_max).max()) < EXACT_F32
+    lim = lim if isinstance(lim, np.ndarray) else np.full(o, float(lim), F64)
+    exact32 = float((np.abs(w).sum(1) * in_max).max()) < EXACT_F32
     dt = F32 if exact32 and not wide else F64
-    return IntLayer(w.to(dt), m.to(dt), c.to(dt), lim.to(dt))
+    return IntLayer(w.astype(dt), m.astype(dt), c.astype(dt), lim.astype(dt))
 
 
 def _int_norm(st, name, spec: QuantSpec) -> IntNorm:
     g, b = st[name + ".g"], st[name + ".b"]
-    d = g.numel()
+    d = g.size
     s = float(st[name + ".s"][0])
     unit = 2.0 ** -spec.res_frac
     return IntNorm(_each(lambda a: a * unit / d / s, g), _each(lambda a: a / s, b),
                    2.0 ** (-2 * spec.res_frac) / d**3, qmax(spec.act_bits))
 
 
-def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: int) -> IntNet:
+def load(st: dict[str, np.ndarray], cfg: ModelConfig, spec: QuantSpec, bits: int) -> IntNet:
     """The coding form of a stored integer network (:func:`export`) for ``bits``-bit symbols."""
+    st = {k: np.asarray(v) for k, v in st.items()}
     d, ck = cfg.dim, cfg.channels * cfg.mixtures
     A, L = qmax(spec.act_bits), qmax(spec.lut_bits)
     half = ((1 << bits) - 1) / 2.0
@@ -697,69 +552,47 @@ def load(st: dict[str, torch.Tensor], cfg: ModelConfig, spec: QuantSpec, bits: i
     sc = lambda name: float(st[name][0])  # noqa: E731
     sw, b = st["in.sw"].tolist(), st["in.b"].tolist()
     # stem: w x_n = s_w W q / (2^b - 1) onto 2^-res_frac; skip, in symbols: w x_n half = s_w W q / 2
-    in_m = torch.tensor([a * one / ((1 << bits) - 1) for a in sw[:d]] + [a * mf / 2.0 for a in sw[d:]], dtype=F64)
-    in_c = torch.tensor([a * one for a in b[:d]] + [a * half * mf for a in b[d:]], dtype=F64)
-    in_lim = torch.tensor([res_lim] * d + [float(1 << 40)] * ck, dtype=F64)
+    in_m = np.array([a * one / ((1 << bits) - 1) for a in sw[:d]] + [a * mf / 2.0 for a in sw[d:]], F64)
+    in_c = np.array([a * one for a in b[:d]] + [a * half * mf for a in b[d:]], F64)
+    in_lim = np.array([res_lim] * d + [float(1 << 40)] * ck, F64)
     blocks = []
     for i in range(cfg.blocks):
         p = f"blocks.{i}."
         s_v = float(st[p + "to_av.s"][d])
-        dww = st[p + "dw.w"].to(F32)
-        assert float(dww.abs().flatten(1).sum(1).max()) * A < EXACT_F32
+        dww = st[p + "dw.w"].astype(F32)
+        assert float(np.abs(dww).reshape(d, -1).sum(1).max()) * A < EXACT_F32
         s_u, s_a = sc(p + "dw.s"), float(st[p + "to_av.s"][0])
-        dw = IntDepthwise(skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).to(F32),
-                          _each(lambda a: a / s_u, st[p + "dw.b"]).to(F32), torch.full((cfg.dim,), L, dtype=F32))
-        silu = IntTable(st[p + "silu"].to(F32), int(L), torch.tensor(sc(p + "silu.s") * s_v / sc(p + "gate.s"), dtype=F32), A)
+        dw = IntDepthwise(skew_kernel(dww, strict=False), _each(lambda a: a * s_a / s_u, st[p + "dw.sw"]).astype(F32),
+                          _each(lambda a: a / s_u, st[p + "dw.b"]).astype(F32), np.full(cfg.dim, L, F32))
+        silu = IntTable(st[p + "silu"].astype(F32), int(L), np.array([sc(p + "silu.s") * s_v / sc(p + "gate.s")], F32), A)
         blocks.append(IntBlock(
             _int_norm(st, p + "norm1", spec),
-            _int_layer(st, p + "to_av", sc(p + "norm1.s"), st[p + "to_av.s"].to(F64), A, A),
+            _int_layer(st, p + "to_av", sc(p + "norm1.s"), st[p + "to_av.s"].astype(F64), A, A),
             dw, silu,
             _int_layer(st, p + "proj", sc(p + "gate.s"), 1.0 / one, res_lim, A),
             _int_norm(st, p + "norm2", spec),
             _int_layer(st, p + "mlp_up", sc(p + "norm2.s"), sc(p + "mlp_up.s"), L, A),
-            IntTable(st[p + "gelu"].to(F32), int(L)),
+            IntTable(st[p + "gelu"].astype(F32), int(L)),
             _int_layer(st, p + "mlp_down", sc(p + "gelu.s"), 1.0 / one, res_lim, A)))
     hf = 2.0 ** spec.head_frac
     n_rest = cfg.n_params - 3 * ck
-    s_out = torch.tensor([1 / hf] * ck + [1 / (half * mf)] * ck + [1 / hf] * ck + [sc("coef.s")] * n_rest, dtype=F64)
-    lim = torch.tensor([64 * hf] * ck + [float(1 << 40)] * ck + [64 * hf] * ck + [L] * n_rest, dtype=F64)
+    s_out = np.array([1 / hf] * ck + [1 / (half * mf)] * ck + [1 / hf] * ck + [sc("coef.s")] * n_rest, F64)
+    lim = np.array([64 * hf] * ck + [float(1 << 40)] * ck + [64 * hf] * ck + [L] * n_rest, F64)
     head = _int_layer(st, "head", sc("head_norm.s"), s_out, lim, A, wide=True)
     c = head.c.tolist()
     c[ck : 2 * ck] = [v + half * mf for v in c[ck : 2 * ck]]  # means in symbols: (mean_n + 1) half
-    head.c = torch.tensor(c, dtype=F64)
-    tanh = IntTable(st["tanh"].to(F32), int(L))
-    w_in = st["in.w"].to(F64)
+    head.c = np.array(c, F64)
+    tanh = IntTable(st["tanh"].astype(F32), int(L))
+    w_in = st["in.w"].astype(F64)
     return IntNet(cfg, spec, bits, w_in, in_m, in_c, in_lim, blocks, _int_norm(st, "head_norm", spec), head, tanh)
 
 
-def quantize(net: HPACNet, ranges: dict[str, float], bits: int, spec: QuantSpec = QuantSpec()) -> IntNet:
-    """The integer form of ``net`` for ``bits``-bit symbols, its grids from ``ranges``."""
-    return load(export(net, grids(ranges, net.cfg, spec), spec), net.cfg, spec, bits)
-
-
-def mixture(params: torch.Tensor, net: IntNet) -> Mixture:
-    """Integer parameters (..., n_params) -> the float :class:`Mixture` they stand for
-    (normalised units; coefficients squashed). For measuring, not for coding."""
-    cfg, spec = net.cfg, net.spec
-    c, k = cfg.channels, cfg.mixtures
-    n = c * k
-    lead = params.shape[:-1]
-    half = ((1 << net.bits) - 1) / 2.0
-    p = params.to(F64)
-    logits = p[..., :n] * 2.0 ** -spec.head_frac
-    means = p[..., n : 2 * n] * 2.0 ** -spec.mean_frac / half - 1.0
-    ls = (p[..., 2 * n : 3 * n] * 2.0 ** -spec.head_frac).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-    coefs = p[..., 3 * n :] * 2.0 ** -spec.coef_frac
-    return Mixture(logits.reshape(*lead, c, k).float(), means.reshape(*lead, c, k).float(),
-                   ls.reshape(*lead, c, k).float(), coefs.reshape(*lead, k, c * (c - 1) // 2).float())
-
-
-def centred(sym: torch.Tensor, bits: int) -> torch.Tensor:
+def centred(sym: np.ndarray, bits: int) -> np.ndarray:
     """Symbols -> q = 2 x - (2^b - 1), float64 (the network's exact input)."""
-    return sym.to(F64) * 2.0 - float((1 << bits) - 1)
+    return sym.astype(F64) * 2.0 - float((1 << bits) - 1)
 
 
-def patch_extents(cfg: ModelConfig, valid: torch.Tensor) -> np.ndarray:
+def patch_extents(cfg: ModelConfig, valid: np.ndarray) -> np.ndarray:
     """(N, 2) int64: per patch of valid (N, P, P), the (rows, cols) of its top-left corner that
     its real pixels' parameters depend on; (0, 0) for a patch without real pixels.
 
@@ -769,12 +602,12 @@ def patch_extents(cfg: ModelConfig, valid: torch.Tensor) -> np.ndarray:
     pixels of an image-edge patch the coder can stop there (:class:`hpac.nn.csi.CSIStepper`, on
     both sides): what it leaves out is padding whose parameters no one codes."""
     k, p = cfg.kernel, cfg.patch
-    off = torch.arange(k) - k // 2
-    taps = torch.nonzero(causal_mask(k, strict=False))
+    off = np.arange(k) - k // 2
+    taps = np.argwhere(causal_mask(k, strict=False))
     down, right = int(off[taps[:, 0]].max()), int(off[taps[:, 1]].max())
     layers = cfg.blocks + 1
     idx = np.arange(1, p + 1)
-    v = valid.numpy()
+    v = np.asarray(valid)
     last_row = (v.any(axis=2) * idx).max(axis=1, initial=0)  # last real row + 1 (0: none)
     last_col = (v.any(axis=1) * idx).max(axis=1, initial=0)
     out = np.stack([np.minimum(p, last_row + layers * down), np.minimum(p, last_col + layers * right)], axis=1)

@@ -18,8 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-LOG_SCALE_MIN = -16.0  # normalised units; e^-16 ~ 1e-7 still resolves one 16-bit step
-LOG_SCALE_MAX = 4.0
+from .architecture import LOG_SCALE_MAX, LOG_SCALE_MIN
 
 
 class Mixture(NamedTuple):

@@ -10,19 +10,7 @@ Data flow of one P x P patch (NCHW, float32, pixels normalised to [-1, 1])::
 The skip path is a learned linear predictor from the causal neighbours straight to the means:
 it carries absolute intensity past the LayerNorms and makes early training converge fast.
 
-Masked convolutions after PixelCNN (van den Oord et al., ICML 2016). The coding order inside
-a patch is the skewed diagonal of DLPR (Bai et al., TPAMI 2024), kept by CALLIC and HPAC: pixel (r, c) belongs to group
-``g = c + 2r`` (3P-2 groups). A kernel tap at offset (dr, dc) points at group ``g + dc + 2dr``,
-so the stem keeps taps with ``dc + 2dr < 0`` (strictly earlier groups) and every deeper
-spatial conv keeps ``dc + 2dr <= 0`` (same-group features there depend only on earlier
-groups already). Channels of one pixel are coded in order through the mixture's linear
-channel coefficients, so the network itself never sees the current pixel.
-
-GatedBlock ("content-aware convolutional gating": the MGCF block of CALLIC, Li, Bai et al.,
-AAAI 2025, kept by HPAC, Li, Bai et al. 2025)::
-
-    h = LN(x); a, v = W_av h; x = x + W_o( swish(DW_masked(a)) * v )
-    x = x + W_down GELU(W_up LN(x))
+The masks, the coding order and the gated block are :mod:`hpac.nn.architecture`'s.
 
 This module is the training / reference ("naive full forward") implementation. Coding uses
 the cache-then-select path in :mod:`hpac.nn.csi`, which computes the same function per group.
@@ -30,57 +18,16 @@ the cache-then-select path in :mod:`hpac.nn.csi`, which computes the same functi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, asdict, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .architecture import ModelConfig, causal_mask, gated_block
+
 
 INIT_LOG_SCALE = -4.0  # log of the initial logistic scale, normalised units (e^-4 * 127.5 ~ 2.3 levels)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture hyper-parameters; one catalog row holds one of these."""
-
-    channels: int = 3  # subpixels per pixel the model codes jointly (1 = gray, 3 = RGB)
-    dim: int = 64  # feature channels D
-    blocks: int = 3  # number of GatedBlocks N
-    kernel: int = 7  # spatial kernel size k (stem and depthwise convs)
-    mlp_ratio: int = 2  # MLP expansion
-    mixtures: int = 5  # logistic mixture components K
-    patch: int = 64  # patch size P (coding unit; 3P-2 sequential groups)
-
-    @property
-    def n_coefs(self) -> int:
-        """Linear channel coefficients per mixture component (c' < c pairs)."""
-        return self.channels * (self.channels - 1) // 2
-
-    @property
-    def n_params(self) -> int:
-        """Head outputs per pixel: K * (3 C + C(C-1)/2)."""
-        return self.mixtures * (3 * self.channels + self.n_coefs)
-
-    def macs_per_pixel(self) -> int:
-        """Multiply-accumulates of one forward pass, per pixel (masked taps only)."""
-        d, k = self.dim, self.kernel
-        strict = int(causal_mask(k, strict=True).sum())
-        incl = int(causal_mask(k, strict=False).sum())
-        stem = strict * self.channels * (d + self.channels * self.mixtures)  # stem + skip
-        block = 2 * d * d + incl * d + d * d + 2 * self.mlp_ratio * d * d
-        return stem + self.blocks * block + d * self.n_params
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def causal_mask(k: int, strict: bool) -> torch.Tensor:
-    """(k, k) bool mask of kernel taps allowed by the skewed-diagonal order g = c + 2r."""
-    off = torch.arange(k) - k // 2
-    dr, dc = off[:, None], off[None, :]
-    order = dc + 2 * dr
-    return order < 0 if strict else order <= 0
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -88,7 +35,8 @@ class MaskedConv2d(nn.Conv2d):
 
     def __init__(self, cin: int, cout: int, k: int, strict: bool, groups: int = 1):
         super().__init__(cin, cout, k, padding=k // 2, groups=groups)
-        self.register_buffer("mask", causal_mask(k, strict).to(torch.float32)[None, None], persistent=False)
+        self.register_buffer("mask", torch.from_numpy(causal_mask(k, strict)).to(torch.float32)[None, None],
+                             persistent=False)
         with torch.no_grad():
             self.weight.mul_(self.mask)
 
@@ -175,20 +123,6 @@ class FloatArith:
 FLOAT = FloatArith()
 
 
-def gated_block(ar, p, x: torch.Tensor, depthwise) -> torch.Tensor:
-    """THE gated block, in arithmetic ``ar`` (FloatArith or hpac.nn.integer.IntArith), on ``p``
-    (a GatedBlock or its integer form, same attribute names); x (..., D): NHWC or rows
-    (the integer arithmetic's numpy rows (M, D)).
-    ``depthwise(a, p.dw)`` applies the masked depthwise conv (whole plane, or the decoder's
-    cached band)::
-
-        a, v = W_av LN(x);  x += W_o( silu(DW(a)) * v );  x += W_down gelu(W_up LN(x))
-    """
-    a, v = ar.split(ar.linear(ar.norm(x, p.norm1), p.to_av))
-    x = ar.residual(x, ar.gate(depthwise(a, p.dw), v, p), p.proj)
-    return ar.residual(x, ar.linear_act(ar.norm(x, p.norm2), p.mlp_up, p.gelu), p.mlp_down)
-
-
 class HPACNet(nn.Module):
     """Masked AR ConvNet mapping normalised pixels to mixture parameters.
 
@@ -226,6 +160,14 @@ class HPACNet(nn.Module):
             h = blk(h)
         raw = self.head(self.head_norm(h))
         return add_skip(raw, self.skip(xc).permute(0, 2, 3, 1), self.cfg)
+
+    @classmethod
+    def from_state(cls, cfg: ModelConfig, state) -> "HPACNet":
+        """The network of ``cfg`` with the float32 weights ``state`` (numpy arrays named as its
+        state_dict: :func:`hpac.zoo.weights.load_weights`), in eval mode."""
+        net = cls(cfg)
+        net.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        return net.eval()
 
     def with_patch(self, patch: int) -> "HPACNet":
         """The same network (shared weights) coding P x P patches: P is not a weight, so files

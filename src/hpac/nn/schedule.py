@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -28,8 +27,8 @@ class GroupSchedule:
 
     patch: int
     kernel: int
-    rows: tuple[torch.Tensor, ...]
-    cols: tuple[torch.Tensor, ...]
+    rows: tuple[np.ndarray, ...]
+    cols: tuple[np.ndarray, ...]
     first_row: tuple[int, ...]
 
     @property
@@ -39,7 +38,7 @@ class GroupSchedule:
     @cached_property
     def flat(self) -> tuple[np.ndarray, ...]:
         """Per group, (n_g,) int64 flat positions r P + c inside a patch, rows ascending."""
-        return tuple(r.numpy() * self.patch + c.numpy() for r, c in zip(self.rows, self.cols))
+        return tuple(r * self.patch + c for r, c in zip(self.rows, self.cols))
 
     @property
     def reach(self) -> int:
@@ -51,14 +50,14 @@ class GroupSchedule:
 def group_schedule(patch: int, kernel: int) -> GroupSchedule:
     rows, cols, first = [], [], []
     for g in range(3 * patch - 2):
-        r = torch.arange(max(0, (g - patch + 2) // 2), min(patch - 1, g // 2) + 1)
+        r = np.arange(max(0, (g - patch + 2) // 2), min(patch - 1, g // 2) + 1, dtype=np.int64)
         rows.append(r)
         cols.append(g - 2 * r)
         first.append(int(r[0]))
     return GroupSchedule(patch, kernel, tuple(rows), tuple(cols), tuple(first))
 
 
-def skew_kernel(weight: torch.Tensor, strict: bool) -> torch.Tensor:
+def skew_kernel(weight: np.ndarray, strict: bool) -> np.ndarray:
     """(O, I, k, k) masked conv kernel -> (O, I, H, k) band kernel over skewed rows.
 
     Band row ``a`` holds the taps with ``dc + 2 dr = a - reach`` (inclusive: H = reach + 1,
@@ -69,10 +68,10 @@ def skew_kernel(weight: torch.Tensor, strict: bool) -> torch.Tensor:
     p = k // 2
     reach = 3 * p
     h = reach if strict else reach + 1
-    out = torch.zeros(o, i, h, k, dtype=weight.dtype)
+    out = np.zeros((o, i, h, k), dtype=weight.dtype)
     for dr in range(-p, p + 1):
         for dc in range(-p, p + 1):
             s = dc + 2 * dr
             if (s < 0) if strict else (s <= 0):
                 out[:, :, s + reach, dr + p] = weight[:, :, dr + p, dc + p]
-    return out.contiguous(memory_format=torch.channels_last)
+    return out

@@ -6,6 +6,7 @@ traceback, and no partial output file (outputs are written to a temp file, then 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -59,7 +60,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..nn.model import ModelConfig
+    from ..nn.architecture import ModelConfig
     from .train import train, TrainOptions
 
     cfg = ModelConfig(channels=1 if args.gray else 3, dim=args.dim, blocks=args.blocks,
@@ -274,13 +275,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print(f"{'name':14} {'ch':>2} {'dim':>4} {'blk':>3} {'K':>3} {'P':>4} {'params':>8} {'MACs/px':>8}  weights           description")
     for name, e in CATALOG.items():
         c = e.config
+        params = sum(math.prod(s) for s in c.weight_shapes().values())
         try:
             m = load_catalog_model(name)
-            wid, params, info = m.weights_id, m.net.param_count(), m.info
+            wid, info = m.weights_id, m.info
         except HpacError:
-            from ..nn.model import HPACNet
-
-            wid, params, info = "(not installed)", HPACNet(c).param_count(), {}
+            wid, info = "(not installed)", {}
         print(f"{name:14} {c.channels:>2} {c.dim:>4} {c.blocks:>3} {c.mixtures:>3} {c.patch:>4} {params:>8} "
               f"{c.macs_per_pixel():>8}  {wid:17} {e.description}")
         if args.verbose and info:

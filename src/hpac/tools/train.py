@@ -23,10 +23,11 @@ import torch
 
 from ..errors import HpacError
 from ..io.readers import IMAGE_SUFFIXES
-from ..nn import integer
+from ..nn import integer, quantize
 from ..nn.integer import QuantSpec
 from ..nn.mixture import nll_bits, normalise
-from ..nn.model import HPACNet, ModelConfig
+from ..nn.architecture import ModelConfig
+from ..nn.model import HPACNet
 from ..zoo.weights import save_weights
 
 
@@ -53,7 +54,7 @@ class TrainOptions:
     crop: int | None = None  # training / validation crop side (default: the coding patch P)
     level_shift: float = 0.0  # >8-bit data: share of crops moved to a random level / batches to a wider range
     compile: bool = False  # torch.compile the training loss (fuses the mixture's elementwise chain on a GPU)
-    qat: bool = False  # quantisation-aware fine-tuning of ``init`` on its integer grids (hpac.nn.integer.FakeQuant)
+    qat: bool = False  # quantisation-aware fine-tuning of ``init`` on its integer grids (hpac.nn.quantize.FakeQuant)
     progress: bool = True
 
 
@@ -168,8 +169,8 @@ def batch_bits(net: HPACNet, sym: torch.Tensor, bits: int, amp: bool = False,
 
 def qat_forward(grid: dict, spec: QuantSpec) -> Forward:
     """The forward pass of quantisation-aware training on fixed ``grid`` (hpac.nn.integer.grids)."""
-    grid = {k: v.detach().cpu() for k, v in grid.items()}
-    return lambda net, x, bits: integer.fake_quant_forward(net, x, grid, spec, bits)
+    grid = {k: np.asarray(v) for k, v in grid.items()}
+    return lambda net, x, bits: quantize.fake_quant_forward(net, x, grid, spec, bits)
 
 
 def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16, forward: Forward = float_forward) -> float:
@@ -248,7 +249,7 @@ def calibrated_grid(net: HPACNet, crops: list, spec: QuantSpec = QuantSpec()) ->
     validation ``crops`` [(arr (p, p, C), bits)], so that the saved weights code at once."""
     cpu = copy.deepcopy(net).to("cpu").float().eval()
     batches = [normalise(torch.from_numpy(a.astype(np.int64))[None], bits).permute(0, 3, 1, 2) for a, bits in crops]
-    return integer.grids(integer.calibrate(cpu, batches, spec), cpu.cfg, spec), spec
+    return integer.grids(quantize.calibrate(cpu, batches, spec), cpu.cfg, spec), spec
 
 
 def train(opt: TrainOptions) -> dict:
@@ -275,18 +276,18 @@ def train(opt: TrainOptions) -> dict:
     step, log = 0, []
     start_time = 0.0
     if opt.init and not (opt.resume and ckpt_path.exists()):
-        from ..zoo.weights import load_weights
+        from ..zoo.weights import load_net
 
-        init_net, _ = load_weights(opt.init)
+        init_net, _ = load_net(opt.init)
         grow_from(net, init_net)
     fixed_grid = None  # --qat trains on, and saves, the grids of the --init weights
     forward: Forward = float_forward
     if opt.qat:
         if not opt.init:
             raise HpacError("--qat fine-tunes trained weights on their integer grids: give them with --init")
-        from ..zoo.weights import load_weights
+        from ..zoo.weights import load_net
 
-        init_net, init_info = load_weights(opt.init)
+        init_net, init_info = load_net(opt.init)
         if "grid" in init_info:
             fixed_grid = (init_info["grid"], QuantSpec(**init_info["quant_spec"]))
         else:

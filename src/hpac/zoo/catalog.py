@@ -9,15 +9,21 @@ naming the model they need instead of decoding garbage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..errors import ModelMismatchError
-from ..nn.model import HPACNet, ModelConfig
+from ..nn.architecture import ModelConfig
 from ..nn.integer import IntNet, QuantSpec
 from ..nn.integer import export as quant_export
 from ..nn.integer import load as quant_load
+
+if TYPE_CHECKING:  # the float network (torch) is built only for adapters and training
+    from ..nn.model import HPACNet
 
 
 @dataclass(frozen=True)
@@ -89,34 +95,57 @@ def default_model_name(channels: int, bits: int) -> str:
     return DEFAULTS[(channels, bits > 8)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CodecModel:
-    """A network ready for coding, with the identity written into files."""
+    """A network ready for coding, with the identity written into files.
+
+    ``state``: the float weights (float32 arrays named as :class:`hpac.nn.model.HPACNet`'s
+    state_dict); coding runs their integer form (:meth:`integer`, numpy), so effort 0 never
+    imports torch. The float network (:attr:`net`) is built on first use: adapters, training."""
 
     name: str
-    net: HPACNet
+    config: ModelConfig
+    state: dict[str, np.ndarray] = field(repr=False)
     weights_id: str
     info: dict
     adapted_patch: int | None = None  # P the encoder codes with once adapters are merged (None: config.patch)
     grid: dict | None = field(default=None, repr=False)  # the integer network's grids (hpac.nn.integer.grids)
     spec: QuantSpec | None = None
 
-    @property
-    def config(self) -> ModelConfig:
-        return self.net.cfg
+    @cached_property
+    def net(self) -> HPACNet:
+        """The float network of these weights (torch)."""
+        from ..nn.model import HPACNet
+
+        return HPACNet.from_state(self.config, self.state)
 
     def integer(self, bits: int) -> IntNet:
-        """The integer network that codes ``bits``-bit planes (format version 8)."""
+        """The integer network that codes ``bits``-bit planes (formats 8 and 9); built once per
+        model and bit depth."""
         if self.grid is None:
             raise ModelMismatchError(f"model {self.name} has no integer grids: weights written before hpac 0.2.0 "
                                      f"(save them again with `hpac train --resume`, which calibrates them)")
-        return quant_load(quant_export(self.net, self.grid, self.spec), self.net.cfg, self.spec, bits)
+        if bits not in self._integer:
+            self._integer[bits] = quant_load(quant_export(self.state, self.grid, self.spec), self.config, self.spec,
+                                             bits)
+        return self._integer[bits]
+
+    @cached_property
+    def _integer(self) -> dict[int, IntNet]:
+        return {}
 
     def with_patch(self, patch: int) -> "CodecModel":
         """This model coding P x P patches (same weights and id; files record their P)."""
         if patch == self.config.patch:
             return self
-        return replace(self, net=self.net.with_patch(patch))
+        return replace(self, config=replace(self.config, patch=patch))
+
+    def with_net(self, net: HPACNet) -> "CodecModel":
+        """This model (name, id: the file's identity) with ``net``'s weights: adapters merged
+        (:mod:`hpac.adapters.lora`)."""
+        from ..nn.quantize import float_state
+
+        return replace(self, state=float_state(net))
 
     def adapted(self, net: HPACNet) -> "CodecModel":
         """This model with ``net`` (its weights with adapters merged) coding at the adapted P.
@@ -124,7 +153,7 @@ class CodecModel:
         Adapted models gain more from the context that bigger patches keep, and effort >= 1
         already spends several times effort 0's time, so a catalog row may code adapted planes
         with bigger patches than effort 0 uses (files record their P)."""
-        return replace(self, net=net.with_patch(self.adapted_patch or self.config.patch))
+        return self.with_net(net).with_patch(self.adapted_patch or self.config.patch)
 
 
 def get_entry(name: str) -> CatalogEntry:
@@ -147,19 +176,18 @@ def load_catalog_model(name: str) -> CodecModel:
     path = weights_path(entry)
     if not path.exists():
         raise ModelMismatchError(f"weights of {name} are not installed ({path})")
-    net, info = load_weights(path)
-    if replace(net.cfg, patch=entry.config.patch) != entry.config:
+    cfg, state, info = load_weights(path)
+    if replace(cfg, patch=entry.config.patch) != entry.config:
         raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
-    return CodecModel(name, net.with_patch(entry.config.patch), info["weights_id"], info, entry.adapted_patch,
-                      *_grid_of(info))
+    return CodecModel(name, entry.config, state, info["weights_id"], info, entry.adapted_patch, *_grid_of(info))
 
 
 def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
     """Load a model from a weights file (training output); named after the file by default."""
     from .weights import load_weights
 
-    net, info = load_weights(path)
-    return CodecModel(name or Path(path).stem, net, info["weights_id"], info, None, *_grid_of(info))
+    cfg, state, info = load_weights(path)
+    return CodecModel(name or Path(path).stem, cfg, state, info["weights_id"], info, None, *_grid_of(info))
 
 
 def _grid_of(info: dict) -> tuple[dict | None, QuantSpec | None]:

@@ -2,26 +2,38 @@
 
 The *weights id* is the first 16 hex digits of the sha256 over every tensor (name, shape,
 bytes; sorted by name), so metadata edits never change it and any weight change does.
+Files are read as numpy arrays: coding needs no torch (:class:`hpac.zoo.catalog.CodecModel`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+import numpy as np
 
 from ..errors import ModelMismatchError
-from ..nn.model import HPACNet, ModelConfig
+from ..nn.architecture import ModelConfig
+
+if TYPE_CHECKING:
+    from ..nn.model import HPACNet
 
 
-def tensors_hash(state: dict[str, torch.Tensor]) -> str:
+def _float32(t: Any) -> np.ndarray:
+    """A tensor (torch or numpy) as a contiguous float32 numpy array."""
+    if hasattr(t, "detach"):  # torch, without importing it
+        t = t.detach().cpu().float().numpy()
+    return np.ascontiguousarray(np.asarray(t, np.float32))
+
+
+def tensors_hash(state: Mapping[str, Any]) -> str:
     h = hashlib.sha256()
     for name in sorted(state):
-        t = state[name].detach().to("cpu", torch.float32).contiguous()
+        t = _float32(state[name])
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
+        h.update(t.tobytes())
     return h.hexdigest()[:16]
 
 
@@ -29,13 +41,14 @@ GRID_PREFIX = "grid."  # tensors of the integer network's grids (hpac.nn.integer
 
 
 def save_weights(net: HPACNet, path: str | Path, info: dict | None = None,
-                 grid: dict[str, torch.Tensor] | None = None, spec: dict | None = None) -> str:
+                 grid: Mapping[str, Any] | None = None, spec: dict | None = None) -> str:
     """Write ``net`` (and the grids of its integer form, with their QuantSpec as a dict) to
     ``path`` atomically; returns the weights id (over every tensor, grids included)."""
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    state.update({GRID_PREFIX + k: v.contiguous() for k, v in (grid or {}).items()})
+    state = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in net.state_dict().items()}
+    state.update({GRID_PREFIX + k: np.ascontiguousarray(np.asarray(v.numpy() if hasattr(v, "numpy") else v))
+                  for k, v in (grid or {}).items()})
     meta = {"config": json.dumps(net.cfg.to_dict()), "info": json.dumps(info or {}),
             "weights_id": tensors_hash(state)}
     if grid:
@@ -46,27 +59,33 @@ def save_weights(net: HPACNet, path: str | Path, info: dict | None = None,
     return meta["weights_id"]
 
 
-def load_weights(path: str | Path) -> tuple[HPACNet, dict]:
-    """Load a network and its training info; verifies the stored weights id. The info holds
-    the integer grids under "grid" and their spec under "quant_spec" where the file has them."""
+def load_weights(path: str | Path) -> tuple[ModelConfig, dict[str, np.ndarray], dict]:
+    """A weights file's architecture, float32 weights (named as the float network's
+    state_dict) and training info; verifies the stored weights id and that the weights fit
+    the architecture. The info holds the integer grids under "grid" and their spec under
+    "quant_spec" where the file has them."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise ModelMismatchError(f"cannot load weights {path}: {exc}") from None
     if "config" not in meta:
         raise ModelMismatchError(f"{path} has no hpac model config in its metadata")
-    cfg = ModelConfig(**json.loads(meta["config"]))
-    net = HPACNet(cfg)
-    grid = {k[len(GRID_PREFIX):]: v for k, v in state.items() if k.startswith(GRID_PREFIX)}
     try:
-        net.load_state_dict({k: v for k, v in state.items() if not k.startswith(GRID_PREFIX)})
-    except RuntimeError as exc:
-        raise ModelMismatchError(f"{path}: weights do not fit the architecture in its metadata ({exc})") from None
-    net.eval()
+        cfg = ModelConfig(**json.loads(meta["config"]))
+        expected = cfg.weight_shapes()
+    except (TypeError, ValueError) as exc:
+        raise ModelMismatchError(f"{path}: unreadable model config in its metadata ({exc})") from None
+    grid = {k[len(GRID_PREFIX):]: v for k, v in state.items() if k.startswith(GRID_PREFIX)}
+    weights = {k: v for k, v in state.items() if not k.startswith(GRID_PREFIX)}
+    wrong = sorted(set(weights) ^ set(expected)) or [k for k in expected if weights[k].shape != expected[k]]
+    if wrong:
+        raise ModelMismatchError(f"{path}: weights do not fit the architecture in its metadata "
+                                 f"({', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''})")
+    weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
     wid = tensors_hash(state)
     if meta.get("weights_id") not in (None, wid):
         raise ModelMismatchError(f"{path}: weights do not match their recorded id")
@@ -74,4 +93,13 @@ def load_weights(path: str | Path) -> tuple[HPACNet, dict]:
     info["weights_id"] = wid
     if grid:
         info["grid"], info["quant_spec"] = grid, json.loads(meta.get("quant_spec", "{}"))
-    return net, info
+    return cfg, weights, info
+
+
+def load_net(path: str | Path) -> tuple[HPACNet, dict]:
+    """A weights file as the float network (torch: training, measuring) and its info
+    (:func:`load_weights`)."""
+    from ..nn.model import HPACNet
+
+    cfg, weights, info = load_weights(path)
+    return HPACNet.from_state(cfg, weights), info
