@@ -241,10 +241,15 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.nda
             bounds = np.concatenate([[0], np.cumsum(nz)])[starts]  # each group's nonzero symbols
             afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz, 0], bounds, floored, low=1, lead=lead)
         else:  # rows of (group, channel) segments in coding order: group outer, channel inner
-            order = np.concatenate([cc * rows + np.arange(starts[i], starts[i + 1])
-                                    for i in range(g1 - g0) for cc in range(ch)])
-            w, mu, s = (np.concatenate([u[k] for u in units])[order] for k in range(3))
-            sy = target.T.reshape(-1)[order]
+            grp = np.repeat(np.arange(g1 - g0), sizes)
+            at = starts[grp] * (ch - 1) + np.arange(rows)  # row r of group i, channel 0: starts[i] ch + r - starts[i]
+            step = sizes[grp]
+            w, mu, s = (np.empty((ch * rows,) + units[0][k].shape[1:], units[0][k].dtype) for k in range(3))
+            sy = np.empty(ch * rows, target.dtype)
+            for cc in range(ch):
+                dest = at + cc * step
+                w[dest], mu[dest], s[dest] = units[cc]
+                sy[dest] = target[:, cc]
             bounds = np.concatenate([[0], np.cumsum(np.repeat(sizes, ch))])
             afc.encode_calls(coder, w, mu, s, bits, sy, bounds, floored)
         g0 = g1
