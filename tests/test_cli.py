@@ -60,6 +60,39 @@ def test_a_weights_file_without_grids_is_refused_by_name(tmp_path, tiny_models):
     assert not (tmp_path / "in.hpac").exists()
 
 
+def _edited_weights(src: Path, dst: Path, edit) -> Path:
+    """A copy of weights file ``src`` with ``edit(tensors, metadata)`` applied (ids recomputed)."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(src), framework="np") as f:
+        meta, st = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    edit(st, meta)
+    meta.pop("weights_id")
+    save_file(st, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda st, m: st.pop("grid.blocks.0.silu"), b"grids lack blocks.0.silu"),
+    (lambda st, m: st.update({"grid.blocks.0.gelu": st["grid.blocks.0.gelu"][:10]}), b"has shape (10,)"),
+    (lambda st, m: st.update({"grid.blocks.0.dw.s": np.array([np.nan], np.float32)}), b"no calibration makes"),
+    (lambda st, m: st.update({"grid.tanh": st["grid.tanh"] * 1000}), b"no calibration makes"),
+    (lambda st, m: m.update({"quant_spec": '{"act_bits": 40}'}), b"act_bits = 40 is outside"),
+    (lambda st, m: m.update({"config": m["config"].replace('"patch": 8', '"patch": 0')}), b"patch = 0 is outside"),
+    (lambda st, m: st.update({"head.bias": st["head.bias"][:3]}), b"do not fit the architecture"),
+])
+def test_a_weights_file_out_of_bounds_is_refused(tmp_path, tiny_weights, edit, message):
+    """A weights file from elsewhere (--model) must not steer the integer network out of the
+    bounds that keep its sums exact and its lookups inside their tables: a one-line error."""
+    bad = _edited_weights(tiny_weights[1], tmp_path / "bad.safetensors", edit)
+    src = tmp_path / "in.png"
+    src.write_bytes(imagecodecs.png_encode(smooth_image(12, 15, 3)))
+    r = run("encode", src, "--model", bad)
+    assert r.returncode == 5 and message in r.stderr and b"Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "in.hpac").exists()
+
+
 def test_stdin_stdout_and_16_bit_png(tmp_path, tiny_weights):
     img = smooth_image(12, 7, 1, np.uint16)[:, :, 0]
     r = run("encode", "-", "-", *_model_args(tiny_weights), stdin=imagecodecs.png_encode(img))

@@ -63,6 +63,21 @@ class ModelConfig:
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> "ModelConfig":
+        """A config from a weights file's metadata, each field an int within CONFIG_LIMITS
+        (ValueError otherwise: a file from elsewhere must not size the coder's buffers)."""
+        bad = [k for k in fields if k not in CONFIG_LIMITS]
+        if bad:
+            raise ValueError(f"unknown fields {bad}")
+        for k, v in fields.items():
+            lo, hi = CONFIG_LIMITS[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{k} = {v!r} is outside {lo}..{hi}")
+        if fields.get("kernel", cls.kernel) % 2 == 0:
+            raise ValueError("the kernel size must be odd")
+        return cls(**fields)
+
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every weight (the float network's state_dict: a weights file
         must hold exactly these; tests check :class:`hpac.nn.model.HPACNet` against it)."""
@@ -80,6 +95,12 @@ class ModelConfig:
         ck = c * self.mixtures
         out["skip.weight"], out["skip.bias"] = (ck, c, k, k), (ck,)
         return out
+
+
+CONFIG_LIMITS = {  # what a weights file may ask for: (least, most) per ModelConfig field
+    "channels": (1, 3), "dim": (1, 1024), "blocks": (1, 64), "kernel": (1, 15), "mlp_ratio": (1, 16),
+    "mixtures": (1, 64), "patch": (1, 1024),
+}
 
 
 def causal_mask(k: int, strict: bool) -> np.ndarray:

@@ -468,6 +468,55 @@ def grids(ranges: dict[str, float], cfg: ModelConfig, spec: QuantSpec = QuantSpe
     return st
 
 
+SPEC_LIMITS = {  # QuantSpec fields a weights file may set: (least, most). Beyond them the sums
+    # of the integer network could leave float64's exact integers, or its tables hold millions
+    "wbits": (2, 16), "wbits_edge": (2, 16), "wbits_dw": (2, 16), "act_bits": (2, 16), "lut_bits": (2, 16),
+    "res_frac": (0, 20), "res_limit": (1.0, 2.0 ** 20), "head_frac": (0, 20), "mean_frac": (0, 13),
+    "coef_frac": (0, 20), "quantile": (0.5, 1.0),
+}
+
+
+def quant_spec(fields: dict) -> QuantSpec:
+    """A weights file's QuantSpec (its metadata's dict), checked against SPEC_LIMITS."""
+    bad = [k for k in fields if k not in SPEC_LIMITS]
+    if bad:
+        raise ModelMismatchError(f"unknown integer-network settings {bad} in the weights file")
+    for k, v in fields.items():
+        lo, hi = SPEC_LIMITS[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi \
+                or isinstance(lo, int) and not isinstance(v, int):
+            raise ModelMismatchError(f"integer-network setting {k} = {v!r} is outside {lo}..{hi}")
+    return QuantSpec(**fields)
+
+
+def check_grid(grid: dict[str, np.ndarray], cfg: ModelConfig, spec: QuantSpec) -> None:
+    """Refuse grids that :func:`grids` could not have made: every entry present with its shape,
+    scales finite and positive, table entries within their layers' ranges (the bounds that
+    keep every sum of the integer network exact, and every lookup inside its table)."""
+    d, L, A = cfg.dim, qmax(spec.lut_bits), qmax(spec.act_bits)
+    n = 2 * int(L) + 1
+    want: dict[str, tuple[tuple[int, ...], float | None]] = {}  # name -> (shape, table bound or None: a scale)
+    for i in range(cfg.blocks):
+        p = f"blocks.{i}."
+        for k in ("norm1.s", "dw.s", "silu.s", "gate.s", "norm2.s", "mlp_up.s", "gelu.s"):
+            want[p + k] = ((1,), None)
+        want[p + "to_av.s"] = ((2 * d,), None)
+        want[p + "silu"], want[p + "gelu"] = ((n,), L), ((n,), A)
+    want["head_norm.s"], want["coef.s"] = ((1,), None), ((1,), None)
+    want["tanh"] = ((n,), 2.0 ** spec.coef_frac)
+    missing = sorted(set(want) - set(grid))
+    if missing:
+        raise ModelMismatchError(f"the weights file's integer grids lack {', '.join(missing[:3])}")
+    for k, (shape, bound) in want.items():
+        v = np.asarray(grid[k])
+        if v.shape != shape:
+            raise ModelMismatchError(f"integer grid {k} has shape {v.shape}, not {shape}")
+        with np.errstate(invalid="ignore"):
+            ok = (np.isfinite(v) & (v > 0)).all() if bound is None else (np.abs(v.astype(np.float64)) <= bound).all()
+        if not ok:
+            raise ModelMismatchError(f"integer grid {k} holds values no calibration makes")
+
+
 def export(state: dict[str, np.ndarray], grid: dict[str, np.ndarray],
            spec: QuantSpec = QuantSpec()) -> dict[str, np.ndarray]:
     """The integer network as stored: ``grid`` (:func:`grids`) plus the integer weights of the

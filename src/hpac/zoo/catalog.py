@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelMismatchError
 from ..nn.architecture import ModelConfig
-from ..nn.integer import IntNet, QuantSpec
+from ..nn.integer import check_grid, IntNet, quant_spec, QuantSpec
 from ..nn.integer import export as quant_export
 from ..nn.integer import load as quant_load
 
@@ -182,7 +182,7 @@ def load_catalog_model(name: str) -> CodecModel:
     cfg, state, info = load_weights(path)
     if replace(cfg, patch=entry.config.patch) != entry.config:
         raise ModelMismatchError(f"{path} does not match the catalog architecture of {name}")
-    return CodecModel(name, entry.config, state, info["weights_id"], info, entry.adapted_patch, *_grid_of(info))
+    return CodecModel(name, entry.config, state, info["weights_id"], info, entry.adapted_patch, *_grid_of(info, cfg))
 
 
 def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
@@ -190,14 +190,21 @@ def load_model_file(path: str | Path, name: str | None = None) -> CodecModel:
     from .weights import load_weights
 
     cfg, state, info = load_weights(path)
-    return CodecModel(name or Path(path).stem, cfg, state, info["weights_id"], info, None, *_grid_of(info))
+    return CodecModel(name or Path(path).stem, cfg, state, info["weights_id"], info, None, *_grid_of(info, cfg))
 
 
-def _grid_of(info: dict) -> tuple[dict | None, QuantSpec | None]:
-    """(grid, spec) a weights file's info holds (hpac.zoo.weights.load_weights), taken out of it."""
+def _grid_of(info: dict, cfg: ModelConfig) -> tuple[dict | None, QuantSpec | None]:
+    """(grid, spec) a weights file's info holds (hpac.zoo.weights.load_weights), taken out of it
+    and checked (a file from elsewhere must not steer the integer network out of its bounds)."""
     grid = info.pop("grid", None)
-    spec = info.pop("quant_spec", None)
-    return grid, (QuantSpec(**spec) if grid is not None else None)
+    fields = info.pop("quant_spec", None)
+    if grid is None:
+        return None, None
+    if not isinstance(fields, dict):
+        raise ModelMismatchError("the weights file's integer grids come without their settings (quant_spec)")
+    spec = quant_spec(fields)
+    check_grid(grid, cfg, spec)
+    return grid, spec
 
 
 def resolve_model(name: str, weights_id: str, extra: list[CodecModel] | None = None) -> CodecModel:

@@ -75,7 +75,7 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[str, np.ndarray], 
     if "config" not in meta:
         raise ModelMismatchError(f"{path} has no hpac model config in its metadata")
     try:
-        cfg = ModelConfig(**json.loads(meta["config"]))
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
         expected = cfg.weight_shapes()
     except (TypeError, ValueError) as exc:
         raise ModelMismatchError(f"{path}: unreadable model config in its metadata ({exc})") from None
