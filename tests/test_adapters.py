@@ -1,6 +1,7 @@
 """SARP-FT (hpac.adapters): adapters that travel in the file, decode bit-exactly, never cost bytes."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -205,18 +206,25 @@ def test_torch_never_runs_in_a_thread_of_a_process_that_forks(tiny_models, monke
 
 
 def test_adapter_integers_round_trip_and_merge_is_exact():
-    net = make_model(3, dim=8, blocks=2).net
+    model = make_model(3, dim=8, blocks=2)
+    cfg, state = model.config, model.state
     rng = np.random.default_rng(0)
-    ints = [rng.integers(-40, 41, (o, 3)) for o, _ in lora.adapter_shapes(net)]
+    ints = [rng.integers(-40, 41, (o, 3)) for o, _ in lora.adapter_shapes(cfg)]
     blob = lora.encode_ints(3, 2, ints)
-    rank, qstep, back = lora.decode_ints(net, blob)
+    rank, qstep, back = lora.decode_ints(cfg, blob)
     assert rank == 3 and qstep == lora.QSTEPS[2]
     assert all(np.array_equal(a, b) for a, b in zip(ints, back))
-    m1, m2 = lora.merge(net, 3, qstep, ints), lora.merge(net, 3, qstep, back)
-    for p1, p2, p0 in zip(m1.state_dict().values(), m2.state_dict().values(), net.state_dict().values()):
-        assert torch.equal(p1, p2)
-    changed = [not torch.equal(a, b) for a, b in zip(m1.state_dict().values(), net.state_dict().values())]
-    assert sum(changed) == len(ints)  # exactly the adapted weights moved
+    m1, m2 = lora.merge(state, cfg, 3, qstep, ints), lora.merge(state, cfg, 3, qstep, back)
+    assert m1.keys() == m2.keys() == state.keys()
+    assert all(np.array_equal(m1[k], m2[k]) and m1[k].dtype == np.float32 for k in m1)
+    changed = [k for k in state if not np.array_equal(m1[k], state[k])]
+    assert changed == lora.adapted_weights(cfg) and len(changed) == len(ints)  # exactly the adapted weights moved
+    # the float network's own merge of the same integers: W + qstep/sqrt(in) B A, float64, rounded once
+    net = model.net
+    for j, (blk, name) in enumerate((b, t) for b in net.blocks for t in lora.TARGETS):
+        w = getattr(blk, name).weight.detach().double().numpy()
+        want = w + ints[j].astype(np.float64) @ lora.projection(j, 3, w.shape[1]) * (qstep / math.sqrt(w.shape[1]))
+        assert np.array_equal(m1[lora.adapted_weights(cfg)[j]], want.astype(np.float32))
 
 
 def test_the_fitting_view_of_an_adapter_is_the_low_rank_sum_and_its_gradient():
@@ -240,12 +248,12 @@ def test_the_fitting_view_of_an_adapter_is_the_low_rank_sum_and_its_gradient():
 
 
 def test_corrupt_adapter_section_is_refused(tiny_models):
-    net = tiny_models[3].net
-    ints = [np.ones((o, 2), np.int64) for o, _ in lora.adapter_shapes(net)]
+    cfg = tiny_models[3].config
+    ints = [np.ones((o, 2), np.int64) for o, _ in lora.adapter_shapes(cfg)]
     blob = lora.encode_ints(2, 0, ints)
     for bad in (blob[:3], blob[:-4], bytes([0]) + blob[1:], bytes([2, 99]) + blob[2:]):
         with pytest.raises(hpac.FormatError):
-            lora.decode_ints(net, bad)
+            lora.decode_ints(cfg, bad)
 
 
 def test_regions_grow_contiguously_to_everything():

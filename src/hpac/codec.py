@@ -175,7 +175,8 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
     jobs, layout = [], []
     for first, nch, model, coded, patches, valid, fitted, vmap, flagged, classical, section in planes:
         blob = b""
-        adapted = model.adapted(fitted.merged(model.net)) if use_adapters and fitted is not None else None
+        adapted = (model.adapted(fitted.merged(model.state, model.config)) if use_adapters and fitted is not None
+                   else None)
         if adapted is not None and (adapted.config.patch == patches.shape[1] or not classical.any()):
             # (the regions are decided on the effort-0 patches: a plane with some keeps those)
             model, blob = adapted, fitted.blob
@@ -246,11 +247,11 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             raise FormatError(f"a shard of {ph.patches_per_shard} patches of {ph.patch} x {ph.patch} would take "
                               f"{need >> 20} MiB of decoder caches with model {model.name}, above the "
                               f"{shards.MAX_SHARD_CACHE_BYTES >> 20} MiB any encoder writes")
-        if ph.adapter:  # (the float network, torch: only files with adapters)
+        if ph.adapter:
             from .adapters import lora
 
-            rank, qstep, ints = lora.decode_ints(model.net, ph.adapter)
-            model = model.with_net(lora.merge(model.net, rank, qstep, ints))
+            rank, qstep, ints = lora.decode_ints(model.config, ph.adapter)
+            model = model.with_state(lora.merge(model.state, model.config, rank, qstep, ints))
         indices = ph.model_patches(header.height, header.width)
         valid = valid_mask(header.height, header.width, ph.patch)[indices]
         for ln, at in zip(ph.shard_lengths, ph.shard_slices()):

@@ -29,9 +29,10 @@ from torch.optim.adam import adam  # the function form: no torch._dynamo import 
 from ..nn.mixture import nll_bits, normalise, zero_flagged_bits
 from ..nn.architecture import ModelConfig
 from ..nn.model import HPACNet
+from ..nn.quantize import float_state
 from ..parallel import Workers
 from .effort import Effort
-from .lora import MAX_Q, QSTEPS, adapted_layers, encode_ints, merge, projection
+from .lora import MAX_Q, QSTEPS, TARGETS, encode_ints, merge, projection
 
 # pixels of a gradient chunk, whole patches (fixed: results never depend on the worker count).
 # One P = 128 patch: a step of two patches keeps two workers busy (at two patches a chunk,
@@ -132,8 +133,9 @@ class Fit:
     def total_after(self) -> float:
         return self.bits_after + 8 * len(self.blob)
 
-    def merged(self, net: HPACNet) -> HPACNet:
-        return merge(net, self.rank, self.qstep, self.ints)
+    def merged(self, state: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
+        """The float weights ``state`` with these adapters merged (:func:`hpac.adapters.lora.merge`)."""
+        return merge(state, cfg, self.rank, self.qstep, self.ints)
 
 
 def fit_tile(cfg: ModelConfig, height: int, width: int) -> int:
@@ -211,7 +213,8 @@ def _chunk_bits(st: _FitState, task: tuple[object, np.ndarray]) -> torch.Tensor:
     net = st.net
     if key is not None:
         if st.merged is None or st.merged[0] != key[0]:
-            st.merged = (key[0], merge(st.net, st.rank, key[1], key[2]))
+            cfg = st.net.cfg
+            st.merged = (key[0], HPACNet.from_state(cfg, merge(float_state(st.net), cfg, st.rank, key[1], key[2])))
         net = st.merged[1]
     with torch.no_grad():
         return _patch_bits(net, st.sym[ix], st.valid[ix], st.bits, capped=key is None, zero_flags=st.zero_flags)
@@ -280,7 +283,8 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
     for p in work.parameters():
         p.requires_grad_(False)
     params = []
-    for j, (owner, attr) in enumerate(adapted_layers(work)):
+    # every adapted Linear of ``work``, in file order (hpac.adapters.lora.adapted_weights)
+    for j, (owner, attr) in enumerate((blk, name) for blk in work.blocks for name in TARGETS):
         lin = getattr(owner, attr)
         b = torch.zeros(lin.out_features, effort.rank, requires_grad=True)
         setattr(owner, attr, _LoRAFA(lin, projection(j, effort.rank, lin.in_features), b))

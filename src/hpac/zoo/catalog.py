@@ -22,7 +22,7 @@ from ..nn.integer import check_grid, IntNet, quant_spec, QuantSpec
 from ..nn.integer import export as quant_export
 from ..nn.integer import load as quant_load
 
-if TYPE_CHECKING:  # the float network (torch) is built only for adapters and training
+if TYPE_CHECKING:  # the float network (torch) is built only to fit adapters and to train
     from ..nn.model import HPACNet
 
 
@@ -104,7 +104,8 @@ class CodecModel:
 
     ``state``: the float weights (float32 arrays named as :class:`hpac.nn.model.HPACNet`'s
     state_dict); coding runs their integer form (:meth:`integer`, numpy), so effort 0 never
-    imports torch. The float network (:attr:`net`) is built on first use: adapters, training."""
+    imports torch, nor does decoding. The float network (:attr:`net`) is built on first use: the
+    SARP-FT fit (effort >= 1), training."""
 
     name: str
     config: ModelConfig
@@ -143,20 +144,18 @@ class CodecModel:
             return self
         return replace(self, config=replace(self.config, patch=patch))
 
-    def with_net(self, net: HPACNet) -> "CodecModel":
-        """This model (name, id: the file's identity) with ``net``'s weights: adapters merged
-        (:mod:`hpac.adapters.lora`)."""
-        from ..nn.quantize import float_state
+    def with_state(self, state: dict[str, np.ndarray]) -> "CodecModel":
+        """This model (name, id: the file's identity) with the float weights ``state``:
+        adapters merged (:func:`hpac.adapters.lora.merge`)."""
+        return replace(self, state=state)
 
-        return replace(self, state=float_state(net))
-
-    def adapted(self, net: HPACNet) -> "CodecModel":
-        """This model with ``net`` (its weights with adapters merged) coding at the adapted P.
+    def adapted(self, state: dict[str, np.ndarray]) -> "CodecModel":
+        """This model with ``state`` (its weights with adapters merged) coding at the adapted P.
 
         Adapted models gain more from the context that bigger patches keep, and effort >= 1
         already spends several times effort 0's time, so a catalog row may code adapted planes
         with bigger patches than effort 0 uses (files record their P)."""
-        return self.with_net(net).with_patch(self.adapted_patch or self.config.patch)
+        return self.with_state(state).with_patch(self.adapted_patch or self.config.patch)
 
 
 def get_entry(name: str) -> CatalogEntry:
