@@ -82,6 +82,42 @@ def test_rejects_unsupported_arrays():
         hpac.encode(np.zeros((0, 4), np.uint8))
 
 
+_NO_TORCH = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):  # this interpreter as if torch were not installed
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch'")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_without_torch_installed_effort_0_and_decoding_work(tmp_path):
+    """torch is an extra (hpac[torch]): without it, effort 0 codes, every file decodes (adapters
+    included), and effort >= 1 and training stop with one line that says how to install it."""
+    import subprocess
+    import sys
+
+    corpus = Path(__file__).parent / "conformance"
+    code = _NO_TORCH + (
+        "import numpy as np, hpac\n"
+        "from hpac.zoo.catalog import load_model_file\n"
+        "img = (np.arange(30 * 41 * 3).reshape(30, 41, 3) % 253).astype(np.uint8)\n"
+        "assert np.array_equal(hpac.decode(hpac.encode(img, threads=1), threads=1)[..., :3], img)\n"
+        f"models = [load_model_file({str(corpus / 'models')!r} + f'/tiny{{c}}.safetensors', f'tiny{{c}}') for c in (1, 3)]\n"
+        f"hpac.decode(open({str(corpus / 'tiny_rgb_adapted_v9.hpac')!r}, 'rb').read(), model=models, threads=1)\n"
+        "try:\n"
+        "    hpac.encode(img, effort=1, threads=1)\n"
+        "    raise SystemExit('effort 1 ran without torch')\n"
+        "except hpac.HpacError as exc:\n"
+        "    assert \"pip install 'hpac[torch]'\" in str(exc), exc\n"
+        "from hpac.tools.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'w.safetensors')!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "hpac train needs PyTorch" in err and "Traceback" not in err, err[-2000:]
+
+
 def test_effort_0_and_every_decode_never_load_torch():
     """Effort 0, encode and decode, is numpy and numba: neither torch (its import alone took
     1.2 s of every CLI call) nor the adapters load. A file with adapters decodes with the

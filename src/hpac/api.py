@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-# torch and the codec load on first use: ``import hpac`` and ``hpac --help`` stay quick
+# the codec (numba) loads on first use, torch only for effort >= 1: ``import hpac`` and ``hpac --help`` stay quick
 
 
 def as_models(model) -> list:

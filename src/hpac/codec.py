@@ -19,7 +19,7 @@ import numpy as np
 from . import container, fileformat, shards
 from .adapters.effort import effort_of
 from .entropy import regions, valuemap, zeroflags
-from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError
+from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError, require_torch
 from .io.image import Image, as_image, signed_offset
 from .nn.csi import cache_bytes
 from .parallel import default_threads, run_jobs
@@ -128,8 +128,7 @@ def encode(pixels: np.ndarray | Image, models: dict[int, CodecModel] | None = No
 def _fit(model: CodecModel, coded: np.ndarray, patches: np.ndarray, valid: np.ndarray, bits: int, plan, seed: int,
          workers: int, progress: bool, zero_flags: bool) -> Fit:
     """SARP-FT adapters for one plane (effort >= 1: the only part of encoding that runs torch)."""
-    import torch
-
+    torch = require_torch("effort >= 1 (fitting SARP-FT adapters)")
     from .adapters import fit
     from .parallel import single_threaded
 

@@ -50,3 +50,13 @@ class CodingError(HpacError):
     whose float probability is below ~1e-7 of its table's total can get a zero frequency
     (seen once, on a 1.8 Mpx 16-bit MR mosaic); no file is written."""
 
+
+def require_torch(purpose: str):
+    """The torch module, imported for ``purpose``; where it is not installed, an HpacError that
+    says what needs it and how to get it (coding at effort 0 and decoding never do)."""
+    try:
+        import torch
+    except ImportError:
+        raise HpacError(f"{purpose} needs PyTorch, which is not installed: pip install 'hpac[torch]' "
+                        "(effort 0 and decoding do not need it)") from None
+    return torch

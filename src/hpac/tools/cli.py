@@ -60,7 +60,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ..errors import require_torch
     from ..nn.architecture import ModelConfig
+
+    require_torch("hpac train")
     from .train import train, TrainOptions
 
     cfg = ModelConfig(channels=1 if args.gray else 3, dim=args.dim, blocks=args.blocks,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ModelMismatchError
+from ..errors import ModelMismatchError, require_torch
 from ..nn.architecture import ModelConfig
 from ..nn.integer import check_grid, IntNet, quant_spec, QuantSpec
 from ..nn.integer import export as quant_export
@@ -119,6 +119,7 @@ class CodecModel:
     @cached_property
     def net(self) -> HPACNet:
         """The float network of these weights (torch)."""
+        require_torch("the float network")
         from ..nn.model import HPACNet
 
         return HPACNet.from_state(self.config, self.state)
