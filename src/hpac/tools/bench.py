@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import container, fileformat
 from ..adapters.effort import DEFAULT_EFFORT, EFFORTS
+from ..errors import HpacError
 from ..io.readers import IMAGE_SUFFIXES, read_image
 
 CodecFn = Callable[[np.ndarray, int], tuple[bytes, Callable[[bytes], np.ndarray]]]
@@ -33,7 +34,11 @@ def _plain(arr: np.ndarray) -> np.ndarray:
 
 def _png(arr: np.ndarray, threads: int):
     import imagecodecs
-    import oxipng
+
+    try:
+        import oxipng
+    except ImportError:
+        raise HpacError("the png baseline (oxipng -o 6) needs pyoxipng: pip install 'hpac[bench]'") from None
 
     raw = imagecodecs.png_encode(_plain(arr), level=1)
     data = oxipng.optimize_from_memory(raw, level=6)
@@ -186,8 +191,6 @@ def run_bench(dirs: list[Path], json_path: Path | None = None, threads: int | No
     names = codecs or list(DEFAULT_CODECS)
     unknown = set(names) - set(CODECS)
     if unknown:
-        from ..errors import HpacError
-
         raise HpacError(f"unknown codec(s) {', '.join(sorted(unknown))}; choose from {', '.join(CODECS)}")
     if plot:
         _figure_class()  # a missing matplotlib fails now, not after hours of benchmarking
@@ -228,8 +231,6 @@ def _figure_class():
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        from ..errors import HpacError
-
         raise HpacError("plotting needs matplotlib: pip install 'hpac[plot]'") from None
     return Figure
 
