@@ -279,3 +279,24 @@ def test_library_errors_name_the_api_and_the_command_line_adds_its_flag(tmp_path
     err = r.stderr.decode().strip()
     assert r.returncode == hpac.FormatError.exit_code and err.endswith("raise max_pixels) (command line: --max-pixels)")
     assert not (tmp_path / "z.png").exists()
+
+
+def test_first_run_says_it_compiles(tiny_models, capsys, monkeypatch):
+    """Where numba's cache lacks hpac's kernels (the first run after an install, about 30 s),
+    encode, decode and verify say why they wait; once compiled, nothing is said."""
+    import argparse
+    import os
+
+    import hpac
+    from hpac.entropy import afc
+    from hpac.tools import cli
+
+    hpac.encode(smooth_image(9, 9, 3), model=list(tiny_models.values()), threads=1)  # compiled or loaded here
+    assert os.path.exists(afc.mixture_row._cache._cache_file._index_path)  # the notice reads numba's own locator
+    cli._compile_notice(argparse.Namespace(quiet=False))
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cli.os.path, "exists", lambda p: False)
+    cli._compile_notice(argparse.Namespace(quiet=True))
+    assert capsys.readouterr().err == ""
+    cli._compile_notice(argparse.Namespace(quiet=False))
+    assert "compiling its kernels" in capsys.readouterr().err

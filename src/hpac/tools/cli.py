@@ -133,10 +133,26 @@ def _cmd_batch(args: argparse.Namespace) -> int | None:
     return HpacError.exit_code if any(r.status == "failed" for r in results) else 0
 
 
+def _compile_notice(args: argparse.Namespace) -> None:
+    """One line on stderr where numba has not yet compiled hpac's kernels into its cache: the
+    first coding after an install waits about 30 s for that, once, and should say why."""
+    if args.quiet:
+        return
+    from ..entropy import afc
+
+    try:  # numba's own cache locator, for a kernel every encode and decode runs
+        index = afc.mixture_row._cache._cache_file._index_path
+    except AttributeError:  # a numba that keeps it elsewhere: no notice
+        return
+    if not os.path.exists(index):
+        print("hpac: compiling its kernels (once after installing: about 30 s)", file=sys.stderr)
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     from .. import api
     from ..io.readers import read_image
 
+    _compile_notice(args)
     if (code := _cmd_batch(args)) is not None:
         return code
     out = args.output or _default_out(args.input, ".hpac")
@@ -162,6 +178,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     from .. import api, codec
     from ..io import writers
 
+    _compile_notice(args)
     if (code := _cmd_batch(args)) is not None:
         return code
     if args.output not in (None, "-"):
@@ -193,6 +210,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.against is not None and len(files) != 1:
         raise HpacError("--against compares one .hpac file with its original image")
     models, code = api.as_models(args.model), 0
+    _compile_notice(args)
     for path in files:
         try:
             data = _read_input(str(path))
