@@ -81,6 +81,7 @@ def _edited_weights(src: Path, dst: Path, edit) -> Path:
     (lambda st, m: m.update({"quant_spec": '{"act_bits": 40}'}), b"act_bits = 40 is outside"),
     (lambda st, m: m.update({"config": m["config"].replace('"patch": 8', '"patch": 0')}), b"patch = 0 is outside"),
     (lambda st, m: st.update({"head.bias": st["head.bias"][:3]}), b"do not fit the architecture"),
+    (lambda st, m: st["blocks.0.proj.weight"].__setitem__((0, 0), np.inf), b"NaN or infinite"),
 ])
 def test_a_weights_file_out_of_bounds_is_refused(tmp_path, tiny_weights, edit, message):
     """A weights file from elsewhere (--model) must not steer the integer network out of the

@@ -86,6 +86,8 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[str, np.ndarray], 
         raise ModelMismatchError(f"{path}: weights do not fit the architecture in its metadata "
                                  f"({', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''})")
     weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+    if not all(np.isfinite(v).all() for v in weights.values()):  # NaN would reach the integer grids
+        raise ModelMismatchError(f"{path}: weights hold NaN or infinite values")
     wid = tensors_hash(state)
     if meta.get("weights_id") not in (None, wid):
         raise ModelMismatchError(f"{path}: weights do not match their recorded id")
