@@ -29,8 +29,8 @@ def make_model(channels: int, patch: int = 8, dim: int = 8, blocks: int = 1, mix
     with torch.no_grad():
         for p in net.parameters():  # livelier than the default init, so masks and channels matter
             p.add_(torch.randn_like(p) * 0.1)
-    return CodecModel(name or f"tiny{channels}", net.cfg, quantize.float_state(net), tensors_hash(net.state_dict()),
-                      {}, None, *tiny_grid(net))
+    state = quantize.float_state(net)
+    return CodecModel(name or f"tiny{channels}", net.cfg, state, tensors_hash(state), {}, None, *tiny_grid(net))
 
 
 TINY_SPEC = QuantSpec(lut_bits=8)  # small tables: the mechanics tests do not need 12 bits

@@ -32,7 +32,7 @@ from ..nn.model import HPACNet
 from ..nn.quantize import float_state
 from ..parallel import Workers
 from .effort import Effort
-from .lora import MAX_Q, QSTEPS, TARGETS, encode_ints, merge, projection
+from .lora import MAX_Q, QSTEPS, adapted_weights, encode_ints, merge, projection
 
 # pixels of a gradient chunk, whole patches (fixed: results never depend on the worker count).
 # One P = 128 patch: a step of two patches keeps two workers busy (at two patches a chunk,
@@ -283,8 +283,9 @@ def fit(net: HPACNet, sym: torch.Tensor, valid: torch.Tensor, bits: int, grid: t
     for p in work.parameters():
         p.requires_grad_(False)
     params = []
-    # every adapted Linear of ``work``, in file order (hpac.adapters.lora.adapted_weights)
-    for j, (owner, attr) in enumerate((blk, name) for blk in work.blocks for name in TARGETS):
+    for j, name in enumerate(adapted_weights(work.cfg)):  # "blocks.i.layer.weight", in file order
+        path, attr, _ = name.rsplit(".", 2)
+        owner = work.get_submodule(path)
         lin = getattr(owner, attr)
         b = torch.zeros(lin.out_features, effort.rank, requires_grad=True)
         setattr(owner, attr, _LoRAFA(lin, projection(j, effort.rank, lin.in_features), b))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -20,17 +20,11 @@ if TYPE_CHECKING:
     from ..nn.model import HPACNet
 
 
-def _float32(t: Any) -> np.ndarray:
-    """A tensor (torch or numpy) as a contiguous float32 numpy array."""
-    if hasattr(t, "detach"):  # torch, without importing it
-        t = t.detach().cpu().float().numpy()
-    return np.ascontiguousarray(np.asarray(t, np.float32))
-
-
-def tensors_hash(state: Mapping[str, Any]) -> str:
+def tensors_hash(state: Mapping[str, np.ndarray]) -> str:
+    """The weights id of numpy arrays (module docstring); every tensor is hashed as float32."""
     h = hashlib.sha256()
     for name in sorted(state):
-        t = _float32(state[name])
+        t = np.ascontiguousarray(state[name], np.float32)
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.tobytes())
@@ -41,14 +35,15 @@ GRID_PREFIX = "grid."  # tensors of the integer network's grids (hpac.nn.integer
 
 
 def save_weights(net: HPACNet, path: str | Path, info: dict | None = None,
-                 grid: Mapping[str, Any] | None = None, spec: dict | None = None) -> str:
+                 grid: Mapping[str, np.ndarray] | None = None, spec: dict | None = None) -> str:
     """Write ``net`` (and the grids of its integer form, with their QuantSpec as a dict) to
     ``path`` atomically; returns the weights id (over every tensor, grids included)."""
     from safetensors.numpy import save_file
 
-    state = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in net.state_dict().items()}
-    state.update({GRID_PREFIX + k: np.ascontiguousarray(np.asarray(v.numpy() if hasattr(v, "numpy") else v))
-                  for k, v in (grid or {}).items()})
+    from ..nn.quantize import float_state
+
+    state = float_state(net)
+    state.update({GRID_PREFIX + k: np.ascontiguousarray(v) for k, v in (grid or {}).items()})
     meta = {"config": json.dumps(net.cfg.to_dict()), "info": json.dumps(info or {}),
             "weights_id": tensors_hash(state)}
     if grid:
