@@ -239,33 +239,62 @@ def _add_logistic(o, t0, big, wj, mj, sj, sig):
 
 
 @njit(cache=True)
-def _edge_cdfs(start, step, n_bins, bits, w, mu, s, sig, low, escape):
-    """CDFs (2^-46) at every bin edge of every row, ends pinned, flat; and per row the total
-    mass less the mass below ``low`` (for the escape entry)."""
-    m, k = w.shape
+def _edge_cdfs(rows, start, step, n_bins, bits, w, mu, s, sig, low, escape):
+    """CDFs (2^-46) at every bin edge of every table, ends pinned, flat; and per table the total
+    mass less the mass below ``low`` (for the escape entry). Table i: bins start[i] + j step[i],
+    j < n_bins[i], of mixture rows[i] of (w, mu, s) (read in place: no gathered copies)."""
+    m, k = rows.shape[0], w.shape[1]
     out = np.zeros(int(np.sum(n_bins + 1)), np.int64)
     rest = np.zeros(m, np.int64)
     cdf = np.zeros(1, np.int64)
     pos = 0
-    for r in range(m):
-        nb = n_bins[r]
+    for i in range(m):
+        r = rows[i]
+        nb = n_bins[i]
         o = out[pos : pos + nb + 1]
         total = 0
         for j in range(k):
             if w[r, j] == 0:  # adds nothing
                 continue
             total += w[r, j] << SIG_BITS
-            _add_logistic(o, (2 * start[r] - 1) << (MU_FRAC - 1), step[r] << MU_FRAC, w[r, j], mu[r, j], s[r, j],
+            _add_logistic(o, (2 * start[i] - 1) << (MU_FRAC - 1), step[i] << MU_FRAC, w[r, j], mu[r, j], s[r, j],
                           sig)
-        if low == 0 and start[r] <= 0:
+        if low == 0 and start[i] <= 0:
             o[0] = 0
-        if start[r] + nb * step[r] >= (1 << bits):
+        if start[i] + nb * step[i] >= (1 << bits):
             o[nb] = total
         if escape:
             below = _cdf_below(low, w, mu, s, sig, r, cdf) if low != 0 else 0
-            rest[r] = (o[0] - below) + (total - o[nb])
+            rest[i] = (o[0] - below) + (total - o[nb])
         pos += nb + 1
     return out, rest
+
+
+@njit(cache=True)
+def _order_by(seg, v):
+    """The stable order of rows by (seg, v): seg (n,) int64 ascending, v (n,) int64 >= 0 small
+    (window widths, bin sizes: at most 2^16). A counting sort within each segment: linear,
+    where a comparison sort of a batch cost more than its windows."""
+    n = v.shape[0]
+    out = np.empty(n, np.int64)
+    if n == 0:
+        return out
+    count = np.zeros(int(v.max()) + 2, np.int64)
+    a = 0
+    while a < n:
+        e = a
+        while e < n and seg[e] == seg[a]:
+            e += 1
+        count[:] = 0
+        for r in range(a, e):
+            count[v[r] + 1] += 1
+        for t in range(1, count.shape[0]):
+            count[t] += count[t - 1]
+        for r in range(a, e):
+            out[a + count[v[r]]] = r
+            count[v[r]] += 1
+        a = e
+    return out
 
 
 @njit(cache=True, inline="always")
@@ -280,7 +309,7 @@ def _cdf_below(low, w, mu, s, sig, r, cdf):
 
 
 def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: int, w: np.ndarray, mu: np.ndarray,
-               s: np.ndarray, escape: bool, low: int = 0, keys: np.ndarray | None = None):
+               s: np.ndarray, escape: bool, low: int = 0):
     """Yield (first, end, float32 table) per run of equal ``n_bins`` (ascending) of rows:
     the masses of bins [start + j step, start + (j+1) step) (the first / last bin take the
     tail below 0 / above 2^bits - 1 where they touch the alphabet's ends, the first only where
@@ -289,10 +318,9 @@ def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: in
 
     Args:
         start, step, n_bins: (n,) int64; w, mu, s: (n, K) int64 integer mixtures.
-        keys: (n,) runs are runs of equal keys instead (each holding one ``n_bins``).
     """
-    cdfs, rest = _edge_cdfs(start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
-    yield from _split(_entries(cdfs, rest, n_bins, escape), n_bins, escape, keys)
+    cdfs, rest = _edge_cdfs(np.arange(w.shape[0]), start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
+    yield from _split(_entries(cdfs, rest, n_bins, escape), n_bins, escape)
 
 
 @njit(cache=True)
@@ -396,12 +424,13 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
     if m == 0:
         return np.zeros(0, np.int64)
     _, _, sig, lnw = constants()
-    lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig)
+    seg = np.zeros(m, np.int64)
+    lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig, seg)
     coarse_o = np.empty(m, np.int32)
     _decode_runs(coder, _tables(flat, rows.tolist(), at.tolist()), coarse_o, floored)
     coarse = np.empty(m, np.int64)
     coarse[order] = coarse_o
-    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig)
+    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg)
     out = bin_lo
     if fine.size:
         off = np.empty(fine.size, np.int32)
@@ -414,35 +443,37 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
 
 
 @njit(cache=True)
-def _coarse_tables(w, mu, s, bits, low, lnw, sig):
-    """Stage 1 of :func:`decode_symbols`: windows (lo, delta, width), the stable order by width,
-    and the tables of the rows in that order (:func:`bin_tables`' entries, flat)."""
+def _coarse_tables(w, mu, s, bits, low, lnw, sig, seg):
+    """Stage 1 of :func:`decode_symbols` and :func:`encode_calls`: windows (lo, delta, width),
+    the rows' stable order by (segment, width) (seg (M,) int64 ascending: the encoder's calls;
+    the decoder's one call is segment 0), and the tables of the rows in that order
+    (:func:`bin_tables`' entries, flat), with the bounds of each run of one (segment, width)."""
     lo, delta, width = _windows(w, mu, s, lnw, bits, low)
-    order = np.argsort(width, kind="mergesort")
+    order = _order_by(seg, width)
     n_bins = width[order]
-    cdfs, rest = _edge_cdfs(lo[order], delta[order], n_bins, bits, w[order], mu[order], s[order], sig, low, True)
-    rows = _run_bounds(n_bins)
+    cdfs, rest = _edge_cdfs(order, lo[order], delta[order], n_bins, bits, w, mu, s, sig, low, True)
+    rows = _run_bounds(seg[order] * (MAX_BINS + 1) + n_bins)
     return lo, delta, width, order, _entries(cdfs, rest, n_bins, True), rows, _table_bounds(rows, n_bins, 1)
 
 
 @njit(cache=True)
-def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig):
-    """Stage 2 of :func:`decode_symbols`: each row's bin start (M,) int64, the rows with an offset
-    to decode (not escaped, delta > 1) in stable delta order, and their tables, flat."""
+def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg):
+    """Stage 2 of :func:`decode_symbols` and :func:`encode_calls`: each row's bin start (M,)
+    int64, the rows with an offset to code (not escaped, delta > 1) in stable (segment, delta)
+    order, and their tables, flat, with the bounds of each run."""
     bin_lo = lo + coarse * delta
     fine = np.flatnonzero((coarse != width) & (delta > 1))
-    fine = fine[np.argsort(delta[fine], kind="mergesort")]
-    ones = np.ones(fine.size, np.int64)
+    fine = fine[_order_by(seg[fine], delta[fine])]
     n_bins = delta[fine]
-    cdfs, rest = _edge_cdfs(bin_lo[fine], ones, n_bins, bits, w[fine], mu[fine], s[fine], sig, 0, False)
-    rows = _run_bounds(n_bins)
+    cdfs, rest = _edge_cdfs(fine, bin_lo[fine], np.ones(fine.size, np.int64), n_bins, bits, w, mu, s, sig, 0, False)
+    rows = _run_bounds(seg[fine] * (np.int64(1) << 40) + n_bins)
     return bin_lo, fine, _entries(cdfs, rest, n_bins, False), rows, _table_bounds(rows, n_bins, 0)
 
 
-def _split(flat: np.ndarray, n_bins: np.ndarray, escape: bool, keys: np.ndarray | None = None):
-    """(first, end, table) per run of equal ``n_bins`` (or of equal ``keys``) of rows whose
-    tables lie one after another in ``flat``."""
-    rows = _run_bounds(n_bins if keys is None else keys)
+def _split(flat: np.ndarray, n_bins: np.ndarray, escape: bool):
+    """(first, end, table) per run of equal ``n_bins`` of rows whose tables lie one after
+    another in ``flat``."""
+    rows = _run_bounds(n_bins)
     at = _table_bounds(rows, n_bins, int(escape))
     yield from _tables(flat, rows.tolist(), at.tolist())
 
@@ -479,33 +510,25 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
     m = w.shape[0]
     if m == 0 and lead is None:
         return
+    _, _, sig, lnw = constants()
     seg = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
-    lo, delta, width = windows(w, mu, s, bits, low)
-    # stage 1 of every segment, each bucketed by width as decode_symbols does (stable, so rows
-    # keep their order inside a bucket): one sort on (segment, width)
-    key1 = seg * (MAX_BINS + 1) + width
-    order = np.argsort(key1, kind="stable")
-    coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
-    coarse_o = coarse[order].astype(np.int32)
     ops: list[list] = [[] for _ in range(len(bounds) - 1)]  # per segment: (values, table | None)
     for i, (values, probs) in enumerate(lead or ()):
         if values.size:
             ops[i].append((values, probs))
-    for i, j, probs in bin_tables(lo[order], delta[order], width[order], bits, w[order], mu[order], s[order],
-                                  escape=True, low=low, keys=key1[order]):
+    # every segment's stage 1, each bucketed by width as decode_symbols does: one stable sort
+    # on (segment, width), so rows keep their order inside a bucket
+    lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig, seg)
+    coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
+    coarse_o = coarse[order].astype(np.int32)
+    for i, j, probs in _tables(flat, rows.tolist(), at.tolist()):
         ops[int(seg[order[i]])].append((coarse_o[i:j], probs))
-    escaped = coarse == width
-    bin_lo = lo + coarse * delta
-    fine = np.flatnonzero((~escaped) & (delta > 1))
+    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg)
     if fine.size:
-        key2 = seg[fine] * (np.int64(1) << 40) + delta[fine]
-        o2 = np.argsort(key2, kind="stable")
-        fine, key2 = fine[o2], key2[o2]
         off = (sy[fine] - bin_lo[fine]).astype(np.int32)
-        for i, j, probs in bin_tables(bin_lo[fine], np.ones(fine.size, np.int64), delta[fine], bits, w[fine],
-                                      mu[fine], s[fine], escape=False, keys=key2):
+        for i, j, probs in _tables(flat, rows.tolist(), at.tolist()):
             ops[int(seg[fine[i]])].append((off[i:j], probs))
-    esc = np.flatnonzero(escaped)
+    esc = np.flatnonzero(coarse == width)
     for i, j in _runs(seg[esc]):
         ops[int(seg[esc[i]])].append((sy[esc[i:j]].astype(np.int32), None))
     for seg_ops in ops:
