@@ -263,13 +263,16 @@ class CSIStepper:
         hi = np.maximum(lo, np.clip(rows - r0, 0, n))  # r0 + i < rows
         return Runs(lo, hi, np.concatenate([[0], np.cumsum((hi - lo).reshape(-1))]))
 
-    def span_params(self, g0: int, g1: int) -> tuple[np.ndarray, Runs]:
-        """Integer mixture parameters of groups g0 .. g1 - 1 (at most ``span``), packed rows
-        (runs.count, n_params) float64, and the runs they are. The pixels of groups before
-        g1 - 1 must be written."""
+    def span_params(self, g0: int, g1: int, runs: Runs | None = None, out: np.ndarray | None = None,
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, Runs]:
+        """Integer mixture parameters of groups g0 .. g1 - 1 (at most ``span``) and the runs
+        they are (``runs``: :meth:`runs`' for these groups, if the caller has them). The
+        parameters are packed rows (runs.count, n_params) float64, or go to rows ``rows``
+        (runs.count,) of ``out`` (:meth:`hpac.nn.integer.IntNet.tail`). The pixels of groups
+        before g1 - 1 must be written."""
         reach = self.sched.reach
         first, sizes = self.first[g0:g1], self.sizes[g0:g1]
-        runs = self.runs(g0, g1)
+        runs = self.runs(g0, g1) if runs is None else runs
         m = runs.count
         t = self.in_taps
         cols = np.empty((m, self.in_w.shape[0]), self.pix_buf.dtype)
@@ -287,7 +290,7 @@ class CSIStepper:
                 return out
 
             x = gated_block(ar, blk, x, depthwise)
-        return self.net.tail(x, skip), runs
+        return self.net.tail(x, skip, out, rows), runs
 
     def params(self, g: int) -> np.ndarray:
         """Integer mixture parameters of group ``g``: (B, n_g, n_params) float64 (0 where skipped)."""
@@ -360,8 +363,8 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
             g1 = min(last, g0 + span)
             pos = np.concatenate(flat[g0:g1])
             st.write_span_pixels(g0, g1, q_rows[i, pos])
-            packed, runs = st.span_params(g0, g1)
-            if runs.count != pos.size:  # packed rows are each group's run
+            runs = st.runs(g0, g1)
+            if runs.count != pos.size:  # the rows computed are each group's run
                 pos = np.concatenate([flat[g][lo:hi] for g, lo, hi in zip(range(g0, g1), runs.lo[:, 0], runs.hi[:, 0])])
-            out_rows[i, pos] = packed
+            st.span_params(g0, g1, runs, out_rows[i], pos)
     return out

@@ -361,31 +361,55 @@ class IntNet:
         """(M, >= D + CK) exact stem/skip accumulators (``in_dtype``; columns beyond D + CK are
         ignored) -> residual rows X (M, D) float32, skip means (M, CK) float64; the
         requantisation is float64 either way."""
-        y = np.empty((acc.shape[0], self.in_m.shape[0]), np.float64)
-        _requant(acc, self.in_m, self.in_c, self.in_lim, y)
-        d = self.cfg.dim
-        return y[:, :d].astype(np.float32), y[:, d:]
+        d, n = self.cfg.dim, self.in_m.shape[0]
+        x = np.empty((acc.shape[0], d), np.float32)
+        skip = np.empty((acc.shape[0], n - d), np.float64)
+        _stem_rows(acc, self.in_m, self.in_c, self.in_lim, x, skip)
+        return x, skip
 
-    def tail(self, x: np.ndarray, skip: np.ndarray) -> np.ndarray:
-        """Residual rows (M, D) and skip means (M, CK) -> integer mixture parameters
-        (M, n_params) float64 (module docstring's grids): logits | means | log-scales |
-        channel coefficients (the tanh table of the head's last outputs)."""
+    def tail(self, x: np.ndarray, skip: np.ndarray, out: np.ndarray | None = None,
+             rows: np.ndarray | None = None) -> np.ndarray:
+        """Residual rows (M, D) and skip means (M, CK) -> integer mixture parameters (module
+        docstring's grids): logits | means | log-scales | channel coefficients (the tanh table
+        of the head's last outputs), written to rows ``rows`` (M,) int64 of ``out`` (N,
+        n_params) float32 or float64 (exact either way: :attr:`params_dtype`); default a new
+        (M, n_params) float64 array, in order. Returns ``out``."""
         ar = self.arith
-        raw = ar.linear(ar.norm(x, self.head_norm), self.head)
-        _finish(raw, skip, self.tanh.fm[0], self.tanh.off)
-        return raw
+        acc = self.head.acc(ar.norm(x, self.head_norm))
+        if out is None:
+            out, rows = np.empty(acc.shape, np.float64), np.arange(acc.shape[0])
+        _head_rows(acc, *self.head.req, skip, self.tanh.fm[0], self.tanh.off, rows, out)
+        return out
 
 
 @njit(cache=True)
-def _finish(raw, skip, tanh, off):
-    """In place on the head's outputs raw (M, n_params) float64: means += skip (M, CK),
-    coefficient inputs -> tanh table."""
-    ck = skip.shape[1]
-    for r in range(raw.shape[0]):
+def _stem_rows(acc, m, c, lim, x, skip):
+    """The stem/skip requantisation (float64) of acc (M, >= D + CK): columns < D into x (M, D),
+    the next CK into skip (M, CK)."""
+    d, ck = x.shape[1], skip.shape[1]
+    for r in range(acc.shape[0]):
+        for o in range(d):
+            x[r, o] = _requant_one(np.float64(acc[r, o]), m[o], c[o], lim[o])
+        for o in range(ck):
+            skip[r, o] = _requant_one(np.float64(acc[r, d + o]), m[d + o], c[d + o], lim[d + o])
+
+
+@njit(cache=True)
+def _head_rows(acc, m, c, lim, skip, tanh, off, rows, out):
+    """out[rows[r]] := the head's requantisation of acc[r] (n_params,) float64, means (columns
+    CK .. 2CK - 1) plus skip[r] (CK,), coefficient inputs (from 3CK) through the tanh table."""
+    ck, n = skip.shape[1], acc.shape[1]
+    y = np.empty(n, np.float64)
+    for r in range(acc.shape[0]):
+        for j in range(n):  # one loop over the whole row: it vectorises
+            y[j] = _requant_one(acc[r, j], m[j], c[j], lim[j])
         for j in range(ck):
-            raw[r, ck + j] += skip[r, j]
-        for j in range(3 * ck, raw.shape[1]):
-            raw[r, j] = tanh[np.int64(raw[r, j]) + off]
+            y[ck + j] += skip[r, j]
+        for j in range(3 * ck, n):
+            y[j] = tanh[np.int64(y[j]) + off]
+        o = out[rows[r]]
+        for j in range(n):
+            o[j] = y[j]
 
 
 # ---- export: the float network -> the stored integer network -----------------------------------
