@@ -229,6 +229,7 @@ class CSIStepper:
         reach, pad = self.sched.reach, cfg.kernel // 2
         self.extent = None
         self.set_extent(extent)
+        self._every: dict[tuple[int, int], Runs] = {}
         dt = net.in_dtype
         self.in_taps = BandTaps(skew_kernel(net.in_w.astype(dt), strict=True))
         # a step of groups g0..g1-1 reads pixels of groups g0 - reach .. g1 - 2: they and the
@@ -251,11 +252,19 @@ class CSIStepper:
         for band in [self.pix, *self.caches]:
             band.clear()
 
+    def every(self, g0: int, g1: int) -> Runs:
+        """Every position of groups g0 .. g1 - 1 (cached: the encoder asks for the same spans
+        patch after patch)."""
+        key = (g0, g1)
+        if key not in self._every:
+            self._every[key] = Runs.every(self.batch, self.sizes[g0:g1])
+        return self._every[key]
+
     def runs(self, g0: int, g1: int) -> Runs:
         """The positions of groups g0 .. g1 - 1 this stepper computes."""
-        n = self.sizes[g0:g1, None]
         if self.extent is None:
-            return Runs.every(self.batch, n[:, 0])
+            return self.every(g0, g1)
+        n = self.sizes[g0:g1, None]
         r0 = self.first[g0:g1, None]
         g = np.arange(g0, g1)[:, None]
         rows, cols = self.extent[None, :, 0], self.extent[None, :, 1]
@@ -311,7 +320,7 @@ class CSIStepper:
         """Store the pixels of groups g0 .. g1 - 1 (at most ``span``): rows (M, C) as q, every
         position of each group, group outer, patch inner (0 on padding)."""
         sizes = self.sizes[g0:g1]
-        self.pix.write(g0, self.first[g0:g1], sizes, rows, Runs.every(self.batch, sizes))
+        self.pix.write(g0, self.first[g0:g1], sizes, rows, self.every(g0, g1))
 
 
 SPAN_POSITIONS = 1024  # the encoder's steps: about this many positions of a patch at a time, whose
@@ -353,6 +362,7 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
         span = max(1, SPAN_POSITIONS * 3 // p)  # a group holds P / 3 positions on average
     st = CSIStepper(net, 1, span=span)
     flat = sched.flat
+    positions: dict[tuple[int, int], np.ndarray] = {}
     q_rows = q.reshape(b, p * p, -1)
     out_rows = out.reshape(b, p * p, -1)  # a view: ``out`` is contiguous
     for i in range(b):
@@ -361,7 +371,9 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
         last = min(sched.groups, (ext[1] - 1) + 2 * (ext[0] - 1) + 1) if min(ext) > 0 else 0
         for g0 in range(0, last, span):
             g1 = min(last, g0 + span)
-            pos = np.concatenate(flat[g0:g1])
+            if (g0, g1) not in positions:  # the same spans patch after patch
+                positions[g0, g1] = np.concatenate(flat[g0:g1])
+            pos = positions[g0, g1]
             st.write_span_pixels(g0, g1, q_rows[i, pos])
             runs = st.runs(g0, g1)
             if runs.count != pos.size:  # the rows computed are each group's run

@@ -353,7 +353,7 @@ class IntNet:
                     float(np.abs(self.tanh.f).max()))
         return F32 if bound < EXACT_F32 else F64
 
-    @property
+    @cached_property
     def arith(self) -> IntArith:
         return IntArith(self.spec.res_limit * 2.0 ** self.spec.res_frac)
 
