@@ -10,6 +10,8 @@
 #   HPAC_INIT=.gpu/n1.safetensors HPAC_LR=2e-5 bash scripts/gpu_session.sh train 4
 # Back here: judge the weights on the held-out files (scripts/heldout_nll.py), then on dev ("A GPU session" in
 # docs/training.md). $OUT/natural.safetensors.ckpt resumes the run here with `--resume`.
+# HPAC_DIM / HPAC_MLP_RATIO train a narrower network, from the --init weights' first channels
+# (issue 31's encode time: docs/training.md, session 31).
 #
 # The device machine has PyTorch with CUDA but no network and not all of hpac's dependencies:
 # `prepare` packs the training tiles as lossless WebP (scripts/webp_tiles.py) and downloads
@@ -69,7 +71,7 @@ train() {
     # float32 and torch.compile: at equal GPU time as good as bfloat16 and better per step (session 9);
     # alone on the GPU: about 36 steps of 64 crops a second on an H100, 39-40 on an H200 (loading and compiling included)
     PYTHONPATH=src $py -m hpac.tools.cli train --data $data --out "$out/natural.safetensors" --device "${HPAC_DEVICE:-cuda}" \
-        --init "${HPAC_INIT:-src/hpac/zoo/data/hpac-natural.safetensors}" --dim 64 --blocks 3 --mixtures 5 --patch 128 \
+        --init "${HPAC_INIT:-src/hpac/zoo/data/hpac-natural.safetensors}" --dim "${HPAC_DIM:-64}" --mlp-ratio "${HPAC_MLP_RATIO:-2}" --blocks 3 --mixtures 5 --patch 128 \
         --crop 64 --batch "${HPAC_BATCH:-64}" --lr "${HPAC_LR:-5e-5}" --seed "${HPAC_SEED:-141}" ${HPAC_COMPILE---compile} \
         --minutes "$minutes" --val-every 2000 --no-progress 2>&1 | tee "$out/natural.log"
 }

@@ -21,6 +21,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from hpac import shards
+from hpac.nn.architecture import narrowed
 from hpac.nn.csi import plane_params
 from hpac.zoo.catalog import CodecModel, load_catalog_model
 
@@ -29,15 +30,11 @@ def sliced(base: CodecModel, dim: int, ratio: int) -> CodecModel:
     """``base`` cut to ``dim`` channels and an MLP of ``ratio`` x dim (first channels kept)."""
     cfg0 = base.config
     cfg = replace(cfg0, dim=dim, mlp_ratio=ratio)
-    if dim > cfg0.dim or ratio * dim > cfg0.mlp_ratio * cfg0.dim:
-        raise SystemExit(f"{dim}x{ratio} is wider than {base.name} ({cfg0.dim}x{cfg0.mlp_ratio})")
-    halves = np.r_[0:dim, cfg0.dim : cfg0.dim + dim]  # to_av's a and v rows
-    state = {}
-    for name, shape in cfg.weight_shapes().items():
-        t = base.state[name]
-        if ".to_av." in name:
-            t = t[halves]
-        state[name] = np.ascontiguousarray(t[tuple(slice(0, n) for n in shape)])
+    try:
+        state = narrowed(base.state, cfg0, cfg)
+    except ValueError as exc:
+        raise SystemExit(f"{dim}x{ratio}: {exc}") from None
+    halves = np.r_[0:dim, cfg0.dim : cfg0.dim + dim]  # to_av's per-channel scales, as its rows
     grid = {k: (v[halves] if k.endswith("to_av.s") else v) for k, v in base.grid.items()}
     return CodecModel(f"{base.name}-{dim}x{ratio}", cfg, state, "sliced", {}, None, grid, base.spec)
 

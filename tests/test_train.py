@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _opts(data_dir, out, steps, **kw):
-    return TrainOptions(data=[data_dir], out=out, cfg=CFG, steps=steps, batch=2, val_every=2,
+    return TrainOptions(data=[data_dir], out=out, cfg=kw.pop("cfg", CFG), steps=steps, batch=2, val_every=2,
                         ckpt_minutes=0.0, progress=False, threads=1, **kw)
 
 
@@ -70,6 +70,36 @@ def test_init_grows_depth_and_changes_patch_without_changing_the_function(data_d
     train(_opts(data_dir, tmp_path / "g.safetensors", 2, init=tmp_path / "a.safetensors", crop=12))
     grown, info = load_net(tmp_path / "g.safetensors")
     assert info["crop"] == 12 and grown.cfg.blocks == 1  # CFG: same depth, the new crop is recorded
+
+
+def test_init_narrows_to_each_layers_first_channels(data_dir, tmp_path):
+    """A narrower network (dim, MLP) starts from the first channels of every layer of --init
+    (to_av's a and v halves apiece), and trains; a wider one, or another field, is refused."""
+    from dataclasses import replace
+
+    from hpac.nn.architecture import narrowed
+    from hpac.nn.model import HPACNet
+    from hpac.tools.train import grow_from
+
+    train(_opts(data_dir, tmp_path / "a.safetensors", 2))
+    wide, _ = load_net(tmp_path / "a.safetensors")
+    cfg = replace(CFG, dim=6, mlp_ratio=1)
+    narrow = HPACNet(cfg)
+    grow_from(narrow, wide)
+    w, n = wide.state_dict(), narrow.state_dict()
+    assert set(n) == set(cfg.weight_shapes())
+    assert torch.equal(n["blocks.0.to_av.weight"], torch.cat([w["blocks.0.to_av.weight"][:6, :6],
+                                                              w["blocks.0.to_av.weight"][8:14, :6]]))
+    assert torch.equal(n["blocks.0.mlp_down.weight"], w["blocks.0.mlp_down.weight"][:6, :6])
+    assert torch.equal(n["head.weight"], w["head.weight"][:, :6])
+    assert torch.equal(n["skip.weight"], w["skip.weight"])  # no channel of the width in it
+    numpy_state = {k: v.numpy() for k, v in w.items()}
+    for bad in (replace(CFG, dim=10), replace(CFG, mlp_ratio=3), replace(CFG, dim=6, kernel=5)):
+        with pytest.raises(ValueError, match="not a narrower form"):
+            narrowed(numpy_state, CFG, bad)
+    train(_opts(data_dir, tmp_path / "n.safetensors", 2, init=tmp_path / "a.safetensors", cfg=cfg))
+    trained, _ = load_net(tmp_path / "n.safetensors")
+    assert trained.cfg == replace(cfg, patch=trained.cfg.patch)
 
 
 def test_training_lowers_the_loss(data_dir, tmp_path):

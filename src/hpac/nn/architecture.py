@@ -21,7 +21,7 @@ neither torch nor numba, so coding never imports torch.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -101,6 +101,25 @@ CONFIG_LIMITS = {  # what a weights file may ask for: (least, most) per ModelCon
     "channels": (1, 3), "dim": (1, 1024), "blocks": (1, 64), "kernel": (1, 15), "mlp_ratio": (1, 16),
     "mixtures": (1, 64), "patch": (1, 1024),
 }
+
+
+def narrowed(state: dict[str, np.ndarray], src: ModelConfig, dst: ModelConfig) -> dict[str, np.ndarray]:
+    """``state`` (the weights of ``src``, named as :meth:`ModelConfig.weight_shapes`) cut to the
+    narrower ``dst``: dim and MLP width at most ``src``'s, every other field the same. Each
+    layer keeps its first channels (to_av's a and v halves apiece). A start for training a
+    narrower network (``hpac train --init``), and a stand-in for its speed
+    (scripts/narrow_speed.py)."""
+    if replace(dst, dim=src.dim, mlp_ratio=src.mlp_ratio) != src or dst.dim > src.dim \
+            or dst.dim * dst.mlp_ratio > src.dim * src.mlp_ratio:
+        raise ValueError(f"{dst} is not a narrower form of {src}")
+    halves = np.r_[0 : dst.dim, src.dim : src.dim + dst.dim]  # to_av's rows: a, then v
+    out = {}
+    for name, shape in dst.weight_shapes().items():
+        t = np.asarray(state[name])
+        if ".to_av." in name:
+            t = t[halves]
+        out[name] = np.ascontiguousarray(t[tuple(slice(0, n) for n in shape)])
+    return out
 
 
 def causal_mask(k: int, strict: bool) -> np.ndarray:

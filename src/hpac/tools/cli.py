@@ -49,7 +49,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="end this run within M minutes: --steps is re-planned from the measured step rate")
     p.add_argument("--init", type=Path, default=None,
                    help="start from these weights (e.g. a shipped model) with a fresh optimizer and schedule; "
-                        "they may have another P and fewer blocks (extra blocks start as the identity)")
+                        "they may have another P, fewer blocks (extra blocks start as the identity) or a "
+                        "larger width (a narrower --dim / --mlp-ratio takes each layer's first channels)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network while training")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training loss (worth it on a GPU; on 2 CPU cores it was slower)")

@@ -26,7 +26,7 @@ from ..io.readers import IMAGE_SUFFIXES
 from ..nn import integer, quantize
 from ..nn.integer import QuantSpec
 from ..nn.mixture import nll_bits, normalise
-from ..nn.architecture import ModelConfig
+from ..nn.architecture import ModelConfig, narrowed
 from ..nn.model import HPACNet
 from ..zoo.weights import save_weights
 
@@ -189,17 +189,26 @@ def evaluate(net: HPACNet, crops: list, device: str, batch: int = 16, forward: F
 
 
 def grow_from(net: HPACNet, init: HPACNet) -> None:
-    """Load ``init``'s weights into ``net``: the same network, or a deeper one of the same width.
+    """Load ``init``'s weights into ``net``: the same network, a deeper one, or a narrower one.
 
     The patch size P is not a weight (a model trained on one P codes any other). Blocks beyond
     ``init``'s start as the identity (zero output projections), so the grown network computes
-    exactly what ``init`` did and training only adds to it.
+    exactly what ``init`` did and training only adds to it. A narrower ``net`` (smaller dim or
+    MLP) takes each layer's first channels (:func:`hpac.nn.architecture.narrowed`): a start
+    that training must then repair, for a network that codes faster.
     """
     a, b = init.cfg, net.cfg
-    if replace(a, patch=b.patch, blocks=b.blocks) != b or a.blocks > b.blocks:
+    same = replace(a, patch=b.patch, blocks=b.blocks, dim=b.dim, mlp_ratio=b.mlp_ratio) == b
+    narrower = b.dim <= a.dim and b.dim * b.mlp_ratio <= a.dim * a.mlp_ratio
+    if not same or not narrower or a.blocks > b.blocks:
         raise HpacError(f"--init weights ({a}) do not fit the model being trained ({b}): only the patch "
-                        "size and a larger block count may differ")
-    missing, _ = net.load_state_dict(init.state_dict(), strict=False)
+                        "size, a larger block count and a smaller width may differ")
+    state = init.state_dict()
+    if (b.dim, b.mlp_ratio) != (a.dim, a.mlp_ratio):
+        cut = replace(a, dim=b.dim, mlp_ratio=b.mlp_ratio)
+        state = {k: torch.from_numpy(v) for k, v in
+                 narrowed({k: v.numpy() for k, v in state.items()}, a, cut).items()}
+    missing, _ = net.load_state_dict(state, strict=False)
     for i in range(a.blocks, b.blocks):
         with torch.no_grad():
             net.blocks[i].proj.weight.zero_()
