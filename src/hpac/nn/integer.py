@@ -373,11 +373,13 @@ class IntNet:
         docstring's grids): logits | means | log-scales | channel coefficients (the tanh table
         of the head's last outputs), written to rows ``rows`` (M,) int64 of ``out`` (N,
         n_params) float32 or float64 (exact either way: :attr:`params_dtype`); default a new
-        (M, n_params) float64 array, in order. Returns ``out``."""
+        (M, n_params) float64 array, and rows 0 .. M - 1. Returns ``out``."""
         ar = self.arith
         acc = self.head.acc(ar.norm(x, self.head_norm))
         if out is None:
-            out, rows = np.empty(acc.shape, np.float64), np.arange(acc.shape[0])
+            out = np.empty(acc.shape, np.float64)
+        if rows is None:
+            rows = np.arange(acc.shape[0])
         _head_rows(acc, *self.head.req, skip, self.tanh.fm[0], self.tanh.off, rows, out)
         return out
 
