@@ -229,29 +229,24 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.nda
         idx = np.concatenate(per_group[g0:g1])
         sizes = np.array([per_group[g].size for g in range(g0, g1)], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)])
-        par, q, target = params[idx], qs[idx], syms[idx]
-        units = [integer.units(net, par, cc, q) for cc in range(ch)]  # (w, mu, s) per channel
         if flags is not None:  # one channel: flags ahead of each group's nonzero symbols
-            w, mu, s = units[0]
+            w, mu, s = integer.units(net, params, 0, qs, idx)
+            target = syms[idx, 0]
             ctx = flags.contexts(pairs[idx], afc.mass_below(1, w, mu, s))
-            is0 = (target[:, 0] == 0).astype(np.int32)
+            is0 = (target == 0).astype(np.int32)
             lead = [flags.encode_op(ctx[starts[i] : starts[i + 1]], is0[starts[i] : starts[i + 1]])
                     for i in range(g1 - g0)]
             nz = is0 == 0
             bounds = np.concatenate([[0], np.cumsum(nz)])[starts]  # each group's nonzero symbols
-            afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz, 0], bounds, floored, low=1, lead=lead)
-        else:  # rows of (group, channel) segments in coding order: group outer, channel inner
-            grp = np.repeat(np.arange(g1 - g0), sizes)
-            at = starts[grp] * (ch - 1) + np.arange(rows)  # row r of group i, channel 0: starts[i] ch + r - starts[i]
-            step = sizes[grp]
-            w, mu, s = (np.empty((ch * rows,) + units[0][k].shape[1:], units[0][k].dtype) for k in range(3))
-            sy = np.empty(ch * rows, target.dtype)
-            for cc in range(ch):
-                dest = at + cc * step
-                w[dest], mu[dest], s[dest] = units[cc]
-                sy[dest] = target[:, cc]
-            bounds = np.concatenate([[0], np.cumsum(np.repeat(sizes, ch))])
-            afc.encode_calls(coder, w, mu, s, bits, sy, bounds, floored)
+            afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz], bounds, floored, low=1, lead=lead)
+        else:  # (group, channel) segments in coding order: group outer, channel inner, the group's rows
+            seg_sizes = np.repeat(sizes, ch)
+            bounds = np.concatenate([[0], np.cumsum(seg_sizes)])
+            seg = np.repeat(np.arange(seg_sizes.size), seg_sizes)
+            row = idx[starts[seg // ch] + np.arange(bounds[-1]) - bounds[seg]]
+            chan = seg % ch
+            w, mu, s = integer.units(net, params, chan, qs, row)
+            afc.encode_calls(coder, w, mu, s, bits, syms[row, chan], bounds, floored)
         g0 = g1
 
 

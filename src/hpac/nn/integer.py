@@ -691,35 +691,38 @@ def patch_extents(cfg: ModelConfig, valid: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _units(p, q, c, k, channels, pairs, mshift, ls_lo, ls_hi, bits, expw, exps):
-    m = p.shape[0]
+def _units(p, q, rows, chans, k, channels, pairs, mshift, ls_lo, ls_hi, bits, expw, exps):
+    m = rows.shape[0]
     ck = channels * k
-    base = c * (c - 1) // 2
     w = np.empty((m, k), np.int64)
     mu = np.empty((m, k), np.int64)
     s = np.empty((m, k), np.int64)
     logits = np.empty(k, np.int64)
     ls = np.empty(k, np.int64)
-    for r in range(m):
+    for i in range(m):
+        r, c = rows[i], chans[i]
+        base = c * (c - 1) // 2
         for j in range(k):
             logits[j] = np.int64(p[r, c * k + j])
             v = np.int64(p[r, ck + c * k + j]) << mshift
             for cp in range(c):
                 v += np.int64(p[r, 3 * ck + j * pairs + base + cp]) * np.int64(q[r, cp])
-            mu[r, j] = v
+            mu[i, j] = v
             ls[j] = min(max(np.int64(p[r, 2 * ck + c * k + j]), ls_lo), ls_hi)
-        afc.mixture_row(logits, ls, bits, expw, exps, w[r], s[r])
+        afc.mixture_row(logits, ls, bits, expw, exps, w[i], s[i])
     return w, mu, s
 
 
-def units(net: IntNet, p: np.ndarray, c: int, q: np.ndarray):
+def units(net: IntNet, p: np.ndarray, c, q: np.ndarray, rows: np.ndarray | None = None):
     """Channel ``c``'s mixture as the integers the entropy coder takes (:mod:`hpac.entropy.afc`).
 
     Args:
-        p: (M, n_params) integer parameters (:class:`hpac.nn.csi.CSIStepper`),
+        p: (N, n_params) integer parameters (:class:`hpac.nn.csi.CSIStepper`),
             numpy (float32 or float64).
-        q: (M, C) float64 numpy: coded channels of the same pixels as q = 2 x - (2^b - 1)
+        c: the channel (int), or (M,) int64 one per output row (the encoder's coding order).
+        q: (N, C) float64 numpy: coded channels of the same pixels as q = 2 x - (2^b - 1)
             (channels < c read).
+        rows: (M,) int64: the row of p and q each output row reads (default: all N in order).
     Returns:
         w (2^-16), mu (2^-13 symbols), S (2^-13 symbols): (M, K) int64 numpy arrays. A mean is
         M 2^7 + sum coef q: coef x_n half = C 2^-coef_frac q / 2, exact on 2^-13 for coef_frac 12;
@@ -728,6 +731,8 @@ def units(net: IntNet, p: np.ndarray, c: int, q: np.ndarray):
     cfg, spec = net.cfg, net.spec
     one = 1 << spec.head_frac
     expw, exps, _, _ = afc.constants()
-    return _units(np.ascontiguousarray(p), np.ascontiguousarray(q), c, cfg.mixtures, cfg.channels,
+    rows = np.arange(p.shape[0]) if rows is None else np.asarray(rows, np.int64)
+    chans = np.full(rows.shape[0], c, np.int64) if np.ndim(c) == 0 else np.asarray(c, np.int64)
+    return _units(np.ascontiguousarray(p), np.ascontiguousarray(q), rows, chans, cfg.mixtures, cfg.channels,
                   cfg.n_coefs, afc.MU_FRAC - spec.mean_frac, int(LOG_SCALE_MIN) * one, int(LOG_SCALE_MAX) * one,
                   net.bits, expw, exps)
