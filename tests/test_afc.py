@@ -115,6 +115,37 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
         codec.encode(img, tiny_models, threads=threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_other_coding_failures_arrive_as_themselves(tiny_models, monkeypatch, threads):
+    """Floored tables cure one failure only, constriction refusing a table. Any other failure
+    while coding, in this process or in a forked worker, is not retried and not reported as a
+    refused table: a MemoryError stays a MemoryError, and a bug names its own exception."""
+    import os
+
+    from hpac.errors import CodingError
+    from hpac.parallel import WorkerError
+
+    parent = os.getpid()
+
+    def failing(exc):
+        real = afc.encode_calls
+
+        def encode_calls(*args, **kw):
+            if threads == 1 or os.getpid() != parent:  # (two threads: the workers' shards, not the warm-up)
+                raise exc
+            return real(*args, **kw)
+
+        return encode_calls
+
+    img = smooth_image(20, 20, 3)  # nine 8 x 8 patches: shards for two workers
+    bug = WorkerError if threads > 1 else ValueError
+    for exc, expected in ((MemoryError("no room"), MemoryError), (ValueError("a bug"), bug)):
+        monkeypatch.setattr(afc, "encode_calls", failing(exc))
+        with pytest.raises(expected, match="no room|ValueError: a bug" if threads > 1 else "no room|a bug") as got:
+            codec.encode(img, tiny_models, threads=threads)
+        assert not isinstance(got.value, CodingError)
+
+
 def test_floored_tables_round_trip_and_differ(tiny_models):
     from hpac import container
 

@@ -301,3 +301,22 @@ def test_first_run_says_it_compiles(tiny_models, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
     cli._compile_notice(argparse.Namespace(quiet=False))
     assert "compiling its kernels" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_one_line_and_leaves_no_file(tmp_path, capsys, monkeypatch):
+    """A MemoryError while coding (in this process, or a worker's: hpac.parallel raises it as
+    itself) ends the command with one line and a non-zero exit, and writes no output."""
+    import hpac.api
+    from hpac.tools import cli
+
+    src, out = tmp_path / "in.png", tmp_path / "out.hpac"
+    imagecodecs.imwrite(src, smooth_image(9, 9, 3))
+
+    def no_room(*args, **kw):
+        raise MemoryError("4.0 GiB for the shard")
+
+    monkeypatch.setattr(hpac.api, "encode", no_room)
+    assert cli.main(["encode", str(src), str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory (4.0 GiB for the shard)" in err and "Traceback" not in err
+    assert not out.exists()

@@ -23,7 +23,7 @@ from .errors import ChecksumError, CodingError, FormatError, ModelMismatchError,
 from .io.image import Image, as_image, signed_offset
 from .nn.csi import cache_bytes
 from .parallel import default_threads, run_jobs
-from .shards import Decode, Encode, code_shard, shard_sizes, to_patches, valid_mask
+from .shards import Decode, Encode, code_shard, refused_table, shard_sizes, to_patches, valid_mask
 from .zoo.catalog import CodecModel, default_model_name, load_catalog_model, resolve_model
 
 if TYPE_CHECKING:  # the fitter is the encoder's: decoding never loads it
@@ -158,10 +158,10 @@ def _model_bytes(model: CodecModel, bits: int, zero_flags: bool, patches: np.nda
         v[:, :, side:] = False
         try:
             out.append(int(code_shard(model, bits, v, Encode(patches[i : i + 1]), zero_flags=zero_flags).nbytes))
-        except (KeyboardInterrupt, SystemExit, MemoryError):
-            raise
-        except BaseException:  # a Rust panic: the file will be coded with floored tables
-            out.append(int(v.sum()) * patches.shape[-1] * bits // 8)
+        except BaseException as exc:  # (a Rust panic is a BaseException)
+            if not refused_table(exc):
+                raise
+            out.append(int(v.sum()) * patches.shape[-1] * bits // 8)  # the file will be coded with floored tables
     return out
 
 
@@ -194,9 +194,9 @@ def _encode_planes(img: Image, planes: list[_Plane], workers: int, use_adapters:
             shards.warm_kernels(model, valuemap.ValueMap.from_bytes(vbytes, img.bits).coding_bits, flagged)
     try:
         streams = run_jobs(jobs, workers)
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except BaseException as exc:  # a Rust panic is a BaseException; forked workers report it as RuntimeError
+    except BaseException as exc:  # (a Rust panic is a BaseException)
+        if not refused_table(exc):  # a failure floored tables would not cure: as it is
+            raise
         if not floored:
             return _encode_planes(img, planes, workers, use_adapters, True)
         raise CodingError(f"the range coder refused a probability table ({exc}); no file was written") from None

@@ -86,6 +86,15 @@ class _WorkerFailure(NamedTuple):
     message: str
 
 
+class WorkerError(RuntimeError):
+    """A job that raised in a worker process; ``kind`` names its exception there (a Rust
+    panic may not pickle, so none travels as itself)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
 def _call(task: tuple[Callable[[object, object], object], object]) -> object:
     """Worker side: ``fn(state, arg)``; failures come back as values (a Rust panic may not pickle)."""
     fn, arg = task
@@ -132,7 +141,9 @@ class Workers:
             out = self._pool.map(_call, [(fn, a) for a in args], chunksize=1)
             for o in out:
                 if isinstance(o, _WorkerFailure):
-                    raise RuntimeError(f"{o.kind}: {o.message}")
+                    if o.kind == "MemoryError":  # what callers let through, as one process would raise it
+                        raise MemoryError(o.message)
+                    raise WorkerError(o.kind, o.message)
             return out
         if self._threads is not None and len(args) > 1:
             return list(self._threads.map(lambda a: fn(self.state, a), args))

@@ -250,6 +250,13 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.nda
         g0 = g1
 
 
+def refused_table(exc: BaseException) -> bool:
+    """Whether a coding failure is constriction refusing a probability table: a Rust panic
+    (pyo3's PanicException), raised in this process or reported by a worker
+    (:class:`hpac.parallel.WorkerError`). Only that failure do floored tables cure."""
+    return getattr(exc, "kind", type(exc).__name__) == "PanicException"
+
+
 _WARMED: set = set()
 
 
@@ -267,8 +274,8 @@ def warm_kernels(model: CodecModel, bits: int, zero_flags: bool) -> None:
     try:
         words = code_shard(small, bits, valid, Encode(sym), zero_flags=zero_flags)
         code_shard(small, bits, valid, Decode(words), zero_flags=zero_flags)
-    except (KeyboardInterrupt, SystemExit, MemoryError):
+    except BaseException as exc:  # (a Rust panic is a BaseException)
+        if refused_table(exc):  # the shards' own coding decides what happens (floored tables,
+            return  # or a clear error): a warm-up never fails a file
         raise
-    except BaseException:  # a table the range coder refuses (a Rust panic): the shards' own coding
-        return  # decides what happens (floored tables, or a clear error); a warm-up never fails a file
     _WARMED.add(key)

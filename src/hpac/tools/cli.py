@@ -399,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         flag = f" (command line: {FLAGS[exc.option]})" if exc.option in FLAGS else ""
         print(f"hpac: error: {exc}{flag}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError as exc:  # (a worker's too: hpac.parallel raises it as itself)
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"hpac: error: out of memory{detail}; fewer --threads hold fewer shards at once", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hpac: interrupted", file=sys.stderr)
         return 130
