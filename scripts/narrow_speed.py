@@ -21,7 +21,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from hpac import shards
-from hpac.nn.architecture import narrowed
+from hpac.nn.architecture import av_halves, narrowed
 from hpac.nn.csi import plane_params
 from hpac.zoo.catalog import CodecModel, load_catalog_model
 
@@ -34,7 +34,7 @@ def sliced(base: CodecModel, dim: int, ratio: int) -> CodecModel:
         state = narrowed(base.state, cfg0, cfg)
     except ValueError as exc:
         raise SystemExit(f"{dim}x{ratio}: {exc}") from None
-    halves = np.r_[0:dim, cfg0.dim : cfg0.dim + dim]  # to_av's per-channel scales, as its rows
+    halves = av_halves(cfg0.dim, dim)  # to_av's per-row scales, cut as its rows
     grid = {k: (v[halves] if k.endswith("to_av.s") else v) for k, v in base.grid.items()}
     return CodecModel(f"{base.name}-{dim}x{ratio}", cfg, state, "sliced", {}, None, grid, base.spec)
 

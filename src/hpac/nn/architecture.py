@@ -103,6 +103,12 @@ CONFIG_LIMITS = {  # what a weights file may ask for: (least, most) per ModelCon
 }
 
 
+def av_halves(src_dim: int, dim: int) -> np.ndarray:
+    """(2 dim,) int64: the rows of a src_dim-wide to_av (a, then v) that a dim-wide cut keeps,
+    a's first dim, then v's first dim (its weights, and its per-row grid scales)."""
+    return np.r_[0:dim, src_dim : src_dim + dim]
+
+
 def narrowed(state: dict[str, np.ndarray], src: ModelConfig, dst: ModelConfig) -> dict[str, np.ndarray]:
     """``state`` (the weights of ``src``, named as :meth:`ModelConfig.weight_shapes`) cut to the
     narrower ``dst``: dim and MLP width at most ``src``'s, every other field the same. Each
@@ -112,7 +118,7 @@ def narrowed(state: dict[str, np.ndarray], src: ModelConfig, dst: ModelConfig) -
     if replace(dst, dim=src.dim, mlp_ratio=src.mlp_ratio) != src or dst.dim > src.dim \
             or dst.dim * dst.mlp_ratio > src.dim * src.mlp_ratio:
         raise ValueError(f"{dst} is not a narrower form of {src}")
-    halves = np.r_[0 : dst.dim, src.dim : src.dim + dst.dim]  # to_av's rows: a, then v
+    halves = av_halves(src.dim, dst.dim)
     out = {}
     for name, shape in dst.weight_shapes().items():
         t = np.asarray(state[name])

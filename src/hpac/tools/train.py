@@ -198,16 +198,17 @@ def grow_from(net: HPACNet, init: HPACNet) -> None:
     that training must then repair, for a network that codes faster.
     """
     a, b = init.cfg, net.cfg
-    same = replace(a, patch=b.patch, blocks=b.blocks, dim=b.dim, mlp_ratio=b.mlp_ratio) == b
-    narrower = b.dim <= a.dim and b.dim * b.mlp_ratio <= a.dim * a.mlp_ratio
-    if not same or not narrower or a.blocks > b.blocks:
-        raise HpacError(f"--init weights ({a}) do not fit the model being trained ({b}): only the patch "
-                        "size, a larger block count and a smaller width may differ")
+    misfit = HpacError(f"--init weights ({a}) do not fit the model being trained ({b}): only the patch "
+                       "size, a larger block count and a smaller width may differ")
+    if replace(a, patch=b.patch, blocks=b.blocks, dim=b.dim, mlp_ratio=b.mlp_ratio) != b or a.blocks > b.blocks:
+        raise misfit
     state = init.state_dict()
-    if (b.dim, b.mlp_ratio) != (a.dim, a.mlp_ratio):
-        cut = replace(a, dim=b.dim, mlp_ratio=b.mlp_ratio)
-        state = {k: torch.from_numpy(v) for k, v in
-                 narrowed({k: v.numpy() for k, v in state.items()}, a, cut).items()}
+    if (b.dim, b.mlp_ratio) != (a.dim, a.mlp_ratio):  # narrowed says what a smaller width is
+        try:
+            cut = narrowed({k: v.numpy() for k, v in state.items()}, a, replace(a, dim=b.dim, mlp_ratio=b.mlp_ratio))
+        except ValueError:
+            raise misfit from None
+        state = {k: torch.from_numpy(v) for k, v in cut.items()}
     missing, _ = net.load_state_dict(state, strict=False)
     for i in range(a.blocks, b.blocks):
         with torch.no_grad():
