@@ -527,8 +527,10 @@ def windows(w, mu, S, bits: int, low):
     return out[:, 0], out[:, 1], out[:, 2]
 
 
-def table_row(s: int, step: int, n: int, bits: int, w, mu, S, escape: bool, low: int) -> list[int]:
-    """Integer entries of one row over bins [s + j step, s + (j+1) step), j < n (+ escape)."""
+def table_row(s: int, step: int, n: int, bits: int, w, mu, S, escape: bool, low: int,
+              cdf_entries: bool = True) -> list[int]:
+    """Integer entries of one row over bins [s + j step, s + (j+1) step), j < n (+ escape);
+    ``cdf_entries``: version 10's bin entries, else those of versions 8 and 9."""
     T = total(w)
     E = []
     for j in range(n + 1):
@@ -539,14 +541,17 @@ def table_row(s: int, step: int, n: int, bits: int, w, mu, S, escape: bool, low:
             E.append(T)
         else:
             E.append(cdf((2 * x - 1) * 2 ** 12, w, mu, S))
-    row = [(E[j + 1] - E[j]) >> 23 for j in range(n)]
+    if cdf_entries:
+        row = [(E[j + 1] >> 23) - (E[j] >> 23) + 1 for j in range(n)]
+    else:
+        row = [max(1, (E[j + 1] - E[j]) >> 23) for j in range(n)]
     if escape:
         B = cdf((2 * low - 1) * 2 ** 12, w, mu, S) if low == 1 else 0
-        row.append(((E[0] - B) + (T - E[n])) >> 23)
-    return [max(1, e) for e in row]
+        row.append(max(1, ((E[0] - B) + (T - E[n])) >> 23))
+    return row
 
 
-def bin_tables(start, step, n_bins, bits: int, w, mu, S, escape: bool, low):
+def bin_tables(start, step, n_bins, bits: int, w, mu, S, escape: bool, low, cdf_entries: bool = True):
     """Per run of equal n_bins (rows sorted ascending): (first, end, float32 table)."""
     start, step, n_bins = (np.asarray(a, dtype=np.int64) for a in (start, step, n_bins))
     M = len(start)
@@ -558,7 +563,7 @@ def bin_tables(start, step, n_bins, bits: int, w, mu, S, escape: bool, low):
         while e < M and n_bins[e] == n_bins[r]:
             e += 1
         rows = [table_row(int(start[i]), int(step[i]), int(n_bins[i]), bits, w[i], mu[i], S[i],
-                          escape, int(lows[i])) for i in range(r, e)]
+                          escape, int(lows[i]), cdf_entries) for i in range(r, e)]
         tab = np.array(rows, dtype=np.int64)
         assert tab.max() < 2 ** 24
         out.append((r, e, tab.astype(np.float32)))

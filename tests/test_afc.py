@@ -94,13 +94,13 @@ def test_a_refused_table_is_a_clear_error(tiny_models, monkeypatch, threads):
 
     real_calls = afc.encode_calls
 
-    def refused_calls(coder, w, mu, s, bits, sy, bounds, floored=False):
+    def refused_calls(coder, w, mu, s, bits, sy, bounds, floored=False, **kw):
         # the encoder's calls (encode_symbols is one segment), segment by segment, each after the extra symbol
         for a, b in zip(bounds[:-1], bounds[1:]):
             if b > a:
                 coder.encode(np.array([127], np.int32), afc.categorical(),
                              afc.floor_tables(row[None]) if floored else row[None])
-                real_calls(coder, w[a:b], mu[a:b], s[a:b], bits, sy[a:b], np.array([0, b - a]), floored)
+                real_calls(coder, w[a:b], mu[a:b], s[a:b], bits, sy[a:b], np.array([0, b - a]), floored, **kw)
 
     monkeypatch.setattr(afc, "decode_symbols", refused)
     monkeypatch.setattr(afc, "encode_calls", refused_calls)
@@ -172,8 +172,10 @@ def _golden_case(bits: int, log_scale: int, seed: int):
 
 
 # sha256 (first 16 hex digits) of the words of _golden_case: exact compressed words for a fixed
-# integer model, so any machine whose tables or coder drift fails here, not only on a file
-GOLDEN = {(8, -20000, 1): "9a666690638ba89a", (16, -12000, 2): "5ad268a98f50f945"}
+# integer model, so any machine whose tables or coder drift fails here, not only on a file; per
+# entry rule (True: version 10's, False: that of versions 8 and 9, which their files keep)
+GOLDEN = {(8, -20000, 1, True): "c20f2547a5672db5", (16, -12000, 2, True): "37f05ed255ab1b10",
+          (8, -20000, 1, False): "9a666690638ba89a", (16, -12000, 2, False): "5ad268a98f50f945"}
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN))
@@ -182,9 +184,57 @@ def test_golden_words(case):
 
     import constriction
 
-    w, mu, s, sym = _golden_case(*case)
+    *mix, cdf_entries = case
+    w, mu, s, sym = _golden_case(*mix)
     enc = constriction.stream.queue.RangeEncoder()
-    afc.encode_symbols(enc, w, mu, s, case[0], sym)
+    afc.encode_symbols(enc, w, mu, s, case[0], sym, cdf_entries=cdf_entries)
     words = enc.get_compressed()
-    assert np.array_equal(afc.decode_symbols(constriction.stream.queue.RangeDecoder(words), w, mu, s, case[0]), sym)
+    dec = constriction.stream.queue.RangeDecoder(words)
+    assert np.array_equal(afc.decode_symbols(dec, w, mu, s, case[0], cdf_entries=cdf_entries), sym)
     assert hashlib.sha256(words.astype("<u4").tobytes()).hexdigest()[:16] == GOLDEN[case]
+
+
+@pytest.mark.parametrize("bits,log_scale,low", [(8, -20000, 0), (8, -30000, 1), (16, -12000, 0), (16, -20000, 1),
+                                                (16, -5000, 0)])
+def test_the_encoders_rows_code_the_bytes_of_the_full_tables(bits, log_scale, low):
+    """Version 10's encoder hands the range coder rows that are zero but where the coded symbol
+    reads them (afc._coded_rows); the decoder builds every entry. Run by run, both stages: the
+    same words, the same prefix sums before and after each symbol and the same totals (so the
+    coder would refuse one exactly where it refuses the other)."""
+    import constriction
+
+    w, mu, s, sym = _golden_case(bits, log_scale, bits + low)
+    sym = np.maximum(sym, low)
+    m = w.shape[0]
+    seg = np.repeat(np.arange(4, dtype=np.int64), m // 4)  # four calls, as the encoder batches groups
+    _, _, sig, lnw = afc.constants()
+    stages = 0
+    coarse = None
+    for coded in (False, True):
+        lo, delta, width, coarse, order, flat, rows, at = afc._coarse_tables(w, mu, s, bits, low, lnw, sig, seg, sym,
+                                                                             True, coded)
+        fine = afc._fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg, sym, True, coded)
+        idx = [coarse[order], (sym - fine[0])[fine[1]]]
+        if not coded:
+            full = (flat, rows, at, fine[2], fine[3], fine[4], idx)
+            continue
+        for stage, (f, r, a, got_f, got_r, got_a) in enumerate(((full[0], full[1], full[2], flat, rows, at),
+                                                                 (full[3], full[4], full[5], fine[2], fine[3],
+                                                                  fine[4]))):
+            assert np.array_equal(r, got_r) and np.array_equal(a, got_a)
+            for (i, j, table), (_, _, sparse) in zip(afc._tables(f, r.tolist(), a.tolist()),
+                                                     afc._tables(got_f, r.tolist(), a.tolist())):
+                v = np.asarray(idx[stage][i:j])
+                n = np.arange(j - i)
+                cum, cum_sparse = np.cumsum(table, 1, dtype=np.float64), np.cumsum(sparse, 1, dtype=np.float64)
+                assert np.array_equal(cum[n, -1], cum_sparse[n, -1])
+                assert np.array_equal(cum[n, v], cum_sparse[n, v])
+                assert np.array_equal(cum[n, v] - table[n, v], cum_sparse[n, v] - sparse[n, v])
+                words = []
+                for rows_ in (table, sparse):
+                    enc = constriction.stream.queue.RangeEncoder()
+                    enc.encode(v.astype(np.int32), afc.categorical(), rows_)
+                    words.append(enc.get_compressed())
+                assert np.array_equal(*words)
+                stages |= 1 << stage
+    assert stages == 3 or (bits == 8 and stages == 1)  # 8-bit windows rarely need stage 2

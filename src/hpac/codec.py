@@ -257,7 +257,8 @@ def decode_image(data: bytes, models: list[CodecModel] | None = None, threads: i
             words = np.frombuffer(payload[pos : pos + ln], dtype="<u4").astype(np.uint32)
             pos += ln
             jobs.append(lambda v=valid[at], words=words, m=model, b=vmap.coding_bits, z=ph.zero_flags:
-                        code_shard(m, b, v, Decode(words), floored=header.floored_tables, zero_flags=z))
+                        code_shard(m, b, v, Decode(words), floored=header.floored_tables, zero_flags=z,
+                                   cdf_entries=header.version >= fileformat.CDF_ENTRIES_SINCE))
             places.append((ph, indices[at], vmap))
         if (threads or default_threads()) > 1 and len(ph.shard_lengths) > 1:
             shards.warm_kernels(model, vmap.coding_bits, ph.zero_flags)

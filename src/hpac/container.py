@@ -12,7 +12,7 @@
       coding_options u8  bit 0: floored AFC tables (hpac.entropy.afc.floor_tables); other bits 0
       per plane:  first_channel u8, n_channels u8, patch u16, patches_per_shard u32 (the largest shard's),
                   model_name_len u8, model_name, weights_id 8 bytes, n_shards u32,
-                  shard patch counts u32 * n_shards (version 9; version 8: patches_per_shard each,
+                  shard patch counts u32 * n_shards (versions 9 and 10; version 8: patches_per_shard each,
                   the last the rest), shard byte lengths u32 * n_shards,
                   adapter_len u32, adapter bytes (SARP-FT integers; 0 = none)
                   value_map_len u32, value map bytes (hpac.entropy.valuemap; 0 = identity)
@@ -99,6 +99,7 @@ class Header:
     metadata_kind: int = 0
     metadata: bytes = b""
     floored_tables: bool = False  # AFC tables floored (hpac.entropy.afc.floor_tables)
+    version: int = FORMAT_VERSION  # the file's format version (write() writes FORMAT_VERSION only)
 
     @property
     def payload_len(self) -> int:
@@ -113,7 +114,9 @@ def pixel_digest(pixels: np.ndarray) -> bytes:
 
 
 def write(header: Header, streams: list[bytes]) -> bytes:
-    """Serialise a header and the concatenated shard streams."""
+    """Serialise a header and the concatenated shard streams (format FORMAT_VERSION only)."""
+    if header.version != FORMAT_VERSION:
+        raise ValueError(f"this hpac writes format version {FORMAT_VERSION}, not {header.version}")
     body = bytearray(_FIXED.pack(header.height, header.width, header.channels,
                                  DTYPE_CODES[header.dtype], header.bits, len(header.planes)))
     body += header.pixel_sha256
@@ -247,7 +250,7 @@ def read(data: bytes) -> tuple[Header, memoryview]:
         image_metadata.from_bytes(metadata)  # malformed or oversized records: a FormatError now
     if r.pos != body_end:
         raise FormatError("header has trailing bytes")
-    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored)
+    header = Header(h, w, c, DTYPE_NAMES[dcode], bits, digest, tuple(planes), meta_kind, metadata, floored, version)
     payload = memoryview(data)[body_end + 4 :]
     if len(payload) != header.payload_len:
         raise FormatError(f"payload is {len(payload)} bytes, header says {header.payload_len}: truncated or padded file")

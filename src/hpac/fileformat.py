@@ -5,8 +5,10 @@ docs/format.md). Imports nothing of hpac's: every layer may read it.
 from __future__ import annotations
 
 MAGIC = b"HPAC\r\n\x1a\n"
-FORMAT_VERSION = 9  # each shard's patch count in the header (the encoder balances the shards' work)
-READ_VERSIONS = (8, 9)  # 8: the integer network (hpac.nn.integer) and AFC tables, shards of equal patch counts
+FORMAT_VERSION = 10  # AFC table entries from the floored CDF: the encoder builds only what it codes
+READ_VERSIONS = (8, 9, 10)  # 8: the integer network (hpac.nn.integer) and AFC tables, shards of equal
+# patch counts; 9: each shard's patch count in the header (the encoder balances the shards' work)
+CDF_ENTRIES_SINCE = 10  # versions whose AFC entries are (E_(j+1) >> 23) - (E_j >> 23) + 1 (hpac.entropy.afc)
 LAST_RELEASE_OF = {v: "0.1.0" for v in range(2, 8)}  # older versions -> the release that reads them
 FLOORED_BIT = 1  # coding_options
 ZERO_FLAGS_BIT = 1  # plane_options

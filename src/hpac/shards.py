@@ -120,7 +120,7 @@ class Decode:
 
 
 def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | Decode, floored: bool = False,
-               zero_flags: bool = False):
+               zero_flags: bool = False, cdf_entries: bool = True):
     """Encode or decode one shard of patches, as ``side`` says.
 
     The encoder computes every position's mixture patch by patch, many groups a step
@@ -133,6 +133,8 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
         floored: floored tables (:func:`hpac.entropy.afc.floor_tables`, a file's option).
         zero_flags: code a "symbol is 0" flag ahead of each subpixel of this 1-channel
             plane (:mod:`hpac.entropy.zeroflags`).
+        cdf_entries: the AFC table entries of format version 10 (False: of 8 and 9), which the
+            decoder reads from the file's version (:data:`hpac.fileformat.CDF_ENTRIES_SINCE`).
     Returns:
         Encode: (n,) uint32 words; Decode: (B, P, P, c) int32 symbols.
     """
@@ -152,7 +154,8 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
         # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
         plane = plane_params(net, sym, valid, out=np.empty((b, p, p, cfg.n_params), net.params_dtype))
         flags = zeroflags.ZeroFlags() if zero_flags else None
-        _encode_groups(coder, net, plane, sym, integer.centred(sym, bits), valid, sched, bits, floored, flags)
+        _encode_groups(coder, net, plane, sym, integer.centred(sym, bits), valid, sched, bits, floored, flags,
+                       cdf_entries)
         return coder.get_compressed()
     coder = constriction.stream.queue.RangeDecoder(side.words)
     out = np.zeros((b, p, p, ch), np.int64)
@@ -177,12 +180,13 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
         for cc in range(ch):
             w, mu, s = integer.units(net, params, cc, q[vi])
             if flags is None:
-                val = afc.decode_symbols(coder, w, mu, s, bits, floored)
+                val = afc.decode_symbols(coder, w, mu, s, bits, floored, cdf_entries=cdf_entries)
             else:  # the flags' contexts: neighbours coded earlier, the mixture's mass at 0
                 ctx = flags.contexts(flags.neighbour_pairs(out, valid, r, c)[vi], afc.mass_below(1, w, mu, s))
                 nz = flags.decode(coder, ctx, floored) == 0
                 val = np.zeros(nz.shape[0], np.int64)
-                val[nz] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1)
+                val[nz] = afc.decode_symbols(coder, w[nz], mu[nz], s[nz], bits, floored, low=1,
+                                             cdf_entries=cdf_entries)
             out_rows[at, cc] = val
             q[vi, cc] = val * 2.0 - top
         stepper.write_pixels(g, q.reshape(b, n, ch))
@@ -195,7 +199,7 @@ ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this
 
 
 def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.ndarray, valid: np.ndarray,
-                   sched, bits: int, floored: bool, flags: zeroflags.ZeroFlags | None) -> None:
+                   sched, bits: int, floored: bool, flags: zeroflags.ZeroFlags | None, cdf_entries: bool) -> None:
     """The encoder's side of code_shard's loop: the same (group, channel) calls in the same
     order, their mixtures and tables built for many groups at once
     (:func:`hpac.entropy.afc.encode_calls`).
@@ -238,7 +242,8 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.nda
                     for i in range(g1 - g0)]
             nz = is0 == 0
             bounds = np.concatenate([[0], np.cumsum(nz)])[starts]  # each group's nonzero symbols
-            afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz], bounds, floored, low=1, lead=lead)
+            afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz], bounds, floored, low=1, lead=lead,
+                             cdf_entries=cdf_entries)
         else:  # (group, channel) segments in coding order: group outer, channel inner, the group's rows
             seg_sizes = np.repeat(sizes, ch)
             bounds = np.concatenate([[0], np.cumsum(seg_sizes)])
@@ -246,7 +251,7 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.nda
             row = idx[starts[seg // ch] + np.arange(bounds[-1]) - bounds[seg]]
             chan = seg % ch
             w, mu, s = integer.units(net, params, chan, qs, row)
-            afc.encode_calls(coder, w, mu, s, bits, syms[row, chan], bounds, floored)
+            afc.encode_calls(coder, w, mu, s, bits, syms[row, chan], bounds, floored, cdf_entries=cdf_entries)
         g0 = g1
 
 

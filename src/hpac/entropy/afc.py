@@ -30,8 +30,9 @@ Tables (exactly specified: 50-digit decimal arithmetic, round half even)::
     LNW[i]  = round(256 ln(16 max(i, 1) / (ESCAPE_MASS 2^16)))   i = 0 .. 4096
 
 Windows on these integers: centre = clamp((sum w_k mu_k) >> 16), reach = max over components with LNW[w_k >> 4] > 0 of
-|mu_k - centre| + (LNW[w_k >> 4] S_k >> 8), need = ceil(2 reach + 1) symbols. Table entries are
-the masses between edges >> TABLE_SHIFT (at least 1), handed to constriction as float32 (exact:
+|mu_k - centre| + (LNW[w_k >> 4] S_k >> 8), need = ceil(2 reach + 1) symbols. Table entries
+(version 10) are differences of the edge CDFs >> TABLE_SHIFT, plus 1 (versions 8 and 9: the
+masses between edges >> TABLE_SHIFT, at least 1), handed to constriction as float32 (exact:
 below 2^24; constriction's quantisation of them is deterministic Rust).
 """
 from __future__ import annotations
@@ -309,29 +310,92 @@ def _cdf_below(low, w, mu, s, sig, r, cdf):
 
 
 def bin_tables(start: np.ndarray, step: np.ndarray, n_bins: np.ndarray, bits: int, w: np.ndarray, mu: np.ndarray,
-               s: np.ndarray, escape: bool, low: int = 0):
+               s: np.ndarray, escape: bool, low: int = 0, cdf_entries: bool = True):
     """Yield (first, end, float32 table) per run of equal ``n_bins`` (ascending) of rows:
     the masses of bins [start + j step, start + (j+1) step) (the first / last bin take the
     tail below 0 / above 2^bits - 1 where they touch the alphabet's ends, the first only where
     low = 0), then (``escape``) all mass outside the bins less the mass below ``low``; entries
-    are masses >> TABLE_SHIFT, at least 1.
+    as :func:`_entries` makes them (``cdf_entries``: version 10's rule, else that of 8 and 9).
 
     Args:
         start, step, n_bins: (n,) int64; w, mu, s: (n, K) int64 integer mixtures.
     """
     cdfs, rest = _edge_cdfs(np.arange(w.shape[0]), start, step, n_bins, bits, w, mu, s, constants()[2], low, escape)
-    yield from _split(_entries(cdfs, rest, n_bins, escape), n_bins, escape)
+    yield from _split(_entries(cdfs, rest, n_bins, escape, cdf_entries), n_bins, escape)
 
 
 @njit(cache=True)
-def _entries(cdfs, rest, n_bins, escape):
-    """Every row's table entries, flat float32: bin masses >> TABLE_SHIFT, the escape entry."""
+def _coded_rows(rows, start, step, n_bins, idx, bits, w, mu, s, sig, low, escape):
+    """The encoder's tables under version 10's entries (:func:`_entries` with ``cdf_entries``),
+    flat in :func:`_entries`' layout, each row zero but where its coded index idx[i] (n_bins[i]:
+    the escape) reads it: S at 0, e at idx, the rest of the bins at idx + 1.
+
+    The range coder reads a table only through the prefix sums before and after the coded
+    entry and the row's total (constriction's ``Categorical(perfect=False)`` gives entry j the
+    quantised float prefix sum up to j plus j; every sum here is an integer below 2^24, exact in
+    float32), so such a row codes the bytes of the decoder's full one. With entries
+    (E_(j+1) >> 23) - (E_j >> 23) + 1, the prefix sum up to i is (E_i >> 23) - (E_0 >> 23) + i:
+    four edge CDFs a row (the window's ends, the coded bin's edges) instead of n + 1.
+    Floored tables raise every entry to a share of the row's total, so they need full rows."""
+    m, k = rows.shape[0], w.shape[1]
+    esc = 1 if escape else 0
+    out = np.zeros(int(np.sum(n_bins)) + m * esc, np.float32)
+    ends = np.zeros(2, np.int64)
+    mid = np.zeros(2, np.int64)
+    cdf = np.zeros(1, np.int64)
+    pos = 0
+    for i in range(m):
+        r, nb, st, dl, c = rows[i], n_bins[i], start[i], step[i], idx[i]
+        ends[:] = 0
+        mid[:] = 0
+        total = 0
+        t0 = (2 * st - 1) << (MU_FRAC - 1)
+        for j in range(k):
+            if w[r, j] == 0:
+                continue
+            total += w[r, j] << SIG_BITS
+            _add_logistic(ends, t0, (nb * dl) << MU_FRAC, w[r, j], mu[r, j], s[r, j], sig)
+            if c < nb:
+                _add_logistic(mid, t0 + ((c * dl) << MU_FRAC), dl << MU_FRAC, w[r, j], mu[r, j], s[r, j], sig)
+        if low == 0 and st <= 0:  # the ends pinned as _edge_cdfs pins them
+            ends[0] = 0
+        if st + nb * dl >= (1 << bits):
+            ends[1] = total
+        first = ends[0] >> TABLE_SHIFT
+        bins = (ends[1] >> TABLE_SHIFT) - first + nb  # the bin entries' sum
+        o = out[pos : pos + nb + esc]
+        if c == nb:
+            o[0] = bins
+        else:
+            lo_edge = ends[0] if c == 0 else mid[0]
+            hi_edge = ends[1] if c + 1 == nb else mid[1]
+            before = (lo_edge >> TABLE_SHIFT) - first + c
+            entry = (hi_edge >> TABLE_SHIFT) - (lo_edge >> TABLE_SHIFT) + 1
+            o[0] += before
+            o[c] += entry
+            if c + 1 < nb:  # (at c + 1 = nb nothing of the bins is left)
+                o[c + 1] += bins - before - entry
+        if escape:
+            below = _cdf_below(low, w, mu, s, sig, r, cdf) if low != 0 else 0
+            o[nb] += max(((ends[0] - below) + (total - ends[1])) >> TABLE_SHIFT, 1)
+        pos += nb + esc
+    return out
+
+
+@njit(cache=True)
+def _entries(cdfs, rest, n_bins, escape, cdf_entries):
+    """Every row's table entries, flat float32: per bin (E_(j+1) >> TABLE_SHIFT) - (E_j >>
+    TABLE_SHIFT) + 1 (``cdf_entries``, version 10) or max(1, (E_(j+1) - E_j) >> TABLE_SHIFT)
+    (versions 8 and 9); then the escape entry, max(1, rest >> TABLE_SHIFT)."""
     out = np.empty(int(np.sum(n_bins)) + (n_bins.shape[0] if escape else 0), np.float32)
     pos, at = 0, 0
     for r in range(n_bins.shape[0]):
         nb = n_bins[r]
         for j in range(nb):
-            out[pos + j] = max((cdfs[at + j + 1] - cdfs[at + j]) >> TABLE_SHIFT, 1)
+            if cdf_entries:
+                out[pos + j] = (cdfs[at + j + 1] >> TABLE_SHIFT) - (cdfs[at + j] >> TABLE_SHIFT) + 1
+            else:
+                out[pos + j] = max((cdfs[at + j + 1] - cdfs[at + j]) >> TABLE_SHIFT, 1)
         pos += nb
         if escape:
             out[pos] = max(rest[r] >> TABLE_SHIFT, 1)
@@ -394,14 +458,15 @@ def _runs(keys: np.ndarray):
 
 
 def encode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sym: np.ndarray,
-                   floored: bool = False, low: int = 0) -> None:
+                   floored: bool = False, low: int = 0, cdf_entries: bool = True) -> None:
     """Encode M subpixels ``sym`` (M,) int64 with one integer mixture each: :func:`encode_calls`
     on one segment (:func:`decode_symbols` reads them back)."""
-    encode_calls(coder, w, mu, s, bits, np.asarray(sym, np.int64), np.array([0, w.shape[0]], np.int64), floored, low)
+    encode_calls(coder, w, mu, s, bits, np.asarray(sym, np.int64), np.array([0, w.shape[0]], np.int64), floored, low,
+                 cdf_entries=cdf_entries)
 
 
 def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, floored: bool = False,
-                   low: int = 0) -> np.ndarray:
+                   low: int = 0, cdf_entries: bool = True) -> np.ndarray:
     """Decode M subpixels with one integer mixture each.
 
     Stream order: stage 1 (bin index or ESCAPE) bucketed by window width, stage 2 (offset inside
@@ -417,6 +482,7 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
             :func:`hpac.nn.integer.units`.
         floored: floored tables (:func:`floor_tables`).
         low: smallest symbol (1: code the mixture conditioned on ``x != 0``).
+        cdf_entries: table entries by version 10's rule (:func:`_entries`); False: 8's and 9's.
     Returns:
         (M,) int64 symbols.
     """
@@ -425,12 +491,15 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
         return np.zeros(0, np.int64)
     _, _, sig, lnw = constants()
     seg = np.zeros(m, np.int64)
-    lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig, seg)
+    none = np.zeros(0, np.int64)
+    lo, delta, width, _, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig, seg, none, cdf_entries,
+                                                                False)
     coarse_o = np.empty(m, np.int32)
     _decode_runs(coder, _tables(flat, rows.tolist(), at.tolist()), coarse_o, floored)
     coarse = np.empty(m, np.int64)
     coarse[order] = coarse_o
-    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg)
+    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg, none, cdf_entries,
+                                                False)
     out = bin_lo
     if fine.size:
         off = np.empty(fine.size, np.int32)
@@ -443,31 +512,47 @@ def decode_symbols(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: in
 
 
 @njit(cache=True)
-def _coarse_tables(w, mu, s, bits, low, lnw, sig, seg):
+def _coarse_tables(w, mu, s, bits, low, lnw, sig, seg, sym, cdf_entries, coded_rows):
     """Stage 1 of :func:`decode_symbols` and :func:`encode_calls`: windows (lo, delta, width),
-    the rows' stable order by (segment, width) (seg (M,) int64 ascending: the encoder's calls;
-    the decoder's one call is segment 0), and the tables of the rows in that order
-    (:func:`bin_tables`' entries, flat), with the bounds of each run of one (segment, width)."""
+    the bin index of each of the encoder's symbols ``sym`` (M,) int64 (width: escaped; the
+    decoder passes none and gets none), the rows' stable order by (segment, width) (seg (M,)
+    int64 ascending: the encoder's calls; the decoder's one call is segment 0), and the tables
+    of the rows in that order (:func:`_entries`, or the encoder's :func:`_coded_rows` where
+    ``coded_rows``), flat, with the bounds of each run of one (segment, width)."""
     lo, delta, width = _windows(w, mu, s, lnw, bits, low)
+    coarse = np.empty(sym.shape[0], np.int64)
+    for r in range(sym.shape[0]):
+        inside = sym[r] >= lo[r] and sym[r] < lo[r] + width[r] * delta[r]
+        coarse[r] = (sym[r] - lo[r]) // delta[r] if inside else width[r]
     order = _order_by(seg, width)
     n_bins = width[order]
-    cdfs, rest = _edge_cdfs(order, lo[order], delta[order], n_bins, bits, w, mu, s, sig, low, True)
+    if coded_rows:
+        flat = _coded_rows(order, lo[order], delta[order], n_bins, coarse[order], bits, w, mu, s, sig, low, True)
+    else:
+        cdfs, rest = _edge_cdfs(order, lo[order], delta[order], n_bins, bits, w, mu, s, sig, low, True)
+        flat = _entries(cdfs, rest, n_bins, True, cdf_entries)
     rows = _run_bounds(seg[order] * (MAX_BINS + 1) + n_bins)
-    return lo, delta, width, order, _entries(cdfs, rest, n_bins, True), rows, _table_bounds(rows, n_bins, 1)
+    return lo, delta, width, coarse, order, flat, rows, _table_bounds(rows, n_bins, 1)
 
 
 @njit(cache=True)
-def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg):
+def _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg, sym, cdf_entries, coded_rows):
     """Stage 2 of :func:`decode_symbols` and :func:`encode_calls`: each row's bin start (M,)
     int64, the rows with an offset to code (not escaped, delta > 1) in stable (segment, delta)
-    order, and their tables, flat, with the bounds of each run."""
+    order, and their tables (as :func:`_coarse_tables` makes them; ``sym``: the encoder's
+    symbols, for ``coded_rows``), flat, with the bounds of each run."""
     bin_lo = lo + coarse * delta
     fine = np.flatnonzero((coarse != width) & (delta > 1))
     fine = fine[_order_by(seg[fine], delta[fine])]
     n_bins = delta[fine]
-    cdfs, rest = _edge_cdfs(fine, bin_lo[fine], np.ones(fine.size, np.int64), n_bins, bits, w, mu, s, sig, 0, False)
+    ones = np.ones(fine.size, np.int64)
+    if coded_rows:
+        flat = _coded_rows(fine, bin_lo[fine], ones, n_bins, sym[fine] - bin_lo[fine], bits, w, mu, s, sig, 0, False)
+    else:
+        cdfs, rest = _edge_cdfs(fine, bin_lo[fine], ones, n_bins, bits, w, mu, s, sig, 0, False)
+        flat = _entries(cdfs, rest, n_bins, False, cdf_entries)
     rows = _run_bounds(seg[fine] * (np.int64(1) << 40) + n_bins)
-    return bin_lo, fine, _entries(cdfs, rest, n_bins, False), rows, _table_bounds(rows, n_bins, 0)
+    return bin_lo, fine, flat, rows, _table_bounds(rows, n_bins, 0)
 
 
 def _split(flat: np.ndarray, n_bins: np.ndarray, escape: bool):
@@ -495,7 +580,7 @@ def _decode_runs(coder, tables, values: np.ndarray, floored: bool) -> None:
 
 def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int, sy: np.ndarray,
                  bounds: np.ndarray, floored: bool = False, low: int = 0,
-                 lead: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 lead: list[tuple[np.ndarray, np.ndarray]] | None = None, cdf_entries: bool = True) -> None:
     """Encode what :func:`encode_symbols` would over each row segment
     [bounds[i], bounds[i+1]) in turn, with the tables of all segments built at once: the same
     bytes with a fraction of the calls. The encoder knows every segment in advance; the
@@ -506,6 +591,8 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
             ascending, bounds[0] = 0, bounds[-1] = M.
         lead: per segment, a categorical call (values (m,) int32, table (m, E) float32) to make
             ahead of its symbols (the zero flags); empty ones are skipped.
+        cdf_entries: version 10's table entries (:func:`_entries`): then, unfloored, each table
+            is built only where its symbol reads it (:func:`_coded_rows`).
     """
     m = w.shape[0]
     if m == 0 and lead is None:
@@ -518,12 +605,15 @@ def encode_calls(coder, w: np.ndarray, mu: np.ndarray, s: np.ndarray, bits: int,
             ops[i].append((values, probs))
     # every segment's stage 1, each bucketed by width as decode_symbols does: one stable sort
     # on (segment, width), so rows keep their order inside a bucket
-    lo, delta, width, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig, seg)
-    coarse = np.where((sy >= lo) & (sy < lo + width * delta), (sy - lo) // delta, width)
+    sy = np.ascontiguousarray(sy, np.int64)
+    coded_rows = cdf_entries and not floored
+    lo, delta, width, coarse, order, flat, rows, at = _coarse_tables(w, mu, s, bits, low, lnw, sig, seg, sy,
+                                                                     cdf_entries, coded_rows)
     coarse_o = coarse[order].astype(np.int32)
     for i, j, probs in _tables(flat, rows.tolist(), at.tolist()):
         ops[int(seg[order[i]])].append((coarse_o[i:j], probs))
-    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg)
+    bin_lo, fine, flat, rows, at = _fine_tables(coarse, lo, delta, width, w, mu, s, bits, sig, seg, sy, cdf_entries,
+                                                coded_rows)
     if fine.size:
         off = (sy[fine] - bin_lo[fine]).astype(np.int32)
         for i, j, probs in _tables(flat, rows.tolist(), at.tolist()):
