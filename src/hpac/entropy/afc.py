@@ -231,12 +231,30 @@ def _add_logistic(o, t0, big, wj, mj, sj, sig):
         o[e] += lo_run
     inv = (1 << 40) // sj
     for e in range(ea, eb):  # |d| < 17 sj here: |d inv| < 17 2^40, no overflow
-        zf = min(max(((d0 + e * big) * inv) >> 24, -Z_LIMIT), Z_LIMIT - 1)
-        i = (zf >> 8) + 4096
-        lo = sig[i]
-        o[e] += wj * (lo + (((sig[i + 1] - lo) * (zf & 255)) >> 8))
+        o[e] += wj * _sigma_inside(d0 + e * big, inv, sig)
     for e in range(eb, nb):
         o[e] += hi_run
+
+
+@njit(cache=True, inline="always")
+def _sigma_inside(d, inv, sig):
+    """sigma (2^-30) at offset d = t - mj from a logistic's mean, where |d| < 17 sj (inv =
+    2^40 // sj): the table lookup of :func:`_add_logistic`."""
+    zf = min(max((d * inv) >> 24, -Z_LIMIT), Z_LIMIT - 1)
+    i = (zf >> 8) + 4096
+    lo = sig[i]
+    return lo + (((sig[i + 1] - lo) * (zf & 255)) >> 8)
+
+
+@njit(cache=True, inline="always")
+def _sigma_at(d, sj, inv, sig):
+    """:func:`_add_logistic`'s sigma (2^-30) at one edge, offset d = t - mj (inv = 2^40 // sj):
+    the saturated ends without a lookup, else :func:`_sigma_inside`."""
+    if d <= -17 * sj:
+        return sig[0]
+    if d >= 17 * sj:
+        return sig[8191] + (((sig[8192] - sig[8191]) * 255) >> 8)
+    return _sigma_inside(d, inv, sig)
 
 
 @njit(cache=True)
@@ -340,35 +358,38 @@ def _coded_rows(rows, start, step, n_bins, idx, bits, w, mu, s, sig, low, escape
     m, k = rows.shape[0], w.shape[1]
     esc = 1 if escape else 0
     out = np.zeros(int(np.sum(n_bins)) + m * esc, np.float32)
-    ends = np.zeros(2, np.int64)
-    mid = np.zeros(2, np.int64)
     cdf = np.zeros(1, np.int64)
     pos = 0
     for i in range(m):
         r, nb, st, dl, c = rows[i], n_bins[i], start[i], step[i], idx[i]
-        ends[:] = 0
-        mid[:] = 0
+        e0, en, ec, ec1 = 0, 0, 0, 0  # the CDF at edges 0, nb, c, c + 1
         total = 0
         t0 = (2 * st - 1) << (MU_FRAC - 1)
         for j in range(k):
-            if w[r, j] == 0:
+            wj = w[r, j]
+            if wj == 0:
                 continue
-            total += w[r, j] << SIG_BITS
-            _add_logistic(ends, t0, (nb * dl) << MU_FRAC, w[r, j], mu[r, j], s[r, j], sig)
+            total += wj << SIG_BITS
+            sj = s[r, j]
+            inv = (1 << 40) // sj
+            d0 = t0 - mu[r, j]
+            e0 += wj * _sigma_at(d0, sj, inv, sig)
+            en += wj * _sigma_at(d0 + ((nb * dl) << MU_FRAC), sj, inv, sig)
             if c < nb:
-                _add_logistic(mid, t0 + ((c * dl) << MU_FRAC), dl << MU_FRAC, w[r, j], mu[r, j], s[r, j], sig)
+                ec += wj * _sigma_at(d0 + ((c * dl) << MU_FRAC), sj, inv, sig)
+                ec1 += wj * _sigma_at(d0 + (((c + 1) * dl) << MU_FRAC), sj, inv, sig)
         if low == 0 and st <= 0:  # the ends pinned as _edge_cdfs pins them
-            ends[0] = 0
+            e0 = 0
         if st + nb * dl >= (1 << bits):
-            ends[1] = total
-        first = ends[0] >> TABLE_SHIFT
-        bins = (ends[1] >> TABLE_SHIFT) - first + nb  # the bin entries' sum
+            en = total
+        first = e0 >> TABLE_SHIFT
+        bins = (en >> TABLE_SHIFT) - first + nb  # the bin entries' sum
         o = out[pos : pos + nb + esc]
         if c == nb:
             o[0] = bins
         else:
-            lo_edge = ends[0] if c == 0 else mid[0]
-            hi_edge = ends[1] if c + 1 == nb else mid[1]
+            lo_edge = e0 if c == 0 else ec
+            hi_edge = en if c + 1 == nb else ec1
             before = (lo_edge >> TABLE_SHIFT) - first + c
             entry = (hi_edge >> TABLE_SHIFT) - (lo_edge >> TABLE_SHIFT) + 1
             o[0] += before
@@ -377,7 +398,7 @@ def _coded_rows(rows, start, step, n_bins, idx, bits, w, mu, s, sig, low, escape
                 o[c + 1] += bins - before - entry
         if escape:
             below = _cdf_below(low, w, mu, s, sig, r, cdf) if low != 0 else 0
-            o[nb] += max(((ends[0] - below) + (total - ends[1])) >> TABLE_SHIFT, 1)
+            o[nb] += max(((e0 - below) + (total - en)) >> TABLE_SHIFT, 1)
         pos += nb + esc
     return out
 
