@@ -27,9 +27,6 @@ from .zoo.catalog import CodecModel
 
 MAX_SHARD_CACHE_BYTES = 512 << 20  # CSI caches of one shard: the most a decoder allocates per worker
 SHARD_MULTIPLE = 2  # shard count rounded up to a multiple of this: two workers stay busy
-BALANCE_SHARDS = 4  # shards a plane of enough patches is cut into at least: a worker that finishes
-BALANCE_PATCHES = 4  # early takes another; only where a shard keeps about this many patches (a shard
-# steps all 3P - 2 groups whatever it holds: one-patch shards slowed the decoder of P = 256 scans)
 
 
 def shard_cap(patch: int, patch_cache_bytes: int = 0) -> int:
@@ -49,11 +46,8 @@ def shard_sizes(cfg: ModelConfig, valid: np.ndarray, patch_cache_bytes: int = 0)
     """Patches of each shard, consecutive in the plane's patch order. A function of the image's
     geometry and the model only (never of the thread count, so the bytes do not depend on it):
 
-    * as few shards as :func:`shard_cap` allows, but BALANCE_SHARDS where each still holds
-      about BALANCE_PATCHES patches (with two workers, the one that finishes its first shard
-      early takes another: content makes shards of equal estimated work run up to 1.4x
-      apart), rounded up to a multiple of SHARD_MULTIPLE where there are enough patches (two
-      workers stay busy);
+    * as few shards as :func:`shard_cap` allows, rounded up to a multiple of SHARD_MULTIPLE
+      where there are enough patches (two workers stay busy);
     * cut where the shards' work is most even. A patch's work is the positions the coder
       computes (:func:`hpac.nn.integer.patch_extents`' area) plus PATCH_WORK: image-edge
       patches are cheap, and equal patch counts left a worker idle for up to a quarter of a
@@ -66,7 +60,7 @@ def shard_sizes(cfg: ModelConfig, valid: np.ndarray, patch_cache_bytes: int = 0)
     if m == 0:
         return []
     cap = shard_cap(p, patch_cache_bytes)
-    n = max(-(-m // cap), min(BALANCE_SHARDS, m // BALANCE_PATCHES))
+    n = -(-m // cap)
     n = min(m, -(-n // SHARD_MULTIPLE) * SHARD_MULTIPLE)
     ext = integer.patch_extents(cfg, valid)
     work = np.cumsum(ext[:, 0] * ext[:, 1] + int(PATCH_WORK * p * p))  # int64: exact comparisons
