@@ -240,8 +240,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     data = _read_input(args.input)
     h, _ = container.read(data)
-    version = int.from_bytes(data[8:10], "little")
-    print(f"file:       {args.input} ({len(data)} bytes, format version {version})")
+    print(f"file:       {args.input} ({len(data)} bytes, format version {h.version})")
     print(f"image:      {h.width}x{h.height}, {h.channels} channel(s), {h.dtype}, {h.bits} significant bits")
     print(f"bpsp:       {8 * len(data) / (h.width * h.height * h.channels):.4f}")
     print(f"pixel hash: sha256 {h.pixel_sha256.hex()}")
