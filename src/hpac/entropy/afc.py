@@ -226,7 +226,7 @@ def _add_logistic(o, t0, big, wj, mj, sj, sig):
     ea = min(max((-lim - d0) // big + 1, 0), nb)  # first edge with d > -lim
     eb = min(max(-((d0 - lim) // big), ea), nb)  # first edge with d >= lim
     lo_run = wj * sig[0]
-    hi_run = wj * (sig[8191] + (((sig[8192] - sig[8191]) * 255) >> 8))
+    hi_run = wj * _sigma_top(sig)
     for e in range(ea):
         o[e] += lo_run
     inv = (1 << 40) // sj
@@ -247,13 +247,19 @@ def _sigma_inside(d, inv, sig):
 
 
 @njit(cache=True, inline="always")
+def _sigma_top(sig):
+    """sigma (2^-30) where zf saturates at Z_LIMIT - 1 (d >= 17 sj): the lookup at i = 8191, zf & 255 = 255."""
+    return sig[8191] + (((sig[8192] - sig[8191]) * 255) >> 8)
+
+
+@njit(cache=True, inline="always")
 def _sigma_at(d, sj, inv, sig):
     """:func:`_add_logistic`'s sigma (2^-30) at one edge, offset d = t - mj (inv = 2^40 // sj):
     the saturated ends without a lookup, else :func:`_sigma_inside`."""
     if d <= -17 * sj:
         return sig[0]
     if d >= 17 * sj:
-        return sig[8191] + (((sig[8192] - sig[8191]) * 255) >> 8)
+        return _sigma_top(sig)
     return _sigma_inside(d, inv, sig)
 
 
