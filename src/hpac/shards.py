@@ -151,11 +151,19 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
     if isinstance(side, Encode):
         coder = constriction.stream.queue.RangeEncoder()
         sym = side.symbols.astype(np.int64)
-        # never zeroed: what the pass leaves out is padding, which no one reads (nor faults in)
-        plane = plane_params(net, sym, valid, out=np.empty((b, p, p, cfg.n_params), net.params_dtype))
+        flat_valid = valid.reshape(-1)
+        per_group = [pos[flat_valid[pos]] for pos in (_group_positions(sched, g, b)
+                                                      for g in range(_last_group(valid) + 1))]
+        order = np.concatenate(per_group) if per_group else np.zeros(0, np.int64)
+        # the parameters in coding order, where the coder reads them in streams; padding
+        # shares a scratch row past them
+        rows = np.full(b * p * p, order.size, np.int64)
+        rows[order] = np.arange(order.size)
+        plane = plane_params(net, sym, valid, out=np.empty((order.size + 1, cfg.n_params), net.params_dtype),
+                             rows=rows.reshape(b, p * p))
         flags = zeroflags.ZeroFlags() if zero_flags else None
-        _encode_groups(coder, net, plane, sym, integer.centred(sym, bits), valid, sched, bits, floored, flags,
-                       cdf_entries)
+        _encode_groups(coder, net, plane, sym, order, np.array([g.size for g in per_group], np.int64), valid, bits,
+                       floored, flags, cdf_entries)
         return coder.get_compressed()
     coder = constriction.stream.queue.RangeDecoder(side.words)
     out = np.zeros((b, p, p, ch), np.int64)
@@ -198,45 +206,42 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
 ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this many pixels
 
 
-def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.ndarray, valid: np.ndarray,
-                   sched, bits: int, floored: bool, flags: zeroflags.ZeroFlags | None, cdf_entries: bool) -> None:
+def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, order: np.ndarray, sizes: np.ndarray,
+                   valid: np.ndarray, bits: int, floored: bool, flags: zeroflags.ZeroFlags | None,
+                   cdf_entries: bool) -> None:
     """The encoder's side of code_shard's loop: the same (group, channel) calls in the same
     order, their mixtures and tables built for many groups at once
     (:func:`hpac.entropy.afc.encode_calls`).
 
     Args:
-        plane: (B, P, P, n_params) every position's integer parameters; sym: (B, P, P, C) int64;
-            q_all: sym centred (float64).
+        plane: (n + 1, n_params) the integer parameters of the shard's real pixels in coding
+            order (groups, then patches, then the group's positions), a scratch row last;
+            sym: (B, P, P, C) int64; order: (n,) int64 those pixels' flat positions in the
+            shard (B P P); sizes: (G,) int64 each group's count of them.
         flags: a 1-channel plane's zero flags (:mod:`hpac.entropy.zeroflags`), or None. The
             encoder knows every symbol, so each position's neighbour contexts come from one
             pass over the shard, and a batch's flag tables from the counts group by group.
     """
-    b, p = valid.shape[0], sched.patch
+    b, p = valid.shape[0], valid.shape[1]
     ch = sym.shape[-1]
-    flat_valid = valid.reshape(-1)
-    per_group = []  # per group: flat positions of its real pixels, patches outer
-    for g in range(_last_group(valid) + 1):
-        pos = _group_positions(sched, g, b)
-        per_group.append(pos[flat_valid[pos]])
-    params = plane.reshape(b * p * p, -1)
-    syms = sym.reshape(b * p * p, ch)
-    qs = q_all.reshape(b * p * p, ch)
+    syms = sym.reshape(b * p * p, ch)[order]  # in coding order, as the plane
+    qs = integer.centred(syms, bits)
     if flags is not None:  # every position's neighbour pairs, flat like the positions
         every = np.arange(p * p)
-        pairs = flags.neighbour_pairs(sym, valid, every // p, every % p)
+        pairs = flags.neighbour_pairs(sym, valid, every // p, every % p)[order]
+    first = np.concatenate([[0], np.cumsum(sizes)])  # each group's first row
     g0 = 0
-    while g0 < len(per_group):
-        g1, rows = g0, 0
-        while g1 < len(per_group) and (rows == 0 or rows + per_group[g1].size <= ENCODE_BATCH_ROWS):
-            rows += per_group[g1].size
+    while g0 < sizes.size:
+        g1, n = g0, 0
+        while g1 < sizes.size and (n == 0 or n + sizes[g1] <= ENCODE_BATCH_ROWS):
+            n += sizes[g1]
             g1 += 1
-        idx = np.concatenate(per_group[g0:g1])
-        sizes = np.array([per_group[g].size for g in range(g0, g1)], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
+        lo, hi = int(first[g0]), int(first[g1])
+        starts = first[g0 : g1 + 1] - lo
         if flags is not None:  # one channel: flags ahead of each group's nonzero symbols
-            w, mu, s = integer.units(net, params, 0, qs, idx)
-            target = syms[idx, 0]
-            ctx = flags.contexts(pairs[idx], afc.mass_below(1, w, mu, s))
+            w, mu, s = integer.units(net, plane, 0, qs, np.arange(lo, hi))
+            target = syms[lo:hi, 0]
+            ctx = flags.contexts(pairs[lo:hi], afc.mass_below(1, w, mu, s))
             is0 = (target == 0).astype(np.int32)
             lead = [flags.encode_op(ctx[starts[i] : starts[i + 1]], is0[starts[i] : starts[i + 1]])
                     for i in range(g1 - g0)]
@@ -245,12 +250,12 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, q_all: np.nda
             afc.encode_calls(coder, w[nz], mu[nz], s[nz], bits, target[nz], bounds, floored, low=1, lead=lead,
                              cdf_entries=cdf_entries)
         else:  # (group, channel) segments in coding order: group outer, channel inner, the group's rows
-            seg_sizes = np.repeat(sizes, ch)
+            seg_sizes = np.repeat(sizes[g0:g1], ch)
             bounds = np.concatenate([[0], np.cumsum(seg_sizes)])
             seg = np.repeat(np.arange(seg_sizes.size), seg_sizes)
-            row = idx[starts[seg // ch] + np.arange(bounds[-1]) - bounds[seg]]
+            row = lo + starts[seg // ch] + np.arange(bounds[-1]) - bounds[seg]
             chan = seg % ch
-            w, mu, s = integer.units(net, params, chan, qs, row)
+            w, mu, s = integer.units(net, plane, chan, qs, row)
             afc.encode_calls(coder, w, mu, s, bits, syms[row, chan], bounds, floored, cdf_entries=cdf_entries)
         g0 = g1
 

@@ -117,8 +117,9 @@ def _ring_write(buf, span, g0, first, sizes, values, run_lo, run_hi, off):
     """Ring rows of groups g0 + i of buf (B, R, W, C) := the packed runs of values (M, C) at
     columns first[i] + j, zero outside the group's columns. Outside the group is padding and
     must read as zero: only what the row's last group wrote there (span[row]) is cleared
-    (zeroing whole rows was ~4% of effort 0's time)."""
-    nb, ring = buf.shape[0], buf.shape[1]
+    (zeroing whole rows was ~4% of effort 0's time). Element loops: numba's slice assignment,
+    row by row, cost as much again as the copy."""
+    nb, ring, d = buf.shape[0], buf.shape[1], buf.shape[3]
     for i in range(first.shape[0]):
         slot = (g0 + i) % ring
         lo, hi = span[slot, 0], span[slot, 1]
@@ -127,12 +128,15 @@ def _ring_write(buf, span, g0, first, sizes, values, run_lo, run_hi, off):
         for b in range(nb):
             dst = buf[b, slot]
             for j in range(lo, min(hi, a)):
-                dst[j, :] = 0
+                for c in range(d):
+                    dst[j, c] = 0
             for j in range(max(lo, e), hi):
-                dst[j, :] = 0
+                for c in range(d):
+                    dst[j, c] = 0
             o = off[i * nb + b] - run_lo[i, b]
             for j in range(run_lo[i, b], run_hi[i, b]):
-                dst[a + j, :] = values[o + j, :]
+                for c in range(d):
+                    dst[a + j, c] = values[o + j, c]
         span[slot, 0], span[slot, 1] = a, e
 
 
@@ -329,7 +333,7 @@ SPAN_POSITIONS = 1024  # the encoder's steps: about this many positions of a pat
 
 def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
                  extent: np.ndarray | None = None, out: np.ndarray | None = None,
-                 span: int | None = None) -> np.ndarray:
+                 span: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """Every position's integer mixture parameters (the encoder, which knows every pixel):
     patch by patch, in steps of many groups, with the decoder's kernels.
 
@@ -341,6 +345,9 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
         out: (B, P, P, n_params) float32 or float64 to fill (exact: hpac.nn.integer.IntNet.params_dtype).
         span: groups a step (default: about :data:`SPAN_POSITIONS` positions); the integers
             do not depend on it.
+        rows: (B, P P) int64, the row of ``out`` (then (M, n_params)) each position's
+            parameters go to (the encoder's coding order, read in streams; padding may share a
+            scratch row); None: ``out`` is (B, P, P, n_params).
     Returns:
         ``out`` (default float64 zeros): at every real pixel the integers :class:`CSIStepper`
         gives the decoder; padding inside ``extent`` holds values no one codes (they read
@@ -364,7 +371,7 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
     flat = sched.flat
     positions: dict[tuple[int, int], np.ndarray] = {}
     q_rows = q.reshape(b, p * p, -1)
-    out_rows = out.reshape(b, p * p, -1)  # a view: ``out`` is contiguous
+    out_rows = out.reshape(b, p * p, -1) if rows is None else out  # a view: ``out`` is contiguous
     for i in range(b):
         st.reset(None if extent is None else extent[i : i + 1])
         ext = (p, p) if extent is None else tuple(extent[i])
@@ -378,5 +385,8 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
             runs = st.runs(g0, g1)
             if runs.count != pos.size:  # the rows computed are each group's run
                 pos = np.concatenate([flat[g][lo:hi] for g, lo, hi in zip(range(g0, g1), runs.lo[:, 0], runs.hi[:, 0])])
-            st.span_params(g0, g1, runs, out_rows[i], pos)
+            if rows is None:
+                st.span_params(g0, g1, runs, out_rows[i], pos)
+            else:
+                st.span_params(g0, g1, runs, out_rows, rows[i, pos])
     return out
