@@ -140,8 +140,25 @@ def test_a_region_section_in_a_16_bit_plane_is_refused(models):
         container.read(_with_section(data, section))
 
 
-def test_flat_share():
+def test_flat_shares():
     a = np.zeros((4, 4, 3), np.uint8)
-    assert regions.flat_share(a) == pytest.approx(15 / 16)  # all but the first pixel repeat a neighbour
+    assert regions.flat_shares(a, 8)[0] == pytest.approx(15 / 16)  # all but the first pixel repeat a neighbour
     noisy = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
-    assert regions.flat_share(noisy) == 0.0
+    assert regions.flat_shares(noisy, 8)[0] == 0.0
+    # 2 x 2 patches of a flat plane: each patch's first pixel has no neighbour inside it
+    assert regions.flat_shares(np.zeros((4, 4, 1), np.uint8), 2).tolist() == [0.75] * 4
+
+
+def test_flat_shares_is_each_patch_alone():
+    rng = np.random.default_rng(3)
+    for h, w, c, patch in [(37, 53, 3, 8), (20, 9, 1, 16), (64, 64, 4, 32), (1, 1, 3, 8)]:
+        v = rng.integers(0, 2, (h, w, c), dtype=np.uint8)
+        expect = []
+        for r in range(0, h, patch):
+            for col in range(0, w, patch):
+                t = v[r : r + patch, col : col + patch]
+                same = np.zeros(t.shape[:2], bool)
+                same[:, 1:] |= (t[:, 1:] == t[:, :-1]).all(axis=2)
+                same[1:] |= (t[1:] == t[:-1]).all(axis=2)
+                expect.append(same.mean())
+        assert regions.flat_shares(v, patch).tolist() == expect

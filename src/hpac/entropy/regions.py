@@ -46,12 +46,27 @@ JXL_MIN_SHARE = 0.5  # JPEG XL is tried where classical patches are at least thi
 CODECS = {1: "WebP lossless", 2: "JPEG XL lossless"}  # the section's codec byte
 
 
-def flat_share(values: np.ndarray) -> float:
-    """Share of the pixels of an (h, w, c) patch equal (every channel) to their left or upper neighbour."""
-    same = np.zeros(values.shape[:2], dtype=bool)
-    same[:, 1:] |= (values[:, 1:] == values[:, :-1]).all(axis=2)
-    same[1:, :] |= (values[1:, :] == values[:-1, :]).all(axis=2)
-    return float(same.mean())
+def flat_shares(values: np.ndarray, patch: int) -> np.ndarray:
+    """(N,) float64: per patch of an (H, W, c) plane (row-major), the share of its pixels equal
+    (every channel) to their left or upper neighbour in the same patch. One pass over the
+    plane: patch by patch, numpy's calls cost more than the comparisons."""
+    h, w, c = values.shape
+    left = np.zeros((h, w), dtype=bool)
+    up = np.zeros((h, w), dtype=bool)
+    left[:, 1:] = up[1:] = True
+    for k in range(c):  # (channel by channel: numpy's all() over a short last axis is slow)
+        left[:, 1:] &= values[:, 1:, k] == values[:, :-1, k]
+        up[1:] &= values[1:, :, k] == values[:-1, :, k]
+    left[:, ::patch] = False  # a patch's first column: its left neighbour is another patch's
+    up[::patch] = False
+    same = left | up
+    rows, cols = -(-h // patch), -(-w // patch)
+    padded = np.zeros((rows * patch, cols * patch), np.int64)
+    padded[:h, :w] = same
+    count = padded.reshape(rows, patch, cols, patch).sum(axis=(1, 3)).reshape(-1)
+    hs = np.minimum(patch, h - np.arange(rows) * patch)
+    ws = np.minimum(patch, w - np.arange(cols) * patch)
+    return count / (hs[:, None] * ws[None, :]).reshape(-1).astype(np.float64)
 
 
 def _window(index: int, cols: int, patch: int, side: int | None = None) -> tuple[slice, slice]:
@@ -77,10 +92,8 @@ def choose(values: np.ndarray, patch: int, model_bytes: Callable[[list[int], int
     if values.dtype != np.uint8 or max(h, w) > WEBP_MAX_SIDE:
         return out
     ambiguous = []
-    for i in range(rows * cols):
+    for i in np.flatnonzero(flat_shares(values, patch) >= FLAT_MIN).tolist():
         tile = values[_window(i, cols, patch)]
-        if flat_share(tile) < FLAT_MIN:
-            continue
         bpsp = 8 * len(webp_lossless(tile, PROBE_METHOD)) / tile.size
         if bpsp < CLEAR_BPSP:
             out[i] = True
