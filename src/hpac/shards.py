@@ -151,19 +151,13 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
     if isinstance(side, Encode):
         coder = constriction.stream.queue.RangeEncoder()
         sym = side.symbols.astype(np.int64)
-        flat_valid = valid.reshape(-1)
-        per_group = [pos[flat_valid[pos]] for pos in (_group_positions(sched, g, b)
-                                                      for g in range(_last_group(valid) + 1))]
-        order = np.concatenate(per_group) if per_group else np.zeros(0, np.int64)
-        # the parameters in coding order, where the coder reads them in streams; padding
-        # shares a scratch row past them
-        rows = np.full(b * p * p, order.size, np.int64)
-        rows[order] = np.arange(order.size)
+        # the parameters in the order the coder reads them, in streams (never zeroed: every
+        # coded row is written, padding shares the scratch row)
+        order, sizes, rows = coding_order(cfg, valid)
         plane = plane_params(net, sym, valid, out=np.empty((order.size + 1, cfg.n_params), net.params_dtype),
-                             rows=rows.reshape(b, p * p))
+                             rows=rows)
         flags = zeroflags.ZeroFlags() if zero_flags else None
-        _encode_groups(coder, net, plane, sym, order, np.array([g.size for g in per_group], np.int64), valid, bits,
-                       floored, flags, cdf_entries)
+        _encode_groups(coder, net, plane, sym, order, sizes, valid, bits, floored, flags, cdf_entries)
         return coder.get_compressed()
     coder = constriction.stream.queue.RangeDecoder(side.words)
     out = np.zeros((b, p, p, ch), np.int64)
@@ -201,6 +195,27 @@ def code_shard(model: CodecModel, bits: int, valid: np.ndarray, side: Encode | D
     if out.size and int(out.max()) >= (1 << bits):
         raise ChecksumError("decoded values out of range: corrupt payload")
     return out.astype(np.int32)
+
+
+def coding_order(cfg: ModelConfig, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The order the coder takes a shard's real pixels in: groups, then patches, then the
+    group's positions.
+
+    Args:
+        valid: (B, P, P) bool.
+    Returns:
+        order (n,) int64: their flat positions in the shard (B P P); sizes (G,) int64: each
+        group's count of them; rows (B, P P) int64: each position's place in that order, n
+        (a scratch row) on padding.
+    """
+    b, p = valid.shape[0], cfg.patch
+    sched = group_schedule(p, cfg.kernel)
+    flat_valid = valid.reshape(-1)
+    per_group = [pos[flat_valid[pos]] for pos in (_group_positions(sched, g, b) for g in range(_last_group(valid) + 1))]
+    order = np.concatenate(per_group) if per_group else np.zeros(0, np.int64)
+    rows = np.full(b * p * p, order.size, np.int64)
+    rows[order] = np.arange(order.size)
+    return order, np.array([g.size for g in per_group], np.int64), rows.reshape(b, p * p)
 
 
 ENCODE_BATCH_ROWS = 1 << 13  # the encoder codes groups in batches of about this many pixels
