@@ -109,3 +109,23 @@ def test_weight_shapes_are_the_float_network_s(cfg):
     from hpac.nn.model import HPACNet
 
     assert {k: tuple(v.shape) for k, v in HPACNet(cfg).state_dict().items()} == cfg.weight_shapes()
+
+
+def test_plane_params_in_coding_order():
+    """The encoder's plane in coding order (rows=) holds each real pixel's parameters of the plain pass."""
+    from hpac.shards import coding_order
+
+    model = make_model(3, patch=8, dim=16, blocks=2, mixtures=3, seed=2)
+    net = model.integer(8)
+    rng = np.random.default_rng(4)
+    sym = rng.integers(0, 256, (3, 8, 8, 3))
+    valid = np.ones((3, 8, 8), bool)
+    valid[2, 5:] = False  # an image-edge patch
+    valid[2, :, 6:] = False
+    ref = plane_params(net, sym, valid)
+    order, sizes, rows = coding_order(net.cfg, valid)
+    assert order.size == valid.sum() == sizes.sum()
+    out = plane_params(net, sym, valid, out=np.full((order.size + 1, net.cfg.n_params), np.nan), rows=rows)
+    assert np.array_equal(out[:-1], ref.reshape(-1, net.cfg.n_params)[order])
+    with pytest.raises(ValueError, match="rows"):
+        plane_params(net, sym, valid, rows=rows)

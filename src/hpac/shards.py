@@ -241,7 +241,7 @@ def _encode_groups(coder, net, plane: np.ndarray, sym: np.ndarray, order: np.nda
     ch = sym.shape[-1]
     syms = sym.reshape(b * p * p, ch)[order]  # in coding order, as the plane
     qs = integer.centred(syms, bits)
-    if flags is not None:  # every position's neighbour pairs, flat like the positions
+    if flags is not None:  # every real pixel's neighbour pairs, in coding order
         every = np.arange(p * p)
         pairs = flags.neighbour_pairs(sym, valid, every // p, every % p)[order]
     first = np.concatenate([[0], np.cumsum(sizes)])  # each group's first row

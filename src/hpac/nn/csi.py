@@ -363,6 +363,8 @@ def plane_params(net: IntNet, sym: np.ndarray, valid: np.ndarray | None = None,
         if extent is None:
             extent = integer.patch_extents(cfg, valid)
     if out is None:
+        if rows is not None:
+            raise ValueError("plane_params with rows writes into the caller's out (M, n_params)")
         out = np.zeros((b, p, p, cfg.n_params))
     sched = group_schedule(p, cfg.kernel)
     if span is None:
