@@ -144,6 +144,6 @@ def gated_block(ar, p, x, depthwise):
 
         a, v = W_av LN(x);  x += W_o( silu(DW(a)) * v );  x += W_down gelu(W_up LN(x))
     """
-    a, v = ar.split(ar.linear(ar.norm(x, p.norm1), p.to_av))
+    a, v = ar.linear_split(ar.norm(x, p.norm1), p.to_av)
     x = ar.residual(x, ar.gate(depthwise(a, p.dw), v, p), p.proj)
     return ar.residual(x, ar.linear_act(ar.norm(x, p.norm2), p.mlp_up, p.gelu), p.mlp_down)

@@ -211,12 +211,14 @@ def _requant_one(a, m, c, lim):
 
 
 @njit(cache=True)
-def _requant(acc, m, c, lim, out):
-    """out = the requantisation of acc's first len(m) columns (acc may be wider: padding)."""
-    rows, cols = acc.shape[0], m.shape[0]
-    for r in range(rows):
-        for o in range(cols):
-            out[r, o] = _requant_one(acc[r, o], m[o], c[o], lim[o])
+def _requant_split(acc, m, c, lim, a, v):
+    """a, v (M, D) := the requantisation of acc's (M, 2D) first and second halves."""
+    d = a.shape[1]
+    for r in range(acc.shape[0]):
+        for o in range(d):
+            a[r, o] = _requant_one(acc[r, o], m[o], c[o], lim[o])
+        for o in range(d):
+            v[r, o] = _requant_one(acc[r, d + o], m[d + o], c[d + o], lim[d + o])
 
 
 @njit(cache=True, inline="always")
@@ -280,18 +282,16 @@ class IntArith:
         return out
 
     @staticmethod
-    def linear(t: np.ndarray, p: IntLayer) -> np.ndarray:
+    def linear_split(t: np.ndarray, p: IntLayer) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's output (M, 2D) as its halves a, v (M, D), each contiguous, requantised in
+        one pass (the gate's loop vectorises only over contiguous rows; never in place: LLVM
+        vectorises only loops whose arrays do not alias)."""
         acc = p.acc(t)
-        out = np.empty(acc.shape, p.out)  # never in place: LLVM vectorises only non-aliased loops (4x)
-        _requant(acc, *p.req, out)
-        return out
-
-    @staticmethod
-    def split(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(M, 2D) -> its two halves (M, D): a view, and a contiguous copy (the gate's loop
-        vectorises only over contiguous rows: 2x faster, for a copy at memory speed)."""
-        d = t.shape[1] // 2
-        return t[:, :d], np.ascontiguousarray(t[:, d:])
+        d = acc.shape[1] // 2
+        a = np.empty((acc.shape[0], d), p.out)
+        v = np.empty((acc.shape[0], d), p.out)
+        _requant_split(acc, *p.req, a, v)
+        return a, v
 
     @staticmethod
     def gate(acc: np.ndarray, v: np.ndarray, p: IntBlock) -> np.ndarray:

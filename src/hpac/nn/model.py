@@ -106,10 +106,9 @@ class FloatArith:
         """gelu(lin(t)) (``table``: the integer arithmetic's GELU)."""
         return F.gelu(self.linear(t, lin))
 
-    @staticmethod
-    def split(t):
-        """(..., 2D) -> its two halves (..., D)."""
-        return t.chunk(2, dim=-1)
+    def linear_split(self, t, lin):
+        """lin(t) (..., 2D) as its two halves (..., D): the block's a and v."""
+        return self.linear(t, lin).chunk(2, dim=-1)
 
     @staticmethod
     def add(x, y):
